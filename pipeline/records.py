@@ -1,0 +1,94 @@
+"""Records that flow between pipeline stages (frozen dataclasses; never tuples)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Detection
+from segmentation.base import MaskAnnotation
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input that a stage refused. Written to ``rejects.jsonl``; counted by ``stage:reason``."""
+
+    source: str
+    stage: str
+    reason: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "stage": self.stage, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """Bytes of one input file and their identity."""
+
+    path: str
+    data: bytes = field(repr=False)
+    content_sha256: str
+    image_id: str
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """Orientation-corrected 8-bit RGB pixels after the resize policy (what gets published)."""
+
+    image_id: str
+    source: str
+    content_sha256: str
+    pixels: np.ndarray = field(repr=False)  # H x W x 3 uint8 RGB, C-contiguous
+    source_size_wh: tuple[int, int]  # after EXIF orientation, before resize
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class DetectedImage:
+    image: DecodedImage
+    detections: tuple[Detection, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class AnonymizedImage:
+    image_id: str
+    source: str
+    content_sha256: str
+    pixels: np.ndarray = field(repr=False)
+    detections: tuple[Detection, ...]
+    anonymization: dict[str, Any]  # method, margin, regions, detector identities
+
+
+@dataclass(frozen=True, eq=False)
+class PublishedImage:
+    """Everything a shard writer needs for one image: final JPEG bytes and annotations."""
+
+    image_id: str
+    content_sha256: str
+    width: int
+    height: int
+    jpeg: bytes = field(repr=False)
+    sha256: str
+    detections: tuple[Detection, ...]
+    anonymization: dict[str, Any]
+    masks: tuple[MaskAnnotation, ...]
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One written shard file, as listed in the manifest."""
+
+    format: str
+    shard: int
+    path: str  # relative to the release root
+    sha256: str
+    images: int
