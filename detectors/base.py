@@ -94,9 +94,3 @@ def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Det
         return builder
 
     return deco
-
-
-def available() -> list[str]:
-    from detectors import registry as _  # noqa: F401  (imports every backend module)
-
-    return sorted(_REGISTRY)

@@ -1,0 +1,1 @@
+"""centerface detector backend (being written; see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""egoblur detector backend (being written; see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""plates detector backend (being written; see docs/ARCHITECTURE.md)."""

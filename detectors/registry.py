@@ -1,0 +1,33 @@
+"""Name -> builder registry for detectors. ``build_detector("centerface:threshold=0.3")``."""
+from __future__ import annotations
+
+import importlib
+
+from detectors.base import _REGISTRY, Detector, DetectorSpec
+
+# Every backend module registers its builders with ``detectors.base.register``. Backends import their heavy
+# dependencies (onnxruntime, torch) inside the builder, so importing this list is cheap and never fails.
+BACKEND_MODULES = ("detectors.centerface", "detectors.plates", "detectors.retinaface", "detectors.egoblur")
+
+NONE = "none"
+
+
+def _load_backends() -> None:
+    for module in BACKEND_MODULES:
+        importlib.import_module(module)
+
+
+def available() -> list[str]:
+    _load_backends()
+    return sorted(_REGISTRY)
+
+
+def build_detector(spec: str | DetectorSpec) -> Detector | None:
+    """Build a detector from ``NAME[:key=value,...]``; ``"none"`` gives ``None`` (detection disabled)."""
+    parsed = spec if isinstance(spec, DetectorSpec) else DetectorSpec.parse(spec)
+    if parsed.name == NONE:
+        return None
+    _load_backends()
+    if parsed.name not in _REGISTRY:
+        raise ValueError(f"unknown detector {parsed.name!r}; available: {', '.join(sorted(_REGISTRY))}, none")
+    return _REGISTRY[parsed.name](**dict(parsed.kwargs))

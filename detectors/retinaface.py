@@ -1,0 +1,1 @@
+"""retinaface detector backend (being written; see docs/ARCHITECTURE.md)."""

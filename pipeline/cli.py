@@ -1,0 +1,49 @@
+"""``veilset`` console script: one parser, one module per subcommand (``add_arguments`` + ``run``)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+SUBCOMMANDS = {
+    "build": ("pipeline.build_command", "build an anonymized, sharded release from photos (Apache Beam)"),
+    "eval": ("detectors.evaluate", "measure a face or plate detector against COCO ground truth"),
+    "takedown": ("takedown.cli", "ingest, apply and answer e-mailed removal requests"),
+    "audit": ("audit.cli", "verify a release end to end and write a compliance report"),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="veilset", description="Privacy-preserving image-dataset curation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after a bare "--" belongs to Beam (build only): --runner DataflowRunner --project ...
+    beam_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1 :]
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    args.beam_args = beam_args
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except ValueError as err:  # option validation: the message names the bad value
+        print(f"veilset {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
