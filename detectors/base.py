@@ -94,3 +94,195 @@ def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Det
         return builder
 
     return deco
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers shared by the backends: option parsing (values arrive as strings from "name:k=v"), weights identity,
+# one onnxruntime session per process, and a common multi-pass detect() with the recall helpers.
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def option_float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
+    """``value`` (str or number) as a float in [lo, hi]; the bad value is in the message."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def option_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    try:
+        out = int(str(value).strip()) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def option_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true/false, got {value!r}")
+
+
+def option_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    text = str(value).strip()
+    if text not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return text
+
+
+def option_path(name: str, value: Any) -> str:
+    import os
+
+    path = os.path.expanduser(str(value))
+    if not os.path.isfile(path):
+        raise ValueError(f"{name}: no such file {value!r}")
+    return path
+
+
+_SHA_CACHE: dict[str, str] = {}
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    if path not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_CACHE[path] = h.hexdigest()
+    return _SHA_CACHE[path]
+
+
+def package_version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def require_module(module: str, hint: str) -> None:
+    """Raise ImportError with an install hint if ``module`` cannot be imported."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{module} is required ({err}); install it with: {hint}") from err
+
+
+_SESSIONS: dict[tuple, Any] = {}
+
+
+def ort_session(key: tuple, model_bytes_or_path: Any, threads: int = 0) -> Any:
+    """One onnxruntime ``InferenceSession`` per (key, threads) per process, CPUExecutionProvider only.
+
+    ``threads`` 0 = onnxruntime's default; 1 = one core (intra_op_num_threads=1)."""
+    require_module("onnxruntime", "pip install onnxruntime")
+    import onnxruntime as ort
+
+    full_key = (key, threads)
+    if full_key not in _SESSIONS:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        source = model_bytes_or_path() if callable(model_bytes_or_path) else model_bytes_or_path
+        _SESSIONS[full_key] = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    return _SESSIONS[full_key]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One inference pass: the whole image (``grid`` 1) or ``grid`` x ``grid`` overlapping tiles, each resized
+    so that its long side is at most ``max_side`` (None: native) after scaling by ``scale``."""
+
+    grid: int = 1
+    max_side: int | None = None
+    scale: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": self.grid, "max_side": self.max_side, "scale": self.scale}
+
+
+class MultiPassDetector:
+    """Common ``detect`` for single-network backends: passes (whole image / tiles) -> merge (NMS) -> score
+    threshold -> box margin -> clip -> ``Detection``. Subclasses set ``name``, ``label``, ``passes``,
+    ``threshold``, ``margin``, ``merge_iou``, ``min_size`` and implement ``_infer(rgb, mapping)`` returning
+    (boxes in network pixels, scores) for an RGB array resized to ``mapping``."""
+
+    name: str = ""
+    label: str = FACE
+    multiple: int = 32
+    passes: tuple[Pass, ...] = (Pass(),)
+    threshold: float = 0.5
+    margin: float = 0.0
+    merge_iou: float = 0.4
+    min_size: float = 0.0
+
+    def _infer(self, image_rgb: np.ndarray, mapping: Any) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _run_one(self, image_rgb: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+        from detectors import ops
+
+        h, w = image_rgb.shape[:2]
+        mapping = ops.fit_size(w, h, p.max_side, self.multiple, p.scale)
+        boxes, scores = self._infer(ops.resize_to(image_rgb, mapping), mapping)
+        return mapping.to_source(boxes), scores
+
+    def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw merged (boxes, scores) in source pixels, before threshold and margin."""
+        from detectors import ops
+
+        check_image(image_rgb)
+        results = []
+        for p in self.passes:
+            if p.grid == 1:
+                results.append(self._run_one(image_rgb, p))
+            else:
+                results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_one(crop, p), p.grid))
+        return ops.merge_passes(results, self.merge_iou)
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        from detectors import ops
+
+        boxes, scores = self.boxes_scores(image_rgb)
+        keep = scores >= self.threshold
+        boxes, scores = ops.drop_small(boxes[keep], scores[keep], self.min_size)
+        h, w = image_rgb.shape[:2]
+        boxes = ops.expand_boxes(boxes, self.margin, w, h)
+        return to_detections(boxes, scores, self.label, self.name)
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(img) for img in images_rgb]
+
+
+def check_image(image_rgb: Any) -> None:
+    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
+            or image_rgb.dtype != np.uint8 or 0 in image_rgb.shape:
+        desc = (f"{image_rgb.dtype} array of shape {image_rgb.shape}" if isinstance(image_rgb, np.ndarray)
+                else type(image_rgb).__name__)
+        raise ValueError(f"detectors take an H x W x 3 uint8 RGB array, got {desc}")
+
+
+def to_detections(boxes: np.ndarray, scores: np.ndarray, label: str, detector: str) -> list[Detection]:
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return [Detection(label=label, box_xyxy=tuple(round(float(v), 2) for v in boxes[i]),
+                      score=round(float(scores[i]), 5), detector=detector) for i in order]

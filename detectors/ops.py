@@ -1,0 +1,227 @@
+"""Pure box maths shared by the detector backends: IoU, NMS, clipping, margins, resize mapping, tiling.
+
+Boxes are float arrays of shape (N, 4) in ``xyxy`` order (x0, y0, x1, y1), pixel coordinates with the
+origin at the top-left corner of the top-left pixel. No Beam, no model code: numpy (and cv2 for resizing) only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+BoxesScores = tuple[np.ndarray, np.ndarray]
+
+
+def as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Return ``boxes`` as a float64 (N, 4) array (an empty input gives shape (0, 4))."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {arr.shape}")
+    return arr
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    b = as_boxes(boxes)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
+def intersection_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas, shape (len(a), len(b))."""
+    a, b = as_boxes(a), as_boxes(b)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU, shape (len(a), len(b)); 0 where both boxes are empty."""
+    a, b = as_boxes(a), as_boxes(b)
+    inter = intersection_matrix(a, b)
+    union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression. Returns kept indices, highest score first (ties: lower index first)."""
+    b = as_boxes(boxes)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(b) != len(s):
+        raise ValueError(f"{len(b)} boxes but {len(s)} scores")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    order = np.argsort(-s, kind="stable")
+    areas = box_areas(b)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        if not rest.size:
+            break
+        xx0 = np.maximum(b[i, 0], b[rest, 0])
+        yy0 = np.maximum(b[i, 1], b[rest, 1])
+        xx1 = np.minimum(b[i, 2], b[rest, 2])
+        yy1 = np.minimum(b[i, 3], b[rest, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip boxes to the image ``[0, width] x [0, height]``."""
+    b = as_boxes(boxes).copy()
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b
+
+
+def expand_boxes(boxes: np.ndarray, margin: float, width: int, height: int) -> np.ndarray:
+    """Grow every box by ``margin`` x its own width/height on each side, then clip to the image."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    b = as_boxes(boxes).copy()
+    w = b[:, 2] - b[:, 0]
+    h = b[:, 3] - b[:, 1]
+    b[:, 0] -= margin * w
+    b[:, 2] += margin * w
+    b[:, 1] -= margin * h
+    b[:, 3] += margin * h
+    return clip_boxes(b, width, height)
+
+
+def drop_small(boxes: np.ndarray, scores: np.ndarray, min_size: float) -> BoxesScores:
+    b = as_boxes(boxes)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ok = ((b[:, 2] - b[:, 0]) >= min_size) & ((b[:, 3] - b[:, 1]) >= min_size)
+    return b[ok], s[ok]
+
+
+@dataclass(frozen=True)
+class ScaleMapping:
+    """How a (src_width x src_height) image was resized to (net_width x net_height) for a network."""
+
+    src_width: int
+    src_height: int
+    net_width: int
+    net_height: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.net_width / self.src_width
+
+    @property
+    def scale_y(self) -> float:
+        return self.net_height / self.src_height
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Map boxes from network pixels back to source pixels (clipped to the source image)."""
+        b = as_boxes(boxes).copy()
+        b[:, [0, 2]] /= self.scale_x
+        b[:, [1, 3]] /= self.scale_y
+        return clip_boxes(b, self.src_width, self.src_height)
+
+    def to_net(self, boxes: np.ndarray) -> np.ndarray:
+        b = as_boxes(boxes).copy()
+        b[:, [0, 2]] *= self.scale_x
+        b[:, [1, 3]] *= self.scale_y
+        return b
+
+
+def fit_size(width: int, height: int, max_side: int | None, multiple: int = 32, scale: float = 1.0) -> ScaleMapping:
+    """Network input size: ``scale`` x the image, shrunk so the long side is <= ``max_side`` (None: no cap),
+    each side rounded up to a multiple of ``multiple`` (the aspect distortion is at most one ``multiple``)."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    f = scale
+    if max_side is not None and max(width, height) * f > max_side:
+        f = max_side / max(width, height)
+    nw = max(multiple, int(np.ceil(width * f / multiple)) * multiple)
+    nh = max(multiple, int(np.ceil(height * f / multiple)) * multiple)
+    return ScaleMapping(width, height, nw, nh)
+
+
+def resize_to(image: np.ndarray, mapping: ScaleMapping) -> np.ndarray:
+    if image.shape[1] == mapping.net_width and image.shape[0] == mapping.net_height:
+        return image
+    shrink = mapping.net_width < image.shape[1]
+    return cv2.resize(image, (mapping.net_width, mapping.net_height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A crop of the image: ``box_xyxy`` in integer source pixels."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Map boxes in tile pixels to source pixels."""
+        b = as_boxes(boxes).copy()
+        b[:, [0, 2]] += self.x0
+        b[:, [1, 3]] += self.y0
+        return b
+
+
+def grid_tiles(width: int, height: int, grid: int, overlap: float = 0.2) -> list[Tile]:
+    """``grid`` x ``grid`` overlapping tiles covering the image; each tile spans 1/grid of a side plus ``overlap``
+    of that span (split on both sides), so a face cut by one tile border lies whole inside the neighbour."""
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    out = []
+    for gy in range(grid):
+        for gx in range(grid):
+            x0, x1 = _span(width, grid, gx, overlap)
+            y0, y1 = _span(height, grid, gy, overlap)
+            out.append(Tile(x0, y0, x1, y1))
+    return out
+
+
+def _span(size: int, grid: int, k: int, overlap: float) -> tuple[int, int]:
+    step = size / grid
+    pad = step * overlap / 2
+    lo = int(np.floor(max(0.0, k * step - pad)))
+    hi = int(np.ceil(min(float(size), (k + 1) * step + pad)))
+    return lo, hi
+
+
+def merge_passes(results: Sequence[BoxesScores], iou_threshold: float) -> BoxesScores:
+    """Concatenate per-pass (boxes, scores) in source pixels and de-duplicate with NMS."""
+    boxes = [as_boxes(b) for b, _ in results]
+    scores = [np.asarray(s, dtype=np.float64).reshape(-1) for _, s in results]
+    if not boxes:
+        return np.zeros((0, 4)), np.zeros((0,))
+    b = np.concatenate(boxes, axis=0)
+    s = np.concatenate(scores, axis=0)
+    if not len(b):
+        return b, s
+    keep = nms(b, s, iou_threshold)
+    return b[keep], s[keep]
+
+
+def tiled_passes(image: np.ndarray, detect: Callable[[np.ndarray], BoxesScores], grid: int,
+                 overlap: float = 0.2) -> list[BoxesScores]:
+    """Run ``detect`` (crop -> boxes in crop pixels, scores) on each grid tile; boxes in source pixels."""
+    h, w = image.shape[:2]
+    out = []
+    for tile in grid_tiles(w, h, grid, overlap):
+        crop = image[tile.y0:tile.y1, tile.x0:tile.x1]
+        b, s = detect(crop)
+        out.append((tile.to_source(b), s))
+    return out
