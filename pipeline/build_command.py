@@ -1,0 +1,147 @@
+"""``veilset build``: options -> validated ``BuildOptions`` -> Beam pipeline -> summary.
+
+Everything after a bare ``--`` is passed to Beam unchanged (``-- --runner DataflowRunner --project P ...``).
+Without ``--runner`` the DirectRunner is used, in multi_processing mode with ``--workers`` processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from pipeline import options as opt
+from pipeline.anonymize import METHODS
+
+LOG = logging.getLogger("veilset.build")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="PATH_OR_GLOB",
+                   help="image files, folders (recursive) or globs; local or any Beam filesystem (gs://...)")
+    p.add_argument("--output", "-o", required=True, help="release folder (created; a rerun replaces the release)")
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"DirectRunner worker processes (default: CPU count, here {os.cpu_count()})")
+    p.add_argument("--shards", type=int, default=None,
+                   help=f"number of shards (default: ceil(inputs / {opt.IMAGES_PER_SHARD}))")
+    p.add_argument("--formats", default=None,
+                   help=f"comma-separated shard formats: parquet, coco, sa1b (default: {','.join(opt.DEFAULT_FORMATS)})")
+    p.add_argument("--face-detector", default=None, metavar="NAME[:ARGS]",
+                   help=f"face detector (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a warning)")
+    p.add_argument("--plate-detector", default=None, metavar="NAME[:ARGS]",
+                   help=f"licence-plate detector (default: {opt.DEFAULT_PLATE_DETECTOR}; 'none' disables)")
+    p.add_argument("--masks", default=None, metavar="NAME[:ARGS]|none",
+                   help=f"automatic mask generator (default: {opt.DEFAULT_MASKS}; e.g. sam:vit_b:/path/sam.pth)")
+    p.add_argument("--device", default=None, help="device for torch models (cpu, cuda; default: cuda when present)")
+    p.add_argument("--max-short-side", type=int, default=None,
+                   help="cap the shortest side of published images (default 1500 as SA-1B; 0 disables)")
+    p.add_argument("--anonymize", dest="anonymize_method", choices=METHODS, default=None,
+                   help="anonymization method (default: pixelate = pixelation + blur + noise)")
+    p.add_argument("--margin", type=float, default=None, help="box enlargement before anonymizing (fraction)")
+    p.add_argument("--jpeg-quality", type=int, default=None, help="published JPEG quality")
+    p.add_argument("--ledger", default=None, help="takedown ledger (SQLite): never publish what it removed")
+
+
+def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
+    kwargs: dict[str, Any] = {"inputs": tuple(args.inputs), "output": args.output}
+    for name in ("workers", "shards", "face_detector", "plate_detector", "masks", "device", "anonymize_method",
+                 "margin", "jpeg_quality", "ledger"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    if args.formats is not None:
+        kwargs["formats"] = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    if args.max_short_side is not None:
+        kwargs["max_short_side"] = args.max_short_side or None
+    return opt.BuildOptions(**kwargs)
+
+
+def beam_options(opts: opt.BuildOptions, beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args.append("--runner=DirectRunner")
+        if opts.workers > 1:
+            args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={opts.workers}"]
+        else:
+            args += ["--direct_running_mode=in_memory"]
+    return PipelineOptions(args)
+
+
+def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
+    """Build every model once in the driver: validates the specs up front and records what will run."""
+    from detectors.registry import build_detector
+    from segmentation.registry import build_mask_generator
+
+    models: dict[str, Any] = {}
+    for key, spec in (("face_detector", opts.face_detector), ("plate_detector", opts.plate_detector)):
+        detector = build_detector(spec)
+        models[key] = None if detector is None else dict(detector.identity(), spec=spec)
+    generator = build_mask_generator(opts.masks) if opts.masks != "none" else None
+    models["masks"] = None if generator is None else dict(generator.identity(), spec=opts.masks)
+    return models
+
+
+def load_blocklist(ledger_path: str | None) -> tuple[frozenset[str], frozenset[str]]:
+    if ledger_path is None:
+        return frozenset(), frozenset()
+    if not os.path.isfile(ledger_path):
+        raise ValueError(f"--ledger {ledger_path!r} does not exist (a typo would silently skip the blocklist)")
+    from takedown.ledger import Ledger
+
+    ledger = Ledger(ledger_path)
+    return frozenset(ledger.blocked_image_ids()), frozenset(ledger.blocked_content_hashes())
+
+
+def build(opts: opt.BuildOptions, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run a build; returns the manifest. The Python API behind ``veilset build``."""
+    import apache_beam as beam
+
+    from pipeline.graph import build_graph
+    from pipeline.ingest import expand_inputs
+    from pipeline.manifest import load_manifest
+    from pipeline.release import check_output_dir
+
+    check_output_dir(opts.output)
+    inputs = expand_inputs(opts.inputs, exclude_under=opts.output)
+    num_shards = opts.num_shards(len(inputs))
+    if opts.face_detector == "none":
+        LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
+    models = model_identities(opts)
+    blocked_ids, blocked_hashes = load_blocklist(opts.ledger)
+    LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
+             num_shards, ",".join(opts.formats), opts.workers)
+    with beam.Pipeline(options=beam_options(opts, beam_args or [])) as p:
+        build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocked_ids,
+                    blocked_hashes=blocked_hashes)
+    return load_manifest(opts.output)
+
+
+def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str:
+    c = manifest["counts"]
+    lines = [
+        f"veilset build: release {manifest['release']} in {output}",
+        f"  input {c['input']}  published {c['published']}  rejected {c['rejected']}  "
+        f"duplicates {c['duplicates']}  blocked {c['blocked']}",
+    ]
+    for reason, n in manifest["rejects_by_reason"].items():
+        lines.append(f"    rejected {reason}: {n}")
+    faces = manifest["models"].get("face_detector")
+    lines.append(f"  time {seconds:.1f} s, {c['published'] / max(seconds, 1e-9):.2f} images/s")
+    lines.append(f"  shards: {len(manifest['shards'])} files ({', '.join(manifest['formats'])}) + "
+                 f"{len(manifest['index'])} index files; rejects: {manifest['rejects']}; manifest: manifest.json")
+    lines.append(f"  face detector: {faces['name'] if faces else 'NONE (faces not anonymized)'}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    t0 = time.monotonic()
+    manifest = build(opts, args.beam_args)
+    print(format_summary(manifest, opts.output, time.monotonic() - t0))
+    sys.stdout.flush()
+    return 0
+

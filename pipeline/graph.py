@@ -1,0 +1,344 @@
+"""The Beam graph of ``veilset build``: one readable chain, a CamelCase label per step.
+
+    ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Decode
+      -> DetectFaces (RunInference) -> DetectPlates (RunInference) -> Anonymize -> GenerateMasks (RunInference)
+      -> EncodeAndStage -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
+
+Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
+published images are staged as one file each under ``DIR/.staging/`` so that only small records are grouped
+by shard. All file I/O goes through ``pipeline.manifest`` helpers (local paths or Beam ``FileSystems``).
+Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the manifest step checks that
+``input == published + rejected + duplicates + blocked``.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from detectors.handler import DetectorModelHandler
+from pipeline import ids, shards
+from pipeline.anonymize import anonymize
+from pipeline.decode import DecodeError, decode_image, resize_shortest_side
+from pipeline.encode import encode_jpeg
+from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json, join,
+                               read_bytes)
+from pipeline.options import BuildOptions
+from pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
+from segmentation.handler import MaskGeneratorModelHandler
+
+LOG = logging.getLogger("veilset.build")
+REJECTS = "rejects"
+STAGING = ".staging"
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """An input file known by its content: shuffled instead of its bytes."""
+
+    image_id: str
+    content_sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    image_id: str
+    shard: int
+    staging_path: str
+
+
+def seed_for(image_id: str) -> int:
+    """Deterministic per-image seed (anonymization noise) derived from the image ID."""
+    return int(image_id[len(ids.ID_PREFIX) : len(ids.ID_PREFIX) + 16], 16)
+
+
+def _open_read(path: str, limit: int) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OverflowError(f"larger than {limit} bytes")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ DoFns (thin)
+class ReadAndHash(beam.DoFn):
+    def __init__(self, max_file_bytes: int):
+        self._limit = max_file_bytes
+
+    def process(self, path: str) -> Iterator[Any]:
+        try:
+            data = _open_read(path, self._limit)
+        except OverflowError as err:
+            yield TaggedOutput(REJECTS, Reject(path, "read", "too_large", str(err)))
+            return
+        except Exception as err:  # unreadable, vanished, permission denied: data, not a crash
+            yield TaggedOutput(REJECTS, Reject(path, "read", "unreadable", f"{type(err).__name__}: {err}"))
+            return
+        content = ids.sha256_hex(data)
+        yield SourceRef(ids.image_id_for(content), content, path)
+
+
+class DropBlocked(beam.DoFn):
+    """Skips everything a takedown ever removed (ledger blocklist: image IDs and content hashes)."""
+
+    BLOCKED = "blocked"
+
+    def __init__(self, blocked_ids: frozenset[str], blocked_hashes: frozenset[str]):
+        self._ids, self._hashes = blocked_ids, blocked_hashes
+
+    def process(self, ref: SourceRef) -> Iterator[Any]:
+        if ref.image_id in self._ids or ref.content_sha256 in self._hashes:
+            yield TaggedOutput(self.BLOCKED, ref.path)
+        else:
+            yield ref
+
+
+def deduplicate(item: tuple[str, Iterable[SourceRef]]) -> Iterator[Any]:
+    """Byte-identical inputs are published once (the lexicographically first path); the rest are counted."""
+    refs = sorted(item[1], key=lambda r: r.path)
+    yield refs[0]
+    for ref in refs[1:]:
+        yield TaggedOutput("duplicates", ref.path)
+
+
+class Decode(beam.DoFn):
+    def __init__(self, opts: BuildOptions):
+        self._opts = opts
+
+    def process(self, ref: SourceRef) -> Iterator[Any]:
+        try:
+            data = _open_read(ref.path, self._opts.max_file_bytes)
+        except Exception as err:
+            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", "unreadable", f"{type(err).__name__}: {err}"))
+            return
+        if ids.sha256_hex(data) != ref.content_sha256:
+            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", "changed_during_build", "content hash differs"))
+            return
+        try:
+            pixels = decode_image(data, max_pixels=self._opts.max_pixels)
+        except DecodeError as err:
+            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", err.reason, err.detail))
+            return
+        source_wh = (int(pixels.shape[1]), int(pixels.shape[0]))
+        pixels = resize_shortest_side(pixels, self._opts.max_short_side)
+        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, source_wh)
+        yield image, pixels  # keyed for RunInference: key = record, example = pixels
+
+
+def _failed_batches_to_rejects(stage: str) -> beam.PTransform:
+    """RunInference dead letters (batch, exception) -> one Reject per image of the batch: never published."""
+
+    def explode(failed: Any) -> Iterator[Reject]:
+        batch, exc = failed
+        for key, _ in batch:
+            record = key.image if isinstance(key, DetectedImage) else key
+            yield Reject(record.source, stage, "model_error", f"{type(exc).__name__}: {exc}")
+
+    return beam.FlatMap(explode)
+
+
+def _no_detections(image: DecodedImage, _pixels: Any) -> tuple[DetectedImage, Any]:
+    return DetectedImage(image, ()), image.pixels
+
+
+def _attach_detections(item: tuple[DetectedImage, Any]) -> tuple[DetectedImage, Any]:
+    detected, result = item
+    return DetectedImage(detected.image, detected.detections + tuple(result.inference)), detected.image.pixels
+
+
+class Anonymize(beam.DoFn):
+    def __init__(self, opts: BuildOptions, detectors: dict[str, Any]):
+        self._opts, self._detectors = opts, detectors
+
+    def process(self, item: tuple[DetectedImage, Any]) -> Iterator[Any]:
+        detected = item[0]
+        image = detected.image
+        try:
+            pixels, record = anonymize(image.pixels, detected.detections, method=self._opts.anonymize_method,
+                                       margin=self._opts.margin, seed=seed_for(image.image_id))
+        except Exception as err:
+            yield TaggedOutput(REJECTS, Reject(image.source, "anonymize", "anonymize_error", f"{type(err).__name__}: {err}"))
+            return
+        record = dict(record, detectors=self._detectors)
+        yield AnonymizedImage(image.image_id, image.source, image.content_sha256, pixels, detected.detections, record), pixels
+
+
+class EncodeAndStage(beam.DoFn):
+    """Encode the published JPEG (no metadata at all) and stage the record as one file for the shard writer."""
+
+    def __init__(self, output: str, num_shards: int, quality: int):
+        self._output, self._num_shards, self._quality = output, num_shards, quality
+        self._count, self._t0, self._last = 0, 0.0, 0.0
+
+    def setup(self) -> None:
+        self._t0 = self._last = time.monotonic()
+
+    def process(self, item: tuple[AnonymizedImage, tuple]) -> Iterator[Any]:
+        image, masks = item
+        try:
+            jpeg = encode_jpeg(image.pixels, quality=self._quality)
+            published = PublishedImage(
+                image_id=image.image_id, content_sha256=image.content_sha256,
+                width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
+                sha256=ids.sha256_hex(jpeg), detections=image.detections, anonymization=image.anonymization,
+                masks=tuple(masks))
+            staging_path = join(self._output, f"{STAGING}/{image.image_id}.pkl")
+            atomic_write_bytes(staging_path, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as err:
+            yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
+            return
+        self._progress()
+        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path)
+
+    def _progress(self) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= 5.0:
+            self._last = now
+            LOG.info("progress: this worker published %d images (%.2f images/s)", self._count,
+                     self._count / max(now - self._t0, 1e-9))
+
+
+class WriteShards(beam.DoFn):
+    def __init__(self, output: str, num_shards: int, formats: tuple[str, ...]):
+        self._output, self._num_shards, self._formats = output, num_shards, formats
+
+    def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[ShardFile]:
+        shard, staged = item
+        staged = sorted(staged, key=lambda s: s.image_id)
+        images = [pickle.loads(read_bytes(s.staging_path)) for s in staged]
+        yield from shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
+
+
+class WriteManifest(beam.DoFn):
+    """Runs once at the end: writes rejects.jsonl and manifest.json, removes stale files and the staging dir."""
+
+    def __init__(self, opts: BuildOptions, num_inputs: int, num_shards: int, models: dict[str, Any]):
+        self._opts, self._num_inputs, self._num_shards, self._models = opts, num_inputs, num_shards, models
+
+    def process(self, _: Any, shard_files: list, rejects: list, duplicates: int, blocked: int) -> Iterator[dict]:
+        shard_files = sorted(shard_files, key=lambda f: (f.format, f.shard))
+        index_files = [f for f in shard_files if f.format == shards.INDEX]
+        data_files = [f for f in shard_files if f.format != shards.INDEX]
+        published = sum(f.images for f in index_files)
+        rejects = sorted(rejects, key=lambda r: (r.source, r.stage, r.reason))
+        counts = {"input": self._num_inputs, "published": published, "rejected": len(rejects),
+                  "duplicates": duplicates, "blocked": blocked}
+        if counts["input"] != published + len(rejects) + duplicates + blocked:
+            raise RuntimeError(f"count conservation violated: {counts}")  # a bug, never a data condition
+        by_reason: dict[str, int] = {}
+        for r in rejects:
+            key = f"{r.stage}:{r.reason}"
+            by_reason[key] = by_reason.get(key, 0) + 1
+        atomic_write_bytes(join(self._opts.output, REJECTS_NAME),
+                           b"".join(dumps_json(r.to_dict()).replace(b"\n", b"") + b"\n" for r in rejects))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "release": 1,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "num_shards": self._num_shards,
+            "formats": list(self._opts.formats),
+            "counts": counts,
+            "rejects_by_reason": dict(sorted(by_reason.items())),
+            "shards": [_shard_entry(f) for f in data_files],
+            "index": [_shard_entry(f) for f in index_files],
+            "rejects": REJECTS_NAME,
+            "config": self._opts.to_config(),
+            "models": self._models,
+            "log": [],
+        }
+        atomic_write_bytes(join(self._opts.output, MANIFEST_NAME), dumps_json(manifest))
+        from pipeline.release import remove_unlisted
+
+        remove_unlisted(self._opts.output, manifest)
+        yield manifest
+
+
+def _shard_entry(f: ShardFile) -> dict[str, Any]:
+    return {"format": f.format, "shard": f.shard, "path": f.path, "sha256": f.sha256, "images": f.images}
+
+
+# ------------------------------------------------------------------------------------------------ the graph
+def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
+                models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
+                blocked_hashes: frozenset[str] = frozenset()) -> beam.PCollection:
+    """Compose the build. Returns the PCollection holding the single manifest dict."""
+    read = (
+        p
+        | "ListInputs" >> beam.Create(sorted(inputs))
+        | "Distribute" >> beam.Reshuffle()
+        | "ReadAndHash" >> beam.ParDo(ReadAndHash(opts.max_file_bytes)).with_outputs(REJECTS, main="refs")
+    )
+    allowed = read.refs | "DropBlocked" >> beam.ParDo(DropBlocked(blocked_ids, blocked_hashes)).with_outputs(
+        DropBlocked.BLOCKED, main="allowed")
+    unique = (
+        allowed.allowed
+        | "KeyById" >> beam.Map(lambda r: (r.image_id, r))
+        | "GroupById" >> beam.GroupByKey()
+        | "Deduplicate" >> beam.FlatMap(deduplicate).with_outputs("duplicates", main="unique")
+    )
+    decoded = unique.unique | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
+
+    reject_parts = [read[REJECTS], decoded[REJECTS]]
+    detected = decoded.images | "StartRecords" >> beam.MapTuple(_no_detections)
+    for label, spec in (("Faces", opts.face_detector), ("Plates", opts.plate_detector)):
+        if spec == "none":
+            continue
+        handler = KeyedModelHandler(DetectorModelHandler(spec))
+        result, dlq = detected | f"Detect{label}" >> RunInference(handler).with_exception_handling()
+        reject_parts.append(dlq.failed_inferences
+                            | f"Detect{label}Failures" >> _failed_batches_to_rejects(f"detect_{label.lower()}"))
+        detected = result | f"Attach{label}" >> beam.Map(_attach_detections)
+
+    anonymized = detected | "Anonymize" >> beam.ParDo(Anonymize(opts, _detector_names(models))).with_outputs(
+        REJECTS, main="images")
+    reject_parts.append(anonymized[REJECTS])
+    if opts.masks == "none":
+        with_masks = anonymized.images | "SkipMasks" >> beam.MapTuple(lambda image, _px: (image, ()))
+    else:
+        handler = KeyedModelHandler(MaskGeneratorModelHandler(opts.masks, device=opts.device))
+        result, dlq = anonymized.images | "GenerateMasks" >> RunInference(handler).with_exception_handling()
+        reject_parts.append(dlq.failed_inferences | "GenerateMasksFailures" >> _failed_batches_to_rejects("masks"))
+        with_masks = result | "AttachMasks" >> beam.MapTuple(lambda image, res: (image, tuple(res.inference)))
+
+    staged = with_masks | "EncodeAndStage" >> beam.ParDo(
+        EncodeAndStage(opts.output, num_shards, opts.jpeg_quality)).with_outputs(REJECTS, main="staged")
+    reject_parts.append(staged[REJECTS])
+    shard_files = (
+        staged.staged
+        | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats))
+    )
+    rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
+    return (
+        p
+        | "Finish" >> beam.Create([None])
+        | "WriteManifest" >> beam.ParDo(
+            WriteManifest(opts, len(inputs), num_shards, models),
+            shard_files=AsSingleton(shard_files | "CollectShardFiles" >> beam.combiners.ToList()),
+            rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
+            duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
+            blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),
+        )
+    )
+
+
+def _detector_names(models: dict[str, Any]) -> dict[str, Any]:
+    """Per-image record of which detectors ran (name + weights hash), kept small."""
+    out = {}
+    for key in ("face_detector", "plate_detector"):
+        ident = models.get(key)
+        out[key] = None if ident is None else {k: ident[k] for k in ("name", "version", "weights_sha256", "threshold")
+                                                 if k in ident}
+    return out

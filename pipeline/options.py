@@ -1,0 +1,70 @@
+"""Build options: one frozen dataclass, validated up front (the bad value is in the message)."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
+from pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
+from pipeline.encode import DEFAULT_QUALITY
+from pipeline.shards import DEFAULT_FORMATS, validate_formats
+
+DEFAULT_FACE_DETECTOR = "centerface"
+DEFAULT_PLATE_DETECTOR = "plates"
+DEFAULT_MASKS = "felzenszwalb"
+IMAGES_PER_SHARD = 1000  # --shards default: ceil(inputs / 1000), as SA-1B's ~11k images per tar, smaller
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    inputs: tuple[str, ...]
+    output: str
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    shards: int | None = None  # None: ceil(len(inputs) / IMAGES_PER_SHARD)
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    face_detector: str = DEFAULT_FACE_DETECTOR
+    plate_detector: str = DEFAULT_PLATE_DETECTOR
+    masks: str = DEFAULT_MASKS
+    max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = MAX_FILE_BYTES
+    anonymize_method: str = DEFAULT_METHOD
+    margin: float = DEFAULT_MARGIN
+    jpeg_quality: int = DEFAULT_QUALITY
+    device: str | None = None
+    ledger: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("no inputs given")
+        if not self.output:
+            raise ValueError("--output is required")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.shards is not None and not 1 <= self.shards <= 99_999:
+            raise ValueError(f"--shards must be in 1..99999, got {self.shards}")
+        object.__setattr__(self, "formats", validate_formats(self.formats))
+        if self.max_short_side is not None and self.max_short_side < 1:
+            raise ValueError(f"--max-short-side must be >= 1 (or 0 to disable), got {self.max_short_side}")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        if self.anonymize_method not in METHODS:
+            raise ValueError(f"--anonymize: unknown method {self.anonymize_method!r}; choose from {', '.join(METHODS)}")
+        if not 0.0 <= self.margin <= 2.0:
+            raise ValueError(f"--margin must be in [0, 2], got {self.margin}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+
+    def num_shards(self, num_inputs: int) -> int:
+        return self.shards or max(1, math.ceil(num_inputs / IMAGES_PER_SHARD))
+
+    def to_config(self) -> dict[str, Any]:
+        """The JSON-able config recorded in the manifest (inputs are not: they may name people)."""
+        cfg = asdict(self)
+        cfg.pop("inputs")
+        cfg.pop("output")
+        cfg["formats"] = list(self.formats)
+        return cfg

@@ -1,0 +1,125 @@
+"""Sample photos that ship inside installed packages, for ``make demo``; and a before/after picture.
+
+    python -m pipeline.samples write DIR                      # copy the sample photos into DIR
+    python -m pipeline.samples before-after DIR RELEASE OUT.jpg  # side-by-side: source vs published
+
+The samples are real photos from scikit-image's and matplotlib's package data (public-domain NASA and US Navy
+photos among them), plus one EXIF-rotated copy, one byte-identical duplicate and one truncated file, so the demo
+shows orientation handling, de-duplication and rejects as well.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+from PIL import Image
+
+from pipeline import ids
+
+
+def _package_file(package: str, *parts: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (pip install {package})")
+    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
+
+
+SAMPLES = {
+    "astronaut.png": ("skimage", "data", "astronaut.png"),  # NASA, public domain: a face
+    "grace_hopper.jpg": ("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),  # US Navy: a face
+    "coffee.png": ("skimage", "data", "coffee.png"),
+    "chelsea.png": ("skimage", "data", "chelsea.png"),
+    "rocket.jpg": ("skimage", "data", "rocket.jpg"),
+    "motorcycle.png": ("skimage", "data", "motorcycle_left.png"),
+}
+
+
+def write_samples(folder: str) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, location in SAMPLES.items():
+        dst = os.path.join(folder, name)
+        shutil.copyfile(_package_file(*location), dst)
+        written.append(dst)
+    # The same portrait stored sideways with EXIF orientation 6 (as phones do): must be found upright.
+    hopper = Image.open(_package_file(*SAMPLES["grace_hopper.jpg"])).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = os.path.join(folder, "portrait_exif_rotated.jpg")
+    hopper.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif.tobytes())
+    written.append(rotated)
+    dup = os.path.join(folder, "copy_of_astronaut.png")
+    shutil.copyfile(os.path.join(folder, "astronaut.png"), dup)
+    written.append(dup)
+    broken = os.path.join(folder, "truncated.jpg")
+    with open(os.path.join(folder, "grace_hopper.jpg"), "rb") as fh:
+        data = fh.read()
+    with open(broken, "wb") as fh:
+        fh.write(data[: len(data) // 3])
+    written.append(broken)
+    return written
+
+
+def _published_jpeg(release: str, image_id: str) -> bytes:
+    from pipeline.manifest import load_manifest
+    from pipeline.shards import read_shard
+
+    manifest = load_manifest(release)
+    shard = ids.shard_of(image_id, manifest["num_shards"])
+    for im in read_shard(release, manifest, shard):
+        if im.image_id == image_id:
+            return im.jpeg
+    raise KeyError(f"{image_id} is not in release {release!r}")
+
+
+def before_after(sources: list[str], release: str, out_path: str, height: int = 360) -> None:
+    """One row per source: the source (EXIF-upright) next to what the release published."""
+    from pipeline.decode import decode_image
+
+    rows = []
+    for src in sources:
+        with open(src, "rb") as fh:
+            data = fh.read()
+        image_id = ids.image_id_for(ids.sha256_hex(data))
+        before = decode_image(data)
+        after = np.asarray(Image.open(io.BytesIO(_published_jpeg(release, image_id))).convert("RGB"))
+        pair = []
+        for arr in (before, after):
+            im = Image.fromarray(arr)
+            pair.append(np.asarray(im.resize((max(1, round(im.width * height / im.height)), height))))
+        gap = np.full((height, 12, 3), 255, np.uint8)
+        rows.append(np.concatenate([pair[0], gap, pair[1]], axis=1))
+    width = max(r.shape[1] for r in rows)
+    canvas = [np.pad(r, ((0, 12), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(np.concatenate(canvas, axis=0)).save(out_path, "JPEG", quality=85)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.samples")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("write")
+    w.add_argument("folder")
+    b = sub.add_parser("before-after")
+    b.add_argument("folder")
+    b.add_argument("release")
+    b.add_argument("out")
+    args = parser.parse_args(argv)
+    if args.cmd == "write":
+        for path in write_samples(args.folder):
+            print(path)
+        return 0
+    sources = [os.path.join(args.folder, n) for n in ("astronaut.png", "grace_hopper.jpg", "portrait_exif_rotated.jpg")]
+    before_after(sources, args.release, args.out)
+    print(json.dumps({"before_after": args.out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Small in-memory records for tests (no Beam, no models)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from detectors.base import Detection
+from pipeline import ids
+from pipeline.records import PublishedImage
+from segmentation.base import MaskAnnotation
+
+
+def rle(mask: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
+
+
+def published(seed: int, width: int = 40, height: int = 30, n_masks: int = 2) -> PublishedImage:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    content = ids.sha256_hex(f"source-{seed}".encode())
+    masks = []
+    for k in range(n_masks):
+        m = np.zeros((height, width), bool)
+        m[2 + k : 10 + k, 3 + 2 * k : 12 + 2 * k] = True
+        ys, xs = np.nonzero(m)
+        masks.append(MaskAnnotation(
+            segmentation=rle(m), bbox_xywh=(float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)),
+            area=int(m.sum()), predicted_iou=0.9, stability_score=0.96, point_coords=((float(xs[0]), float(ys[0])),),
+            crop_box_xywh=(0.0, 0.0, float(width), float(height))))
+    return PublishedImage(
+        image_id=ids.image_id_for(content), content_sha256=content, width=width, height=height, jpeg=jpeg,
+        sha256=ids.sha256_hex(jpeg),
+        detections=(Detection("face", (1.0, 2.0, 9.0, 12.0), 0.87, "centerface"),),
+        anonymization={"method": "pixelate", "margin": 0.2, "regions": []}, masks=tuple(masks))
