@@ -1,0 +1,181 @@
+"""Anonymization records: every published image carries its record (method, margin, regions, detector
+identities with thresholds, boxes), the record is the same in every format and matches the manifest's models,
+and re-running the production detectors at their production thresholds on the published pixels finds nothing
+inside the recorded regions (the blur really removed what the detector saw) and nothing outside them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from audit.findings import ANONYMIZATION, CheckResult, Finding
+from audit.imaging import anonymized_thumbnail, coverage, decode_rgb, deterministic_sample, region_mask
+from audit.release import ImageRecord, Release
+
+RECORD_KEYS = ("method", "margin", "regions", "detectors")
+DETECTOR_KEYS = {"face": "face_detector", "license_plate": "plate_detector"}
+INSIDE_COVERAGE = 0.5  # a detection counts as "inside" the anonymized regions when >= half its box is covered
+BOX_SLACK_PX = 1.0
+
+
+@dataclass(frozen=True)
+class ProductionDetector:
+    """A detector rebuilt from the manifest (``config`` spec) for re-detection."""
+
+    key: str  # "face_detector" or "plate_detector"
+    spec: str
+    detector: Any
+
+
+def build_production_detectors(release: Release) -> tuple[list[ProductionDetector], list[str]]:
+    """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems)."""
+    from detectors.registry import build_detector
+
+    config = release.manifest.get("config") or {}
+    models = release.manifest.get("models") or {}
+    built, problems = [], []
+    for key in ("face_detector", "plate_detector"):
+        spec = config.get(key)
+        if not spec or spec == "none":
+            continue
+        try:
+            det = build_detector(spec)
+        except Exception as err:  # missing weights/package: the check cannot be done, say why
+            problems.append(f"cannot rebuild the production {key} {spec!r}: {type(err).__name__}: {err}")
+            continue
+        if det is None:
+            continue
+        ident = models.get(key) or {}
+        mine = det.identity()
+        for field in ("name", "weights_sha256", "threshold"):
+            if field in ident and ident.get(field) != mine.get(field):
+                problems.append(f"production {key} {spec!r} rebuilt with {field}={mine.get(field)!r}, the "
+                                f"manifest recorded {ident.get(field)!r}")
+        built.append(ProductionDetector(key, spec, det))
+    return built, problems
+
+
+def _record_problems(rec: ImageRecord, manifest_models: dict[str, Any]) -> list[str]:
+    anon = rec.anonymization
+    if not isinstance(anon, dict):
+        return ["no anonymization record"]
+    problems = [f"anonymization record lacks {k!r}" for k in RECORD_KEYS if k not in anon]
+    if rec.detections is None:
+        return problems + ["no detections (boxes) recorded"]
+    if isinstance(anon.get("regions"), int) and anon["regions"] != len(rec.detections):
+        problems.append(f"record says {anon['regions']} regions, {len(rec.detections)} boxes are recorded")
+    detectors = anon.get("detectors") if isinstance(anon.get("detectors"), dict) else {}
+    for key, ident in detectors.items():
+        want = (manifest_models or {}).get(key)
+        if ident is None or want is None:
+            if (ident is None) != (want is None):
+                problems.append(f"{key} is {ident!r} here but {'set' if want else 'absent'} in the manifest")
+            continue
+        for field in ("name", "weights_sha256", "threshold"):
+            if field in want and ident.get(field) != want.get(field):
+                problems.append(f"{key} {field} {ident.get(field)!r} differs from the manifest's "
+                                f"{want.get(field)!r}")
+    for n, d in enumerate(rec.detections):
+        label = d.get("label")
+        key = DETECTOR_KEYS.get(label)
+        if key is None:
+            problems.append(f"box {n} has unknown label {label!r}")
+            continue
+        ident = detectors.get(key)
+        if not isinstance(ident, dict):
+            problems.append(f"box {n} ({label}) but no {key} identity in the record")
+            continue
+        box = d.get("box_xyxy") or []
+        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            problems.append(f"box {n} {box!r} is not a valid XYXY box")
+        elif rec.width and rec.height and (min(box) < -BOX_SLACK_PX or box[2] > rec.width + BOX_SLACK_PX
+                                           or box[3] > rec.height + BOX_SLACK_PX):
+            problems.append(f"box {n} {[round(v, 1) for v in box]} lies outside the {rec.width}x{rec.height} image")
+        threshold = ident.get("threshold")
+        if isinstance(threshold, (int, float)) and float(d.get("score", -1)) < float(threshold) - 1e-9:
+            problems.append(f"box {n} score {d.get('score')} is below the recorded threshold {threshold}")
+    return problems
+
+
+def image_regions(release: Release) -> dict[str, list[dict[str, Any]]]:
+    """image_id -> recorded detections (first format that carries them; formats are compared elsewhere)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rec in release.iter_records():
+        if rec.detections is not None and rec.image_id not in out:
+            out[rec.image_id] = list(rec.detections)
+    return out
+
+
+def redetect_findings(image_id: str, file: str, pixels: Any, recorded: Sequence[dict[str, Any]],
+                      detectors: Sequence[ProductionDetector]) -> list[Finding]:
+    """Re-run the production detectors on published pixels; every hit at the production threshold is a finding
+    (inside a recorded region: the anonymization did not remove it; outside: the record missed it)."""
+    h, w = pixels.shape[:2]
+    regions = region_mask([d["box_xyxy"] for d in recorded], w, h)
+    findings = []
+    for prod in detectors:
+        for det in prod.detector.detect(pixels):
+            cov = coverage(det.box_xyxy, regions)
+            where = (f"inside an anonymized region ({cov:.0%} covered): the anonymization did not remove it"
+                     if cov >= INSIDE_COVERAGE else "outside every recorded region: the record missed it")
+            findings.append(Finding(
+                check=ANONYMIZATION, file=file, image_id=image_id, box_xyxy=tuple(det.box_xyxy), score=det.score,
+                message=f"production {prod.key} {prod.spec!r} still detects a {det.label} "
+                        f"(score {det.score:.2f}) {where}",
+                thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy)))
+    return findings
+
+
+def check_anonymization(release: Release, sample: int | None = None,
+                        detectors: Sequence[ProductionDetector] | None = None) -> CheckResult:
+    findings: list[Finding] = []
+    models = release.manifest.get("models") or {}
+
+    def add(file: str, image_id: str, message: str) -> None:
+        findings.append(Finding(check=ANONYMIZATION, file=file, image_id=image_id, message=message))
+
+    # 1. records: present, complete, consistent with the manifest and across formats
+    first: dict[str, ImageRecord] = {}
+    records = 0
+    for rec in release.iter_records():
+        if rec.file.startswith("index/"):
+            continue
+        records += 1
+        for problem in _record_problems(rec, models):
+            add(rec.file, rec.image_id, problem)
+        ref = first.setdefault(rec.image_id, rec)
+        if ref is not rec and (ref.detections != rec.detections or ref.anonymization != rec.anonymization):
+            add(rec.file, rec.image_id, f"anonymization record/boxes differ from {ref.file}")
+    published = release.published_ids()
+    for image_id in published:
+        if image_id not in first:
+            add("", image_id, "published image has no anonymization record in any format")
+
+    # 2. re-detection with the production detectors at the production thresholds
+    problems: list[str] = []
+    if detectors is None:
+        detectors, problems = build_production_detectors(release)
+    for problem in problems:
+        add("manifest.json", "", problem)
+    chosen = deterministic_sample(published, sample)
+    regions = image_regions(release)
+    scanned = 0
+    if detectors:
+        copies = release.copies_by_image()
+        for image_id in chosen:
+            seen: set[bytes] = set()
+            for copy in copies.get(image_id, []):
+                if copy.data in seen:
+                    continue
+                seen.add(copy.data)
+                try:
+                    pixels = decode_rgb(copy.data)
+                except Exception:  # integrity reports undecodable images
+                    continue
+                scanned += 1
+                findings.extend(redetect_findings(image_id, copy.file, pixels, regions.get(image_id, []),
+                                                  detectors))
+    specs = ", ".join(f"{d.key}={d.spec}" for d in detectors) or "none"
+    return CheckResult.from_findings(
+        ANONYMIZATION, findings,
+        f"{records} records checked; production detectors ({specs}) re-run on {scanned} published copies of "
+        f"{len(chosen)} images", {"records": records, "redetected_images": len(chosen), "detectors": specs})

@@ -1,0 +1,41 @@
+"""``veilset audit --release DIR [--ledger L.sqlite] [--report OUT_DIR] [--sample N] [--json]
+[--face-detector SPEC]``: exit 0 only when every check passes, 1 when there are findings."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from audit.report import report_dict, summary_text, write_report
+from audit.runner import run_audit
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--release", required=True, metavar="DIR", help="release folder (with manifest.json)")
+    parser.add_argument("--ledger", default=None, metavar="L.sqlite",
+                        help="takedown ledger: its removed IDs/hashes must be absent from the release")
+    parser.add_argument("--report", default=None, metavar="OUT_DIR", help="write report.json and report.html here")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="re-detect and scan for residual faces on a deterministic sample of N images "
+                             "(default: all)")
+    parser.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
+    parser.add_argument("--face-detector", default=None, metavar="SPEC",
+                        help="second face detector for the residual scan (default: retinaface when its weights "
+                             "are present, else centerface multi-scale)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sample is not None and args.sample < 1:
+        raise ValueError(f"--sample must be >= 1, got {args.sample}")
+    try:
+        report = run_audit(args.release, ledger=args.ledger, sample=args.sample, face_detector=args.face_detector)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
+    if args.report:
+        json_path, html_path = write_report(report, args.report)
+        print(f"wrote {json_path} and {html_path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report_dict(report), indent=1, sort_keys=True))
+    else:
+        print(summary_text(report))
+    return 0 if report.passed else 1

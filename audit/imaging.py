@@ -1,0 +1,86 @@
+"""Pure image helpers for the audit (numpy + Pillow, no Beam): decode, region coverage, anonymized thumbnails,
+deterministic sampling."""
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Iterable, Sequence
+
+import numpy as np
+
+THUMB_SIDE = 128  # px, long side of a report thumbnail
+THUMB_PIXEL_BLOCKS = 6  # a face box is shown as at most 6 x 6 flat blocks: enough to see where, not who
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def region_mask(boxes_xyxy: Iterable[Sequence[float]], width: int, height: int) -> np.ndarray:
+    """Boolean H x W raster of the union of boxes (pixels whose centre lies inside a box)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes_xyxy:
+        c0, r0 = max(0, int(np.ceil(x0 - 0.5))), max(0, int(np.ceil(y0 - 0.5)))
+        c1, r1 = min(width, int(np.ceil(x1 - 0.5))), min(height, int(np.ceil(y1 - 0.5)))
+        if c1 > c0 and r1 > r0:
+            mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def coverage(box_xyxy: Sequence[float], mask: np.ndarray) -> float:
+    """Fraction of ``box_xyxy``'s pixels inside ``mask`` (0 for an empty box)."""
+    inner = region_mask([box_xyxy], mask.shape[1], mask.shape[0])
+    n = int(inner.sum())
+    return float((inner & mask).sum()) / n if n else 0.0
+
+
+def pixelate(region: np.ndarray, blocks: int) -> np.ndarray:
+    """Replace ``region`` by at most ``blocks`` x ``blocks`` flat tiles (block means)."""
+    h, w = region.shape[:2]
+    if h == 0 or w == 0:
+        return region.copy()
+    out = region.copy()
+    ys = np.linspace(0, h, min(blocks, h) + 1).astype(int)
+    xs = np.linspace(0, w, min(blocks, w) + 1).astype(int)
+    for y0, y1 in zip(ys, ys[1:]):
+        for x0, x1 in zip(xs, xs[1:]):
+            out[y0:y1, x0:x1] = region[y0:y1, x0:x1].reshape(-1, region.shape[2]).mean(axis=0)
+    return out
+
+
+def anonymized_thumbnail(image: np.ndarray, box_xyxy: Sequence[float], context: float = 0.6,
+                         side: int = THUMB_SIDE) -> bytes:
+    """PNG of the area around a face box, with the face box pixelated *before* anything leaves this function
+    and outlined in red. The raw face pixels never reach the report."""
+    from PIL import Image, ImageDraw
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    bx0, by0 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h))
+    bx1, by1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h))
+    work = image.copy()
+    work[by0:by1, bx0:bx1] = pixelate(image[by0:by1, bx0:bx1], THUMB_PIXEL_BLOCKS)
+    pad_x, pad_y = (x1 - x0) * context, (y1 - y0) * context
+    cx0, cy0 = int(max(0, x0 - pad_x)), int(max(0, y0 - pad_y))
+    cx1, cy1 = int(min(w, x1 + pad_x)), int(min(h, y1 + pad_y))
+    crop = Image.fromarray(work[cy0:max(cy1, cy0 + 1), cx0:max(cx1, cx0 + 1)])
+    scale = side / max(crop.size)
+    crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.NEAREST)
+    draw = ImageDraw.Draw(crop)
+    draw.rectangle([(bx0 - cx0) * scale, (by0 - cy0) * scale, (bx1 - cx0) * scale - 1, (by1 - cy0) * scale - 1],
+                   outline=(230, 20, 20), width=2)
+    out = io.BytesIO()
+    crop.save(out, format="PNG")
+    return out.getvalue()
+
+
+def deterministic_sample(image_ids: Iterable[str], n: int | None) -> list[str]:
+    """``n`` image IDs chosen by the sha256 of the ID (stable across runs and machines; all when n is None),
+    returned sorted."""
+    ordered = sorted(set(image_ids))
+    if n is None or n >= len(ordered):
+        return ordered
+    return sorted(sorted(ordered, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:n])

@@ -1,0 +1,338 @@
+"""Integrity: the manifest's files exist with their sha256 and image counts, nothing unlisted is published,
+the index and every shard format agree image by image, and the counts add up."""
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from typing import Any
+
+from audit.findings import INTEGRITY, CheckResult, Finding
+from audit.release import INDEX, Release, ReleaseReadError, image_id_of_name
+from pipeline import ids
+from pipeline.manifest import MANIFEST_NAME, TMP_MARK
+
+SHARD_FORMATS = ("parquet", "coco", "sa1b")
+COUNT_KEYS = ("published", "rejected", "duplicates", "blocked", "removed")
+ANNOTATIONS_PER_IMAGE = 10_000  # COCO annotation id = image_int_id * 10000 + k (docs/ARCHITECTURE.md)
+
+
+def coco_int_id(image_id: str) -> int:
+    return int(image_id[3:15], 16)
+
+
+def _f(file: str, image_id: str, message: str) -> Finding:
+    return Finding(check=INTEGRITY, file=file, image_id=image_id, message=message)
+
+
+def check_integrity(release: Release) -> CheckResult:
+    findings: list[Finding] = []
+    m = release.manifest
+    if release.num_shards < 1:
+        findings.append(_f(MANIFEST_NAME, "", f"num_shards must be >= 1, got {m.get('num_shards')!r}"))
+        return CheckResult.from_findings(INTEGRITY, findings, "manifest unusable")
+    unknown = [f for f in release.formats if f not in SHARD_FORMATS]
+    if unknown or not release.formats:
+        findings.append(_f(MANIFEST_NAME, "", f"formats {list(release.formats)!r}: unknown or empty"))
+
+    counts_per_format = _check_listed_files(release, findings)
+    index_by_id = _check_index(release, findings)
+    _check_formats_agree(release, index_by_id, findings)
+    _check_copies(release, index_by_id, findings)
+    _check_counts(release, index_by_id, counts_per_format, findings)
+    _check_unlisted(release, index_by_id, findings)
+    stats = {"files": len(release.all_files()), "images": len(index_by_id),
+             "shard_files": len(m.get("shards", [])) + len(m.get("index", []))}
+    return CheckResult.from_findings(
+        INTEGRITY, findings, f"{stats['shard_files']} listed shard files, {stats['images']} images, "
+                             f"{stats['files']} files on disk", stats)
+
+
+# ---------------------------------------------------------------------------------------------- listed files
+def _count_images(release: Release, fmt: str, rel: str) -> int:
+    if fmt == INDEX:
+        return len(release.index_rows(rel))
+    if fmt == "parquet":
+        return len(release.parquet_rows(rel))
+    if fmt == "coco":
+        return len(release.coco_doc(rel)["images"])
+    members = release.tar_members(rel)
+    return sum(name.endswith(".jpg") for name, _ in members)
+
+
+def _check_listed_files(release: Release, findings: list[Finding]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    seen_paths: set[str] = set()
+    for fmt in (INDEX, *SHARD_FORMATS):
+        entries = release.shard_entries(fmt)
+        if fmt != INDEX and entries and fmt not in release.formats:
+            findings.append(_f(entries[0].get("path", ""), "", f"{fmt} shards listed but {fmt} not in formats"))
+        for e in entries:
+            rel = str(e.get("path", ""))
+            if rel in seen_paths:
+                findings.append(_f(rel, "", "listed twice in the manifest"))
+            seen_paths.add(rel)
+            try:
+                expected = release.expected_shard_path(fmt, int(e.get("shard", -1)))
+            except (TypeError, ValueError):
+                expected = None
+            if rel != expected:
+                findings.append(_f(rel, "", f"manifest entry shard={e.get('shard')!r} should be at {expected!r}"))
+            try:
+                data = release.read(rel)
+            except ReleaseReadError as err:
+                findings.append(_f(rel, "", f"listed in the manifest but missing ({err.message})"))
+                continue
+            actual = ids.sha256_hex(data)
+            if actual != e.get("sha256"):
+                findings.append(_f(rel, "", f"sha256 {actual} does not match the manifest's {e.get('sha256')}"))
+            try:
+                n = _count_images(release, fmt, rel)
+            except ReleaseReadError as err:
+                findings.append(_f(rel, "", err.message))
+                continue
+            if n != e.get("images"):
+                findings.append(_f(rel, "", f"holds {n} images, manifest says {e.get('images')!r}"))
+            totals[fmt] = totals.get(fmt, 0) + n
+    rejects = release.manifest.get("rejects")
+    if rejects:
+        try:
+            release.read(rejects)
+        except ReleaseReadError as err:
+            findings.append(_f(rejects, "", f"rejects file listed but missing ({err.message})"))
+    return totals
+
+
+# ---------------------------------------------------------------------------------------------- index
+def _check_index(release: Release, findings: list[Finding]) -> dict[str, dict[str, Any]]:
+    by_id: dict[str, dict[str, Any]] = {}
+    for entry in release.shard_entries(INDEX):
+        rel = entry.get("path", "")
+        try:
+            rows = release.index_rows(rel)
+        except ReleaseReadError:
+            continue  # reported by _check_listed_files
+        ids_in_file = [r["image_id"] for r in rows]
+        if ids_in_file != sorted(ids_in_file):
+            findings.append(_f(rel, "", "index lines are not sorted by image_id"))
+        for row in rows:
+            iid = row["image_id"]
+            if not ids.is_valid_image_id(iid):
+                findings.append(_f(rel, str(iid), "invalid image ID"))
+                continue
+            if iid in by_id:
+                findings.append(_f(rel, iid, f"image listed twice (also in {by_id[iid]['_file']})"))
+                continue
+            by_id[iid] = dict(row, _file=rel)
+            shard = ids.shard_of(iid, release.num_shards)
+            if row.get("shard") != shard or entry.get("shard") != shard:
+                findings.append(_f(rel, iid, f"belongs to shard {shard}, found in shard {entry.get('shard')} "
+                                             f"(line says {row.get('shard')!r})"))
+            csha = row.get("content_sha256")
+            if not isinstance(csha, str) or len(csha) != 64 or ids.image_id_for(csha) != iid:
+                findings.append(_f(rel, iid, f"image ID is not derived from content_sha256 {csha!r}"))
+            want_name = ids.image_path(iid, shard) if "coco" in release.formats else None
+            if row.get("file_name") != want_name:
+                findings.append(_f(rel, iid, f"file_name {row.get('file_name')!r}, expected {want_name!r}"))
+    return by_id
+
+
+# ---------------------------------------------------------------------------------------------- formats agree
+def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]],
+                         findings: list[Finding]) -> None:
+    index_shards = {int(e["shard"]) for e in release.shard_entries(INDEX) if isinstance(e.get("shard"), int)}
+    for fmt in release.formats:
+        if fmt not in SHARD_FORMATS:
+            continue
+        shards = {int(e["shard"]) for e in release.shard_entries(fmt) if isinstance(e.get("shard"), int)}
+        for s in sorted(index_shards - shards):
+            findings.append(_f(release.expected_shard_path(fmt, s), "", f"index has shard {s} but no {fmt} shard"))
+        for s in sorted(shards - index_shards):
+            findings.append(_f(release.expected_shard_path(fmt, s), "", f"{fmt} shard {s} has no index shard"))
+
+    seen: dict[str, dict[str, list[str]]] = {}  # image_id -> fmt -> files
+    for rec in release.iter_records():
+        fmt = _format_of(rec.file)
+        if fmt == INDEX:
+            continue
+        iid = rec.image_id if isinstance(rec.image_id, str) else ""
+        seen.setdefault(iid, {}).setdefault(fmt, []).append(rec.file)
+        row = index_by_id.get(iid)
+        if row is None:
+            findings.append(_f(rec.file, iid, "image is in a shard but not in the index"))
+            continue
+        shard_file = rec.file.split(":", 1)[0]
+        if shard_file != release.expected_shard_path(fmt, int(row["shard"])):
+            findings.append(_f(rec.file, iid, f"image belongs in shard {row['shard']}"))
+        for key, value in (("width", rec.width), ("height", rec.height), ("sha256", rec.sha256),
+                           ("content_sha256", rec.content_sha256)):
+            if value is not None and value != row.get(key):
+                findings.append(_f(rec.file, iid, f"{key} {value!r} differs from the index's {row.get(key)!r}"))
+        if rec.detections is not None:
+            faces = sum(d.get("label") == "face" for d in rec.detections)
+            plates = sum(d.get("label") == "license_plate" for d in rec.detections)
+            if (faces, plates) != (row.get("num_faces"), row.get("num_plates")):
+                findings.append(_f(rec.file, iid, f"{faces} faces / {plates} plates, index says "
+                                                  f"{row.get('num_faces')} / {row.get('num_plates')}"))
+        if len(rec.masks) != row.get("num_masks"):
+            findings.append(_f(rec.file, iid, f"{len(rec.masks)} masks, index says {row.get('num_masks')}"))
+        want_ann = [coco_int_id(iid) * ANNOTATIONS_PER_IMAGE + k for k in range(len(rec.masks))]
+        if sorted(a.get("id") for a in rec.masks) != want_ann:
+            findings.append(_f(rec.file, iid, "mask/annotation ids are not image_int_id * 10000 + k"))
+    for iid in index_by_id:
+        for fmt in release.formats:
+            if fmt in SHARD_FORMATS and fmt not in seen.get(iid, {}):
+                findings.append(_f(release.expected_shard_path(fmt, int(index_by_id[iid]["shard"])), iid,
+                                   f"image is in the index but missing from the {fmt} shard"))
+    for iid, per_fmt in seen.items():
+        for fmt, files in per_fmt.items():
+            if len(files) > 1:
+                findings.append(_f(files[1], iid, f"image appears {len(files)} times in {fmt}"))
+    _check_coco_ids(release, findings)
+    _check_tar_members(release, findings)
+
+
+def _format_of(file: str) -> str:
+    top = file.split("/", 1)[0]
+    return {"index": INDEX, "parquet": "parquet", "coco": "coco", "sa1b": "sa1b"}.get(top, top)
+
+
+def _check_coco_ids(release: Release, findings: list[Finding]) -> None:
+    for entry in release.shard_entries("coco"):
+        rel = entry.get("path", "")
+        try:
+            doc = release.coco_doc(rel)
+        except ReleaseReadError:
+            continue
+        int_ids = set()
+        for img in doc["images"]:
+            iid = img.get("image_id", "")
+            if ids.is_valid_image_id(iid) and img.get("id") != coco_int_id(iid):
+                findings.append(_f(rel, iid, f"COCO id {img.get('id')!r} is not int(image_id[3:15], 16)"))
+            if ids.is_valid_image_id(iid) and img.get("file_name") != ids.image_path(iid, entry.get("shard", -1)):
+                findings.append(_f(rel, iid, f"COCO file_name {img.get('file_name')!r} is not the images/ path"))
+            int_ids.add(img.get("id"))
+        for ann in doc.get("annotations", []):
+            if ann.get("image_id") not in int_ids:
+                findings.append(_f(rel, "", f"annotation {ann.get('id')!r} refers to unknown image "
+                                            f"{ann.get('image_id')!r}"))
+
+
+def _check_tar_members(release: Release, findings: list[Finding]) -> None:
+    for entry in release.shard_entries("sa1b"):
+        rel = entry.get("path", "")
+        try:
+            members = release.tar_members(rel)
+        except ReleaseReadError:
+            continue
+        names = [n for n, _ in members]
+        stems = Counter()
+        for name in names:
+            stem, dot, ext = name.rpartition(".")
+            if not dot or ext not in ("jpg", "json") or not ids.is_valid_image_id(stem):
+                findings.append(_f(f"{rel}:{name}", image_id_of_name(stem), "unexpected tar member"))
+                continue
+            stems[stem] += 1
+        for stem, n in stems.items():
+            if n != 2:
+                findings.append(_f(rel, stem, "tar needs exactly one .jpg and one .json per image"))
+        for name, data in members:
+            if name.endswith(".json"):
+                try:
+                    meta = json.loads(data)
+                    if meta["image"]["image_id"] != name[:-5]:
+                        findings.append(_f(f"{rel}:{name}", name[:-5], "JSON image_id differs from member name"))
+                except (ValueError, KeyError, TypeError) as err:
+                    findings.append(_f(f"{rel}:{name}", name[:-5], f"unreadable SA-1B JSON: {err}"))
+
+
+# ---------------------------------------------------------------------------------------------- image bytes
+def _check_copies(release: Release, index_by_id: dict[str, dict[str, Any]], findings: list[Finding]) -> None:
+    from PIL import Image
+
+    for copy in release.iter_copies():
+        row = index_by_id.get(copy.image_id)
+        if row is None:
+            findings.append(_f(copy.file, copy.image_id, "published JPEG of an image that is not in the index"))
+            continue
+        actual = ids.sha256_hex(copy.data)
+        if actual != row.get("sha256"):
+            findings.append(_f(copy.file, copy.image_id, f"JPEG sha256 {actual} differs from the index's "
+                                                         f"{row.get('sha256')}"))
+        try:
+            with Image.open(io.BytesIO(copy.data)) as im:
+                size = im.size
+                fmt = im.format
+        except Exception as err:  # PIL raises many types for bad data
+            findings.append(_f(copy.file, copy.image_id, f"not a decodable image: {err}"))
+            continue
+        if fmt != "JPEG":
+            findings.append(_f(copy.file, copy.image_id, f"published image is {fmt}, not JPEG"))
+        if size != (row.get("width"), row.get("height")):
+            findings.append(_f(copy.file, copy.image_id, f"JPEG is {size[0]}x{size[1]}, index says "
+                                                         f"{row.get('width')}x{row.get('height')}"))
+    if "coco" in release.formats:
+        on_disk = set(release.image_files())
+        for iid, row in index_by_id.items():
+            name = row.get("file_name")
+            if name and name not in on_disk:
+                findings.append(_f(name, iid, "published JPEG listed in the index is missing"))
+
+
+# ---------------------------------------------------------------------------------------------- counts
+def _check_counts(release: Release, index_by_id: dict[str, dict[str, Any]], per_format: dict[str, int],
+                  findings: list[Finding]) -> None:
+    m = release.manifest
+    counts = m.get("counts") or {}
+    try:
+        parts = {k: int(counts.get(k, 0)) for k in COUNT_KEYS}
+        total = int(counts["input"])
+    except (KeyError, TypeError, ValueError):
+        findings.append(_f(MANIFEST_NAME, "", f"counts incomplete: {counts!r}"))
+        return
+    if sum(parts.values()) != total:
+        findings.append(_f(MANIFEST_NAME, "", "counts do not add up: input {} != {}".format(
+            total, " + ".join(f"{k} {v}" for k, v in parts.items()))))
+    if parts["published"] != len(index_by_id):
+        findings.append(_f(MANIFEST_NAME, "", f"counts.published {parts['published']} but the index lists "
+                                              f"{len(index_by_id)} images"))
+    for fmt in release.formats:
+        if fmt in SHARD_FORMATS and fmt in per_format and per_format[fmt] != parts["published"]:
+            findings.append(_f(MANIFEST_NAME, "", f"{fmt} shards hold {per_format[fmt]} images, counts.published "
+                                                  f"is {parts['published']}"))
+    removed_logged = sum(len(e.get("removed", [])) for e in m.get("log", []))
+    if removed_logged != parts["removed"]:
+        findings.append(_f(MANIFEST_NAME, "", f"log removes {removed_logged} images, counts.removed is "
+                                              f"{parts['removed']}"))
+    rejects = m.get("rejects")
+    if rejects:
+        try:
+            lines = [ln for ln in release.read(rejects).decode("utf-8", "replace").splitlines() if ln.strip()]
+        except ReleaseReadError:
+            return
+        tally: Counter[str] = Counter()
+        for n, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                tally[f"{rec['stage']}:{rec['reason']}"] += 1
+            except (ValueError, KeyError, TypeError):
+                findings.append(_f(rejects, "", f"line {n} is not a reject record"))
+        by_reason = {k: int(v) for k, v in (m.get("rejects_by_reason") or {}).items()}
+        if dict(tally) != by_reason:
+            findings.append(_f(rejects, "", f"rejects by reason {dict(sorted(tally.items()))} differ from the "
+                                            f"manifest's {by_reason}"))
+        if sum(by_reason.values()) != parts["rejected"]:
+            findings.append(_f(MANIFEST_NAME, "", f"rejects_by_reason sums to {sum(by_reason.values())}, "
+                                                  f"counts.rejected is {parts['rejected']}"))
+
+
+# ---------------------------------------------------------------------------------------------- unlisted
+def _check_unlisted(release: Release, index_by_id: dict[str, dict[str, Any]], findings: list[Finding]) -> None:
+    allowed = release.listed_files() | {r.get("file_name") for r in index_by_id.values() if r.get("file_name")}
+    for rel in release.all_files():
+        if rel in allowed:
+            continue
+        name = rel.rsplit("/", 1)[-1]
+        why = "temporary file left behind" if TMP_MARK in name else "file not listed in the manifest or index"
+        findings.append(_f(rel, image_id_of_name(rel) if ids.is_valid_image_id(image_id_of_name(rel)) else "",
+                           why))

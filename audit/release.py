@@ -1,0 +1,267 @@
+"""Read-only view of a release on local disk, parsed independently of the code that wrote it.
+
+The auditor re-reads every format with the plain libraries (json, tarfile, pyarrow) instead of the builder's
+readers, so a bug in the writer cannot hide itself. Parse errors are raised as ``ReleaseReadError`` naming the
+file; the integrity check turns them into findings, the other checks skip what they cannot read.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from pipeline import ids
+from pipeline.manifest import MANIFEST_NAME, REJECTS_NAME, load_manifest
+
+IMAGES_DIR = "images"
+INDEX = "index"
+
+
+class ReleaseReadError(Exception):
+    """A listed file is missing or cannot be parsed; ``file`` is relative to the release root."""
+
+    def __init__(self, file: str, message: str) -> None:
+        super().__init__(f"{file}: {message}")
+        self.file = file
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What one format says about one published image (``file`` is where it says it)."""
+
+    image_id: str
+    file: str
+    width: int | None
+    height: int | None
+    sha256: str | None
+    content_sha256: str | None
+    detections: tuple[dict[str, Any], ...] | None  # None: this format carries no detections
+    anonymization: dict[str, Any] | None
+    masks: tuple[dict[str, Any], ...]  # SA-1B style annotations (segmentation, bbox, area, ...)
+
+
+@dataclass(frozen=True)
+class ImageCopy:
+    """The bytes of one published copy of an image (``file``: images/... or shard path + ':' + member)."""
+
+    image_id: str
+    file: str
+    data: bytes = field(repr=False)
+
+
+class Release:
+    def __init__(self, root: str) -> None:
+        if "://" in root:
+            raise ValueError(f"--release: only local release folders can be audited, got {root!r}")
+        if not os.path.isdir(root):
+            raise ValueError(f"--release: {root!r} is not a folder")
+        self.root = root
+        self.manifest = load_manifest(root)
+        self.num_shards = int(self.manifest.get("num_shards", 0))
+        self.formats = tuple(self.manifest.get("formats", ()))
+        self._index: dict[str, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------------------------------ files
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def read(self, rel: str) -> bytes:
+        try:
+            with open(self.path(rel), "rb") as fh:
+                return fh.read()
+        except OSError as err:
+            raise ReleaseReadError(rel, f"cannot read: {err.strerror or err}") from None
+
+    def all_files(self) -> list[str]:
+        """Every file under the root (hidden and temp files included), relative, '/'-separated, sorted."""
+        out = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for name in files:
+                full = os.path.join(folder, name)
+                out.append(os.path.relpath(full, self.root).replace(os.sep, "/"))
+        return sorted(out)
+
+    def shard_entries(self, fmt: str) -> list[dict[str, Any]]:
+        """Manifest entries of one format ("index" reads the manifest's ``index`` list)."""
+        if fmt == INDEX:
+            return list(self.manifest.get("index", []))
+        return [e for e in self.manifest.get("shards", []) if e.get("format") == fmt]
+
+    def listed_files(self) -> set[str]:
+        listed = {MANIFEST_NAME}
+        if self.manifest.get("rejects"):
+            listed.add(self.manifest["rejects"])
+        for entry in self.manifest.get("shards", []) + self.manifest.get("index", []):
+            listed.add(entry.get("path", ""))
+        return listed
+
+    # ------------------------------------------------------------------------------------------ parsers
+    def index_rows(self, rel: str) -> list[dict[str, Any]]:
+        if rel not in self._index:
+            rows = []
+            for n, line in enumerate(self.read(rel).decode("utf-8", "replace").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ReleaseReadError(rel, f"line {n} is not JSON: {err}") from None
+                if not isinstance(row, dict) or "image_id" not in row:
+                    raise ReleaseReadError(rel, f"line {n} has no image_id")
+                rows.append(row)
+            self._index[rel] = rows
+        return self._index[rel]
+
+    def all_index_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for entry in self.shard_entries(INDEX):
+            try:
+                out.extend((entry["path"], row) for row in self.index_rows(entry["path"]))
+            except ReleaseReadError:
+                continue
+        return out
+
+    def parquet_rows(self, rel: str) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        data = self.read(rel)
+        try:
+            return pq.read_table(io.BytesIO(data)).to_pylist()
+        except Exception as err:  # pyarrow raises several types for damaged files
+            raise ReleaseReadError(rel, f"not a readable Parquet file: {err}") from None
+
+    def coco_doc(self, rel: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.read(rel))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ReleaseReadError(rel, f"not JSON: {err}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+            raise ReleaseReadError(rel, "not a COCO document (no images list)")
+        return doc
+
+    def tar_members(self, rel: str) -> list[tuple[str, bytes]]:
+        data = self.read(rel)
+        out = []
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+                for info in tar:
+                    fh = tar.extractfile(info) if info.isfile() else None
+                    out.append((info.name, fh.read() if fh is not None else b""))
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise ReleaseReadError(rel, f"not a readable tar: {err}") from None
+        return out
+
+    # ------------------------------------------------------------------------------------------ records
+    def iter_records(self) -> Iterator[ImageRecord]:
+        """Every per-image record of every format, skipping files that cannot be read."""
+        for entry in self.shard_entries(INDEX):
+            try:
+                for row in self.index_rows(entry["path"]):
+                    yield ImageRecord(row["image_id"], entry["path"], row.get("width"), row.get("height"),
+                                      row.get("sha256"), row.get("content_sha256"), None, None, ())
+            except ReleaseReadError:
+                continue
+        for entry in self.shard_entries("parquet"):
+            try:
+                rows = self.parquet_rows(entry["path"])
+            except ReleaseReadError:
+                continue
+            for row in rows:
+                anon = _json_or_none(row.get("anonymization"))
+                yield ImageRecord(row.get("image_id"), entry["path"], row.get("width"), row.get("height"),
+                                  row.get("sha256"), row.get("content_sha256"),
+                                  tuple(row.get("detections") or ()), anon, tuple(row.get("masks") or ()))
+        for entry in self.shard_entries("coco"):
+            try:
+                doc = self.coco_doc(entry["path"])
+            except ReleaseReadError:
+                continue
+            by_int: dict[Any, list[dict[str, Any]]] = {}
+            for ann in doc.get("annotations", []):
+                by_int.setdefault(ann.get("image_id"), []).append(ann)
+            for img in doc["images"]:
+                dets = img.get("detections")
+                yield ImageRecord(img.get("image_id"), entry["path"], img.get("width"), img.get("height"),
+                                  img.get("sha256"), None, tuple(dets) if dets is not None else None,
+                                  img.get("anonymization"), tuple(by_int.get(img.get("id"), ())))
+        for entry in self.shard_entries("sa1b"):
+            try:
+                members = self.tar_members(entry["path"])
+            except ReleaseReadError:
+                continue
+            for name, data in members:
+                if not name.endswith(".json"):
+                    continue
+                member = f"{entry['path']}:{name}"
+                try:
+                    meta = json.loads(data)
+                    image = meta["image"]
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                    continue  # integrity reports unreadable members
+                dets = meta.get("detections")
+                yield ImageRecord(image.get("image_id"), member, image.get("width"), image.get("height"),
+                                  meta.get("sha256"), meta.get("content_sha256"),
+                                  tuple(dets) if dets is not None else None, meta.get("anonymization"),
+                                  tuple(meta.get("annotations") or ()))
+
+    def iter_copies(self) -> Iterator[ImageCopy]:
+        """Every published JPEG: Parquet image bytes, COCO images/ files, SA-1B tar members."""
+        for entry in self.shard_entries("parquet"):
+            try:
+                rows = self.parquet_rows(entry["path"])
+            except ReleaseReadError:
+                continue
+            for row in rows:
+                data = (row.get("image") or {}).get("bytes")
+                if data is not None:
+                    yield ImageCopy(row.get("image_id") or "", entry["path"], data)
+        for rel in self.image_files():
+            yield ImageCopy(image_id_of_name(rel), rel, self.read(rel))
+        for entry in self.shard_entries("sa1b"):
+            try:
+                members = self.tar_members(entry["path"])
+            except ReleaseReadError:
+                continue
+            for name, data in members:
+                if name.endswith(".jpg"):
+                    yield ImageCopy(image_id_of_name(name), f"{entry['path']}:{name}", data)
+
+    def image_files(self) -> list[str]:
+        return [f for f in self.all_files() if f.startswith(IMAGES_DIR + "/") and f.endswith(".jpg")]
+
+    def copies_by_image(self) -> dict[str, list[ImageCopy]]:
+        out: dict[str, list[ImageCopy]] = {}
+        for copy in self.iter_copies():
+            out.setdefault(copy.image_id, []).append(copy)
+        return out
+
+    def published_ids(self) -> list[str]:
+        return sorted({row["image_id"] for _, row in self.all_index_rows()})
+
+    def expected_shard_path(self, fmt: str, shard: int) -> str:
+        return ids.shard_path(fmt, shard, self.num_shards)
+
+
+def image_id_of_name(name: str) -> str:
+    stem = name.rsplit("/", 1)[-1].split(":")[-1]
+    return stem[:-4] if stem.endswith(".jpg") else stem
+
+
+def _json_or_none(text: Any) -> dict[str, Any] | None:
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+REQUIRED_TOP_LEVEL = (MANIFEST_NAME, REJECTS_NAME)

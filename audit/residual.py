@@ -1,0 +1,87 @@
+"""Residual-face scan: a second, differently built face detector looks for faces the build missed.
+
+Default second detector: RetinaFace (ResNet-50, PyTorch) when its weights are present offline; otherwise
+CenterFace in its multi-scale preset (native + 2x upscale), which sees small faces that the production
+single-pass run does not. Every face it finds outside the anonymized regions is a finding, with a thumbnail
+whose face box is pixelated before it is stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from audit.anonymization import INSIDE_COVERAGE, image_regions
+from audit.findings import RESIDUAL, CheckResult, Finding
+from audit.imaging import anonymized_thumbnail, coverage, decode_rgb, deterministic_sample, region_mask
+from audit.release import Release
+
+RETINAFACE_SPEC = "retinaface"
+FALLBACK_SPEC = "centerface:preset=upscale,threshold=0.4"
+
+
+@dataclass(frozen=True)
+class ResidualDetector:
+    spec: str
+    detector: Any
+    why: str  # how it was chosen, for the report
+
+
+def build_residual_detector(spec: str | None = None) -> ResidualDetector:
+    """The scan's detector: ``spec`` when given; else RetinaFace if its weights are present, else CenterFace
+    multi-scale. A missing model for an explicit spec is an error (no silent substitute)."""
+    from detectors.registry import build_detector
+
+    if spec:
+        det = build_detector(spec)
+        if det is None:
+            raise ValueError(f"--face-detector: {spec!r} disables detection; the residual scan needs a detector")
+        if getattr(det, "label", "face") != "face":
+            raise ValueError(f"--face-detector: {spec!r} is a {det.label} detector, not a face detector")
+        return ResidualDetector(spec, det, "chosen with --face-detector")
+    try:
+        return ResidualDetector(RETINAFACE_SPEC, build_detector(RETINAFACE_SPEC), "RetinaFace weights present")
+    except (FileNotFoundError, ImportError) as err:
+        why = f"RetinaFace unavailable ({type(err).__name__}: {str(err).splitlines()[0][:160]}); CenterFace multi-scale"
+    return ResidualDetector(FALLBACK_SPEC, build_detector(FALLBACK_SPEC), why)
+
+
+def check_residual(release: Release, residual: ResidualDetector, sample: int | None = None) -> CheckResult:
+    findings: list[Finding] = []
+    chosen = deterministic_sample(release.published_ids(), sample)
+    regions = image_regions(release)
+    copies = release.copies_by_image()
+    per_image: dict[str, int] = {}
+    scores: list[float] = []
+    inside = 0
+    for image_id in chosen:
+        seen: set[bytes] = set()
+        for copy in copies.get(image_id, []):
+            if copy.data in seen:
+                continue
+            seen.add(copy.data)
+            try:
+                pixels = decode_rgb(copy.data)
+            except Exception:  # integrity reports undecodable images
+                continue
+            h, w = pixels.shape[:2]
+            mask = region_mask([d["box_xyxy"] for d in regions.get(image_id, [])], w, h)
+            found = 0
+            for det in residual.detector.detect(pixels):
+                scores.append(float(det.score))
+                cov = coverage(det.box_xyxy, mask)
+                if cov >= INSIDE_COVERAGE:
+                    inside += 1
+                    continue
+                found += 1
+                findings.append(Finding(
+                    check=RESIDUAL, file=copy.file, image_id=image_id, box_xyxy=tuple(det.box_xyxy),
+                    score=det.score, thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
+                    message=f"face (score {det.score:.2f}, {residual.spec}) outside the anonymized regions "
+                            f"({cov:.0%} covered)"))
+            per_image[image_id] = max(per_image.get(image_id, 0), found)
+    what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
+    return CheckResult.from_findings(
+        RESIDUAL, findings, f"{residual.spec} ({residual.why}) on {what} images",
+        {"detector": residual.spec, "why": residual.why, "images_scanned": len(chosen),
+         "faces_inside_regions": inside, "residual_faces": len(findings), "scores": [round(s, 4) for s in scores],
+         "residual_per_image": per_image})

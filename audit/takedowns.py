@@ -1,0 +1,168 @@
+"""Takedowns honoured: no image ID and no content hash that was removed (ledger blocklist + the manifest's
+own takedown log) appears anywhere in the release: Parquet rows, COCO images/annotations, tar members, index
+lines, file names, and the raw bytes of every other file."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from audit.findings import TAKEDOWNS, CheckResult, Finding
+from audit.release import Release, ReleaseReadError
+from pipeline import ids
+from pipeline.manifest import MANIFEST_NAME
+
+_HEX_RUN = re.compile(rb"[0-9a-fA-F]{32,}")
+
+
+@dataclass(frozen=True)
+class Blocklist:
+    image_ids: frozenset[str]
+    content_hashes: frozenset[str]  # source and published sha256 hex of removed images
+    source: str  # where it came from, for the report
+
+    @property
+    def id_hexes(self) -> dict[str, str]:
+        return {i[len(ids.ID_PREFIX):]: i for i in self.image_ids}
+
+    @property
+    def coco_int_ids(self) -> dict[int, str]:
+        return {int(i[3:15], 16): i for i in self.image_ids if ids.is_valid_image_id(i)}
+
+
+def open_ledger(path: str) -> Any:
+    """The takedown ledger, read-only use. A missing file is an error (opening would create an empty one)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--ledger: no ledger file at {path!r}")
+    from takedown.ledger import Ledger
+
+    return Ledger(path)
+
+
+def load_blocklist(release: Release, ledger: Any | None) -> Blocklist:
+    image_ids: set[str] = set()
+    hashes: set[str] = set()
+    sources = []
+    if ledger is not None:
+        image_ids |= set(ledger.blocked_image_ids())
+        hashes |= {h.lower() for h in ledger.blocked_content_hashes()}
+        sources.append("ledger")
+    logged = {i for entry in release.manifest.get("log", []) for i in entry.get("removed", [])}
+    if logged:
+        sources.append("manifest log")
+    image_ids |= logged
+    return Blocklist(frozenset(image_ids), frozenset(hashes), " + ".join(sources) or "none")
+
+
+def _hits_in_bytes(data: bytes, block: Blocklist) -> list[str]:
+    """Blocked IDs/hashes found in raw bytes (any hex run whose first 32 chars are a blocked ID's hex, or that
+    equals a blocked sha256)."""
+    id_hexes = block.id_hexes
+    out = []
+    for m in _HEX_RUN.finditer(data):
+        run = m.group().decode().lower()
+        for start in range(0, len(run) - 31):
+            if run[start : start + 32] in id_hexes:
+                out.append(id_hexes[run[start : start + 32]])
+                break
+            if run[start : start + 64] in block.content_hashes:
+                out.append(f"content hash {run[start:start + 64]}")
+                break
+    return sorted(set(out))
+
+
+def _strip_manifest_log(data: bytes) -> bytes:
+    """The manifest with the takedown log's ``removed`` lists blanked: that log is where removals are meant to
+    be recorded; every other mention is a leak."""
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return data
+    for entry in manifest.get("log", []):
+        entry["removed"] = []
+    return json.dumps(manifest).encode()
+
+
+def _walk_strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _walk_strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _walk_strings(v)
+
+
+def check_takedowns(release: Release, ledger: Any | None) -> CheckResult:
+    block = load_blocklist(release, ledger)
+    if not block.image_ids and not block.content_hashes:
+        return CheckResult.from_findings(TAKEDOWNS, [], f"nothing was taken down ({block.source})",
+                                         {"blocked_ids": 0, "blocked_hashes": 0})
+    findings: list[Finding] = []
+
+    def add(file: str, image_id: str, message: str) -> None:
+        findings.append(Finding(check=TAKEDOWNS, file=file, image_id=image_id, message=message))
+
+    # 1. structured: every per-image record, every published copy (by ID, by computed hash)
+    for rec in release.iter_records():
+        if rec.image_id in block.image_ids:
+            add(rec.file, rec.image_id, "removed image ID is published again")
+        for key, value in (("sha256", rec.sha256), ("content_sha256", rec.content_sha256)):
+            if isinstance(value, str) and value.lower() in block.content_hashes:
+                add(rec.file, rec.image_id, f"{key} {value} is a removed image's hash")
+    for copy in release.iter_copies():
+        digest = ids.sha256_hex(copy.data)
+        if digest in block.content_hashes:
+            add(copy.file, copy.image_id, f"published JPEG bytes hash to a removed image ({digest})")
+    coco_ints = block.coco_int_ids
+    for entry in release.shard_entries("coco"):
+        try:
+            doc = release.coco_doc(entry["path"])
+        except ReleaseReadError:
+            continue
+        for img in doc["images"]:
+            if img.get("id") in coco_ints:
+                add(entry["path"], coco_ints[img["id"]], f"COCO image id {img['id']} is a removed image's")
+        for ann in doc.get("annotations", []):
+            if ann.get("image_id") in coco_ints:
+                add(entry["path"], coco_ints[ann["image_id"]],
+                    f"COCO annotation {ann.get('id')} belongs to a removed image")
+
+    # 2. names and raw bytes of every file; Parquet is compressed, so its decoded values are scanned too
+    for rel in release.all_files():
+        for hit in _hits_in_bytes(rel.encode(), block):
+            add(rel, hit if hit.startswith(ids.ID_PREFIX) else "", f"file name mentions {hit}")
+        try:
+            data = release.read(rel)
+        except ReleaseReadError:
+            continue
+        if rel == MANIFEST_NAME:
+            data = _strip_manifest_log(data)
+        for hit in _hits_in_bytes(data, block):
+            add(rel, hit if hit.startswith(ids.ID_PREFIX) else "", f"file bytes mention {hit}")
+        if rel.endswith(".parquet"):
+            try:
+                rows = release.parquet_rows(rel)
+            except ReleaseReadError:
+                continue
+            text = "\n".join(s for row in rows for s in _walk_strings(
+                {k: v for k, v in row.items() if k != "image"} | {"path": (row.get("image") or {}).get("path")}))
+            for hit in _hits_in_bytes(text.encode(), block):
+                add(rel, hit if hit.startswith(ids.ID_PREFIX) else "", f"Parquet values mention {hit}")
+        elif rel.endswith(".tar"):
+            try:
+                members = release.tar_members(rel)
+            except ReleaseReadError:
+                continue
+            for name, _ in members:
+                for hit in _hits_in_bytes(name.encode(), block):
+                    add(f"{rel}:{name}", hit if hit.startswith(ids.ID_PREFIX) else "", f"tar member named {hit}")
+    unique = list(dict.fromkeys(findings))  # one problem can be seen by several scans; keep each once
+    return CheckResult.from_findings(
+        TAKEDOWNS, unique, f"{len(block.image_ids)} removed IDs and {len(block.content_hashes)} hashes "
+                           f"({block.source}) searched in {len(release.all_files())} files",
+        {"blocked_ids": len(block.image_ids), "blocked_hashes": len(block.content_hashes)})
