@@ -1,0 +1,232 @@
+"""``veilset takedown ingest|apply|notify|status`` (CLI convention: ``add_arguments`` + ``run``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+import time
+from typing import Any
+
+LOG = logging.getLogger("veilset.takedown")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="takedown_command", required=True, metavar="ACTION")
+
+    ing = sub.add_parser("ingest", help="read removal requests from mail into the ledger")
+    ing.add_argument("--ledger", required=True, help="ledger SQLite file (created if missing)")
+    src = ing.add_mutually_exclusive_group(required=True)
+    src.add_argument("--maildir", help="a Maildir folder (new/ and cur/)")
+    src.add_argument("--mbox", help="an mbox file")
+    src.add_argument("--eml", help="one .eml file or a folder of them")
+    src.add_argument("--imap", help="imap://user@host:port/MAILBOX or imaps://... (password from the environment)")
+    ing.add_argument("--imap-password-env", default=None,
+                     help="environment variable holding the IMAP password (default: VEILSET_IMAP_PASSWORD)")
+    ing.add_argument("--release", default=None, help="release folder: IDs it does not hold are recorded as unknown")
+    ing.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                     help="keep ingesting every SECONDS until interrupted")
+    ing.add_argument("--require-dkim", action="store_true", default=None,
+                     help="quarantine messages without a passing DKIM signature")
+    ing.add_argument("--max-message-bytes", type=int, default=None)
+    ing.add_argument("--max-ids", type=int, default=None, help="most IDs in one message")
+    ing.add_argument("--max-parts", type=int, default=None, help="most MIME parts in one message")
+    ing.add_argument("--max-mime-depth", type=int, default=None)
+    ing.add_argument("--abuse-ids-per-day", type=int, default=None,
+                     help="IDs per sender per 24 h above which requests go to review")
+    ing.add_argument("--id-pattern", default=None, help="regular expression finding image IDs in mail text")
+
+    ap = sub.add_parser("apply", help="remove the images of received requests from a release (release + 1)")
+    ap.add_argument("--ledger", required=True)
+    ap.add_argument("--release", required=True, help="release folder (local)")
+    ap.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
+                    help="wait this long for another apply to finish (default: fail at once)")
+
+    no = sub.add_parser("notify", help="send receipts for applied requests")
+    no.add_argument("--ledger", required=True)
+    dst = no.add_mutually_exclusive_group(required=True)
+    dst.add_argument("--smtp", metavar="HOST:PORT")
+    dst.add_argument("--outbox", metavar="DIR", help="write receipts as .eml files here instead")
+    no.add_argument("--starttls", action="store_true", default=False)
+    no.add_argument("--from", dest="from_addr", default=None, help="receipt sender address")
+
+    st = sub.add_parser("status", help="ledger summary")
+    st.add_argument("--ledger", required=True)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--approve", type=int, default=None, metavar="REQUEST_ID",
+                    help="move a request in review/quarantine back to received (operator decision)")
+
+
+def _ledger(path: str, *, must_exist: bool = False):
+    import os
+
+    from takedown.ledger import Ledger
+
+    if must_exist and not os.path.isfile(path):
+        raise ValueError(f"--ledger {path!r} does not exist")
+    return Ledger(path)
+
+
+def _policy(args: argparse.Namespace):
+    from takedown.intake import IntakeLimits, IntakePolicy
+
+    limits: dict[str, Any] = {}
+    for arg, field in (("max_message_bytes", "max_message_bytes"), ("max_ids", "max_ids_per_message"),
+                       ("max_parts", "max_parts"), ("max_mime_depth", "max_mime_depth")):
+        value = getattr(args, arg)
+        if value is not None:
+            limits[field] = value
+    kwargs: dict[str, Any] = {"limits": IntakeLimits(**limits)}
+    if args.require_dkim:
+        kwargs["require_dkim"] = True
+    if args.abuse_ids_per_day is not None:
+        kwargs["abuse_ids_per_sender_per_day"] = args.abuse_ids_per_day
+    if args.id_pattern is not None:
+        try:
+            kwargs["id_pattern"] = re.compile(args.id_pattern)
+        except re.error as err:
+            raise ValueError(f"--id-pattern {args.id_pattern!r}: {err}") from None
+    return IntakePolicy(**kwargs)
+
+
+def _ingest_once(args: argparse.Namespace, ledger, policy, known) -> dict[str, Any]:
+    from takedown import intake
+
+    if args.imap:
+        from takedown.imap import DEFAULT_PASSWORD_ENV, ImapSource
+
+        src = ImapSource(args.imap, password_env=args.imap_password_env or DEFAULT_PASSWORD_ENV,
+                         limits=policy.limits)
+        with src:
+            current: dict[str, bytes] = {}
+
+            def fetched():
+                for uid, raw in src.messages():
+                    current["uid"] = uid
+                    yield raw
+
+            # flag a message only after its request is committed to the ledger
+            res = intake.ingest(ledger, fetched(), policy, known,
+                                on_recorded=lambda _raw, _rid, _created: src.mark_processed(current["uid"]))
+    elif args.maildir:
+        res = intake.ingest(ledger, intake.iter_maildir(args.maildir, policy.limits), policy, known)
+    elif args.mbox:
+        res = intake.ingest(ledger, intake.iter_mbox(args.mbox, policy.limits), policy, known)
+    else:
+        res = intake.ingest(ledger, intake.iter_eml(args.eml, policy.limits), policy, known)
+    return {"messages": res.seen, "new": res.new, "duplicates": res.duplicates, "by_state": res.by_state}
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    from takedown import intake
+
+    if args.watch is not None and args.watch <= 0:
+        raise ValueError(f"--watch must be > 0 seconds, got {args.watch}")
+    if args.imap:
+        from takedown.imap import parse_imap_url
+
+        parse_imap_url(args.imap)
+    elif args.imap_password_env is not None:
+        raise ValueError("--imap-password-env only applies to --imap")
+    policy = _policy(args)
+    ledger = _ledger(args.ledger)
+    stop = {"now": False}
+    if args.watch is not None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while True:
+            known = intake.load_release_ids(args.release) if args.release else None
+            summary = _ingest_once(args, ledger, policy, known)
+            print(json.dumps(summary, sort_keys=True))
+            if args.watch is None or stop["now"]:
+                return 0
+            deadline = time.monotonic() + args.watch
+            while time.monotonic() < deadline and not stop["now"]:
+                time.sleep(min(0.5, args.watch))
+            if stop["now"]:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        ledger.close()
+
+
+def _run_apply(args: argparse.Namespace) -> int:
+    from takedown.apply import ApplyLocked, apply_pending
+
+    if args.lock_wait is not None and args.lock_wait < 0:
+        raise ValueError(f"--lock-wait must be >= 0, got {args.lock_wait}")
+    ledger = _ledger(args.ledger, must_exist=True)
+    try:
+        kwargs = {"lock_wait_s": args.lock_wait} if args.lock_wait is not None else {}
+        report = apply_pending(ledger, args.release, **kwargs)
+    except ApplyLocked as err:
+        print(f"veilset takedown apply: {err}", file=sys.stderr)
+        return 3
+    finally:
+        ledger.close()
+    print(json.dumps(report.to_dict(), sort_keys=True))
+    return 0
+
+
+def _run_notify(args: argparse.Namespace) -> int:
+    from takedown.notify import notify_pending
+
+    ledger = _ledger(args.ledger, must_exist=True)
+    kwargs: dict[str, Any] = {"smtp": args.smtp, "outbox": args.outbox, "starttls": args.starttls}
+    if args.from_addr is not None:
+        kwargs["from_addr"] = args.from_addr
+    try:
+        report = notify_pending(ledger, **kwargs)
+    finally:
+        ledger.close()
+    print(json.dumps(report.__dict__, sort_keys=True))
+    return 0 if report.failed == 0 else 1
+
+
+def status_dict(ledger) -> dict[str, Any]:
+    reqs = ledger.requests()
+    return {
+        "schema_version": ledger.schema_version(),
+        "requests": ledger.counts(),
+        "blocked_images": len(ledger.blocked_image_ids()),
+        "items": [{"id": r.id, "state": r.state, "sender": r.sender, "message_id": r.message_id,
+                   "received_at": r.received_at, "reason": r.reason, "dkim": r.dkim, "release": r.applied_release,
+                   "ids": {s: n for s, n in _id_counts(ledger, r.id).items() if n}} for r in reqs],
+    }
+
+
+def _id_counts(ledger, request_id: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in ledger.request_ids(request_id):
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    ledger = _ledger(args.ledger, must_exist=True)
+    try:
+        if args.approve is not None:
+            ledger.approve(args.approve, note="veilset takedown status --approve")
+        data = status_dict(ledger)
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return 0
+    c = data["requests"]
+    print(f"ledger schema v{data['schema_version']}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+          + f"; {data['blocked_images']} images blocked")
+    for it in data["items"]:
+        ids = " ".join(f"{k}={v}" for k, v in sorted(it["ids"].items()))
+        extra = f" release {it['release']}" if it["release"] is not None else ""
+        reason = f"  ({it['reason']})" if it["reason"] else ""
+        print(f"#{it['id']:<5} {it['state']:<11} {it['sender'] or '-':<30} {ids}{extra}{reason}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"ingest": _run_ingest, "apply": _run_apply, "notify": _run_notify, "status": _run_status}
+    return handlers[args.takedown_command](args)
