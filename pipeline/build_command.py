@@ -74,13 +74,16 @@ def beam_options(opts: opt.BuildOptions, beam_args: list[str]):
 def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
     """Build every model once in the driver: validates the specs up front and records what will run."""
     from detectors.registry import build_detector
-    from segmentation.registry import build_mask_generator
 
     models: dict[str, Any] = {}
     for key, spec in (("face_detector", opts.face_detector), ("plate_detector", opts.plate_detector)):
         detector = build_detector(spec)
         models[key] = None if detector is None else dict(detector.identity(), spec=spec)
-    generator = build_mask_generator(opts.masks) if opts.masks != "none" else None
+    generator = None
+    if opts.masks != "none":
+        from segmentation.registry import build_mask_generator
+
+        generator = build_mask_generator(opts.masks)
     models["masks"] = None if generator is None else dict(generator.identity(), spec=opts.masks)
     return models
 

@@ -14,16 +14,22 @@ SUBCOMMANDS = {
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (``veilset takedown status`` need not import Beam)."""
     parser = argparse.ArgumentParser(prog="veilset", description="Privacy-preserving image-dataset curation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, beam_args = argv[:cut], argv[cut + 1 :]
-    parser = make_parser()
+    parser = make_parser(_command_in(argv))
     args = parser.parse_args(argv)
     args.beam_args = beam_args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # Beam's INFO chatter (type hints, state cache) drowns the progress lines
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         return int(args._run(args) or 0)
     except ValueError as err:  # option validation: the message names the bad value

@@ -32,7 +32,6 @@ from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atom
                                read_bytes)
 from pipeline.options import BuildOptions
 from pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
-from segmentation.handler import MaskGeneratorModelHandler
 
 LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
@@ -306,6 +305,8 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
     if opts.masks == "none":
         with_masks = anonymized.images | "SkipMasks" >> beam.MapTuple(lambda image, _px: (image, ()))
     else:
+        from segmentation.handler import MaskGeneratorModelHandler
+
         handler = KeyedModelHandler(MaskGeneratorModelHandler(opts.masks, device=opts.device))
         result, dlq = anonymized.images | "GenerateMasks" >> RunInference(handler).with_exception_handling()
         reject_parts.append(dlq.failed_inferences | "GenerateMasksFailures" >> _failed_batches_to_rejects("masks"))

@@ -1,0 +1,193 @@
+"""End to end through the CLI: a real Beam build on small real photos and hostile files."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from pipeline import ids, jpeg
+from pipeline.cli import main
+from pipeline.decode import decode_image
+from pipeline.manifest import load_manifest
+from pipeline.shards import read_shard
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--masks", "none", "--plate-detector", "none"]
+
+
+def _astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _face_box_astronaut() -> tuple[int, int, int, int]:
+    # Eileen Collins' face in skimage's astronaut (512x512), generously: x0, y0, x1, y1
+    return 165, 40, 265, 160
+
+
+def _write_inputs(folder) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    astro = _astronaut()
+    Image.fromarray(astro).save(folder / "astronaut.png")
+    # Same face stored sideways with EXIF orientation 6 and identifying metadata that must never be published.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "CameraMaker"
+    exif[0xA431] = "SERIAL-12345"  # BodySerialNumber
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPSLatitude
+    Image.fromarray(astro).transpose(Image.Transpose.ROTATE_90).save(
+        folder / "rotated.jpg", "JPEG", quality=95, exif=exif.tobytes(), comment=b"secret comment")
+    shutil.copyfile(folder / "astronaut.png", folder / "dup of astronaut (1).png")  # odd name, duplicate
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(folder / "noise.webp")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).convert("P").save(folder / "palette.gif")
+    (folder / "notes.jpg").write_text("this is not an image")
+    (folder / "empty.png").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(astro).save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return {"astronaut": str(folder / "astronaut.png"), "rotated": str(folder / "rotated.jpg")}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs") / "photos"
+    _write_inputs(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def release(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("release") / "r"
+    assert main(["build", str(inputs), "--output", str(out), "--workers", "1", "--shards", "3",
+                 "--formats", "parquet,coco,sa1b", *FAST]) == 0
+    return out
+
+
+def _id_of(path: str) -> str:
+    with open(path, "rb") as fh:
+        return ids.image_id_for(ids.sha256_hex(fh.read()))
+
+
+def test_counts_are_conserved_and_rejects_explained(release):
+    m = load_manifest(str(release))
+    c = m["counts"]
+    assert c == {"input": 8, "published": 4, "rejected": 3, "duplicates": 1, "blocked": 0}
+    assert c["input"] == c["published"] + c["rejected"] + c["duplicates"] + c["blocked"]
+    rejects = [json.loads(line) for line in (release / m["rejects"]).read_text().splitlines()]
+    by_name = {os.path.basename(r["source"]): r for r in rejects}
+    assert set(by_name) == {"notes.jpg", "empty.png", "truncated.jpg"}
+    assert all(r["stage"] == "decode" and r["reason"] for r in rejects)
+    assert sum(m["rejects_by_reason"].values()) == 3
+
+
+def test_manifest_lists_every_file_with_its_hash(release):
+    m = load_manifest(str(release))
+    assert m["release"] == 1 and m["num_shards"] == 3
+    for entry in m["shards"] + m["index"]:
+        data = (release / entry["path"]).read_bytes()
+        assert ids.sha256_hex(data) == entry["sha256"]
+    assert sum(e["images"] for e in m["index"]) == 4
+    assert m["models"]["face_detector"]["name"] == "centerface"
+    assert m["models"]["plate_detector"] is None and m["models"]["masks"] is None
+    assert not list(release.rglob("*.tmp-*")) and not (release / ".staging").exists()
+
+
+def test_face_is_anonymized_upright_and_no_metadata_survives(release, inputs):
+    m = load_manifest(str(release))
+    x0, y0, x1, y1 = _face_box_astronaut()
+    astro = _astronaut().astype(np.int16)
+    for name in ("astronaut.png", "rotated.jpg"):
+        image_id = _id_of(str(inputs / name))
+        shard = ids.shard_of(image_id, m["num_shards"])
+        [im] = [i for i in read_shard(str(release), m, shard) if i.image_id == image_id]
+        assert jpeg.metadata_segments(im.jpeg) == []
+        assert b"SERIAL-12345" not in im.jpeg and b"secret comment" not in im.jpeg
+        assert Image.open(io.BytesIO(im.jpeg)).getexif() == {}
+        faces = [d for d in im.detections if d.label == "face"]
+        assert faces, f"{name}: no face found"
+        fx0, fy0, fx1, fy1 = faces[0].box_xyxy
+        # found upright: the box lies on the face in the *published* (upright) orientation
+        assert fx0 < x1 and fx1 > x0 and fy0 < y1 and fy1 > y0, faces[0]
+        published = decode_image(im.jpeg).astype(np.int16)
+        assert published.shape == astro.shape
+        face_diff = np.abs(published[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20] - astro[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20]).mean()
+        far_diff = np.abs(published[400:, 400:] - astro[400:, 400:]).mean()
+        assert face_diff > 25 > far_diff * 3, (face_diff, far_diff)
+
+
+def test_outputs_load_in_real_clients(release):
+    m = load_manifest(str(release))
+    coco_files = [e for e in m["shards"] if e["format"] == "coco"]
+    n = 0
+    for entry in coco_files:
+        coco = COCO(str(release / entry["path"]))
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert (release / img["file_name"]).is_file()
+            n += 1
+    assert n == 4
+    rows = sum(pq.read_table(release / e["path"]).num_rows for e in m["shards"] if e["format"] == "parquet")
+    assert rows == 4
+
+
+def test_rerun_gives_identical_shards(release, inputs, tmp_path):
+    again = tmp_path / "again"
+    assert main(["build", str(inputs), "--output", str(again), "--workers", "1", "--shards", "3",
+                 "--formats", "parquet,coco,sa1b", *FAST]) == 0
+    a, b = load_manifest(str(release)), load_manifest(str(again))
+    assert a["shards"] == b["shards"] and a["index"] == b["index"] and a["counts"] == b["counts"]
+
+
+def test_multiprocessing_gives_the_same_release(release, inputs, tmp_path):
+    out = tmp_path / "mp"
+    assert main(["build", str(inputs), "--output", str(out), "--workers", "2", "--shards", "3",
+                 "--formats", "parquet,coco,sa1b", *FAST]) == 0
+    a, b = load_manifest(str(release)), load_manifest(str(out))
+    assert a["shards"] == b["shards"] and a["index"] == b["index"]
+
+
+def test_rebuild_in_place_replaces_the_release_and_removes_stale_shards(inputs, tmp_path):
+    out = tmp_path / "inplace"
+    assert main(["build", str(inputs), "--output", str(out), "--workers", "1", "--shards", "4", *FAST]) == 0
+    assert main(["build", str(inputs), "--output", str(out), "--workers", "1", "--shards", "1", *FAST]) == 0
+    m = load_manifest(str(out))
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", "rejects.jsonl"}
+    images = {p for p in on_disk if p.startswith("images/")}
+    assert on_disk - images == listed
+    assert len(images) == 4
+
+
+def test_refuses_to_write_into_a_foreign_folder(inputs, tmp_path, capsys):
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    assert main(["build", str(inputs), "--output", str(foreign), *FAST]) == 2
+    assert "refusing" in capsys.readouterr().err
+    assert (foreign / "thesis.docx").read_text() == "precious"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--workers", "0"], "--workers"),
+    (["--formats", "parquet,tiff"], "tiff"),
+    (["--face-detector", "nosuch"], "nosuch"),
+    (["--masks", "nosuch"], "nosuch"),
+    (["--margin", "9"], "--margin"),
+])
+def test_bad_options_name_the_bad_value(inputs, tmp_path, capsys, argv, needle):
+    assert main(["build", str(inputs), "--output", str(tmp_path / "x"), *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_missing_input_is_an_error(tmp_path, capsys):
+    assert main(["build", str(tmp_path / "nope"), "--output", str(tmp_path / "x")]) == 2
+    assert "nope" in capsys.readouterr().err
