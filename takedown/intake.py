@@ -86,21 +86,30 @@ def _clean(value: str, limit: int = 998) -> str:
     return _CTRL.sub(" ", value)[:limit].strip()
 
 
+def _raw_header(msg: Message, name: str) -> list[str]:
+    """Unparsed header values (``raw_items`` does not run the header parser, which can raise on hostile input)."""
+    try:
+        return [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
+    except Exception:
+        return []
+
+
 def _header(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
+        text = None if value is None else str(value)
     except Exception as err:  # malformed header that policy.default cannot parse
         log.debug("header %s unparseable: %s", name, err)
-        raw = msg.get_all(name, failobj=[]) if hasattr(msg, "get_all") else []
-        value = raw[0] if raw else None
-    return "" if value is None else _clean(str(value))
+        raw = _raw_header(msg, name)
+        text = raw[0] if raw else None
+    return "" if text is None else _clean(text)
 
 
 def _all_headers(msg: Message, name: str) -> list[str]:
     try:
         return [_clean(str(v), 4000) for v in msg.get_all(name, failobj=[])]
     except Exception:
-        return []
+        return [_clean(v, 4000) for v in _raw_header(msg, name)]
 
 
 _ADDR = re.compile(r"^[^@\s<>\"',;:()\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}$")
@@ -111,9 +120,13 @@ def sender_of(msg: Message) -> str:
     for name in ("From", "Sender", "Return-Path"):
         try:
             values = [str(v) for v in msg.get_all(name, failobj=[])]
+            pairs = getaddresses(values)
         except Exception:
-            continue
-        for _, addr in getaddresses(values):
+            try:
+                pairs = getaddresses(_raw_header(msg, name))
+            except Exception:
+                continue
+        for _, addr in pairs:
             addr = addr.strip().lower()
             if _ADDR.match(addr):
                 return addr
