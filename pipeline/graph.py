@@ -28,8 +28,8 @@ from pipeline import ids, shards
 from pipeline.anonymize import anonymize
 from pipeline.decode import DecodeError, decode_image, resize_shortest_side
 from pipeline.encode import encode_jpeg
-from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json, join,
-                               read_bytes)
+from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete, dumps_json,
+                               join, read_bytes)
 from pipeline.options import BuildOptions
 from pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
 
@@ -216,7 +216,10 @@ class WriteShards(beam.DoFn):
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
         images = [pickle.loads(read_bytes(s.staging_path)) for s in staged]
-        yield from shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
+        written = shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
+        for s in staged:  # the staged copies are published now; none may linger in the release folder
+            delete(s.staging_path)
+        yield from written
 
 
 class WriteManifest(beam.DoFn):

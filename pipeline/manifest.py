@@ -89,3 +89,35 @@ def load_manifest(release_dir: str) -> dict[str, Any]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
     return manifest
+
+
+def exists(path: str) -> bool:
+    if _is_local(path):
+        return os.path.exists(path)
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path)
+
+
+def delete(path: str) -> None:
+    """Delete one file; a missing file is fine (idempotent reruns)."""
+    if _is_local(path):
+        if os.path.exists(path):
+            os.unlink(path)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def list_files(folder: str) -> list[str]:
+    """Names of the files directly inside ``folder`` ([] when it does not exist)."""
+    if _is_local(folder):
+        if not os.path.isdir(folder):
+            return []
+        return sorted(f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f)))
+    from apache_beam.io.filesystems import FileSystems
+
+    result = FileSystems.match([folder.rstrip("/") + "/*"])[0]
+    return sorted(m.path.rsplit("/", 1)[-1] for m in result.metadata_list)

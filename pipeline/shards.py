@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from detectors.base import Detection
 from pipeline import ids
-from pipeline.manifest import atomic_write_bytes, dumps_json, join, read_bytes
+from pipeline.manifest import atomic_write_bytes, delete, dumps_json, exists, join, list_files, read_bytes
 from pipeline.records import PublishedImage, ShardFile
 from segmentation.base import MaskAnnotation
 
@@ -197,14 +197,13 @@ def _sync_image_files(release_dir: str, shard: int, images: Sequence[PublishedIm
     folder = _image_dir(release_dir, shard)
     for name, im in wanted.items():
         path = join(release_dir, ids.image_path(im.image_id, shard))
-        if not (os.path.exists(path) and _sha(read_bytes(path)) == im.sha256):
+        if not (exists(path) and _sha(read_bytes(path)) == im.sha256):
             atomic_write_bytes(path, im.jpeg)
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name not in wanted:
-                os.unlink(os.path.join(folder, name))
-        if not os.listdir(folder):
-            os.rmdir(folder)
+    for name in list_files(folder):
+        if name not in wanted:
+            delete(join(folder, name))
+    if "://" not in folder and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def shard_payloads(shard: int, num_shards: int, formats: Sequence[str],
@@ -241,9 +240,7 @@ def write_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence
 def delete_shard(release_dir: str, shard: int, num_shards: int) -> None:
     """Remove every file of a shard (all formats, per-image JPEGs): used when a takedown empties a shard."""
     for fmt in (INDEX, *FORMATS):
-        path = join(release_dir, ids.shard_path(fmt, shard, num_shards))
-        if os.path.exists(path):
-            os.unlink(path)
+        delete(join(release_dir, ids.shard_path(fmt, shard, num_shards)))
     _sync_image_files(release_dir, shard, [])
 
 
