@@ -1,1 +1,432 @@
-"""retinaface detector backend (being written; see docs/ARCHITECTURE.md)."""
+"""RetinaFace (ResNet-50) face detector through ``retinaface-pytorch`` (ternaus/retinaface 0.0.8).
+
+Spec: ``retinaface[:weights=PATH,threshold=0.5,nms_iou=0.4,max_size=960,batch_size=4,device=cpu,
+normalize=imagenet,download=false]``.
+
+Weights are looked up offline, in this order:
+  1. ``weights=PATH`` (a ``.pth``/``.pt`` state dict, a Lightning checkpoint with ``state_dict``, or the
+     package's single-member ``.zip`` release file);
+  2. the torch hub cache: ``torch.hub.get_dir()/checkpoints/retinaface_resnet50_2020-07-20-f168fae3c.zip``;
+  3. only with ``download=true``: the package's release URL (``WEIGHTS_URL``), saved to (2).
+Nothing is ever downloaded by default; with no weights the constructor raises ``FileNotFoundError`` naming
+the file, its URL and where to put it.
+
+Pre/post-processing follows the package's ``retinaface/predict_single.py`` (verified against its source):
+RGB input normalised with albumentations' ``Normalize()`` defaults (ImageNet mean/std on 0..255), priors
+``min_sizes [[16,32],[64,128],[256,512]]``, ``steps [8,16,32]``, variances ``0.1/0.2``, softmax score of
+class 1, score threshold, then torchvision NMS (IoU 0.4). The BGR mean subtraction (104, 117, 123) of the
+original biubug6/Pytorch_Retinaface code is *not* what the package's weights expect; it is available as
+``normalize=bgr_mean`` for biubug6 checkpoints (``Resnet50_Final.pth``; its ``module.`` key prefix is handled).
+
+Only ``network=resnet50`` exists: retinaface-pytorch 0.0.8's ``RetinaFace`` raises NotImplementedError for
+any other backbone (there is no MobileNet-0.25 in the package).
+
+Inputs larger than ``max_size`` on their long side are downscaled (never upscaled; ``max_size=0`` keeps the
+native size); boxes are mapped back to the input's pixels with the exact per-axis resize ratios. A batch is
+zero-padded (after normalisation) at the bottom/right to a common size that is a multiple of 32.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import zipfile
+from typing import Any, Sequence
+
+import numpy as np
+
+from detectors.base import FACE, Detection, register
+
+NAME = "retinaface"
+PACKAGE = "retinaface-pytorch"
+INSTALL_HINT = "pip install 'veilset[torch]' && pip install --no-deps retinaface-pytorch==0.0.8"
+
+WEIGHTS_URL = ("https://github.com/ternaus/retinaface/releases/download/0.01/"
+               "retinaface_resnet50_2020-07-20-f168fae3c.zip")
+WEIGHTS_FILE = "retinaface_resnet50_2020-07-20-f168fae3c.zip"
+
+# retinaface/predict_single.py
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+STEPS = (8, 16, 32)
+VARIANCES = (0.1, 0.2)
+RETURN_LAYERS = {"layer2": 1, "layer3": 2, "layer4": 3}
+IN_CHANNELS = 256
+OUT_CHANNELS = 256
+# albumentations.Normalize() defaults, applied to RGB 0..255 (max_pixel_value 255)
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# biubug6/Pytorch_Retinaface detect.py: img -= (104, 117, 123) on BGR
+BGR_MEAN = (104.0, 117.0, 123.0)
+
+NETWORKS = ("resnet50",)
+NORMALIZATIONS = ("imagenet", "bgr_mean")
+DEVICES_HELP = "cpu, cuda or cuda:N"
+PAD_MULTIPLE = 32
+PRE_NMS_TOP_K = 5000  # biubug6 detect.py top_k: bounds NMS cost when the threshold is low
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_NMS_IOU = 0.4
+DEFAULT_MAX_SIZE = 960  # the package's Model(max_size=960)
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_DEVICE = "cpu"
+DEFAULT_NORMALIZE = "imagenet"
+
+_STRIP_PREFIXES = ("module.", "model.")
+
+
+# --------------------------------------------------------------------------------------- option parsing
+# Values arrive as strings from CLI specs ("retinaface:threshold=0.5"); every error names the bad value.
+
+def _float(name: str, value: Any, lo: float, hi: float) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{NAME}: {name} must be a number, got {value!r}") from None
+    if not (lo <= out <= hi):
+        raise ValueError(f"{NAME}: {name} must be in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{NAME}: {name} must be an integer, got {value!r}")
+    try:
+        out = value if isinstance(value, int) else int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{NAME}: {name} must be an integer, got {value!r}") from None
+    if not (lo <= out <= hi):
+        raise ValueError(f"{NAME}: {name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{NAME}: {name} must be true or false, got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValueError(f"{NAME}: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def _device(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError(f"{NAME}: device must be {DEVICES_HELP}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------ pure maths
+
+def resized_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """(height, width) after downscaling so that the long side is at most ``max_size`` (0: unchanged)."""
+    long_side = max(height, width)
+    if max_size <= 0 or long_side <= max_size:
+        return height, width
+    scale = max_size / long_side
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def map_boxes_to_source(boxes_xyxy: np.ndarray, resized_hw: tuple[int, int],
+                        source_hw: tuple[int, int]) -> np.ndarray:
+    """Map (N, 4) boxes from a resized image back to the source image and clip them to it."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    (rh, rw), (sh, sw) = resized_hw, source_hw
+    out = boxes * np.array([sw / rw, sh / rh, sw / rw, sh / rh])
+    out[:, 0::2] = np.clip(out[:, 0::2], 0.0, float(sw))
+    out[:, 1::2] = np.clip(out[:, 1::2], 0.0, float(sh))
+    return out
+
+
+def normalize_image(image_rgb: np.ndarray, normalize: str) -> np.ndarray:
+    """H x W x 3 uint8 RGB -> H x W x 3 float32 network input (channel order of the chosen convention)."""
+    img = image_rgb.astype(np.float32)
+    if normalize == "imagenet":
+        return (img - np.float32(IMAGENET_MEAN_RGB)) / np.float32(IMAGENET_STD_RGB)
+    if normalize == "bgr_mean":
+        return img[:, :, ::-1] - np.float32(BGR_MEAN)
+    raise ValueError(f"{NAME}: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+
+
+def pad_batch(images: Sequence[np.ndarray], multiple: int = PAD_MULTIPLE) -> np.ndarray:
+    """Stack H x W x 3 float arrays into an N x 3 x H' x W' array, zero-padded at the bottom/right to a
+    common size rounded up to ``multiple``."""
+    height = max(im.shape[0] for im in images)
+    width = max(im.shape[1] for im in images)
+    height = -(-height // multiple) * multiple
+    width = -(-width // multiple) * multiple
+    out = np.zeros((len(images), 3, height, width), dtype=np.float32)
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[0], : im.shape[1]] = im.transpose(2, 0, 1)
+    return out
+
+
+def check_image(image_rgb: Any) -> None:
+    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
+            or image_rgb.dtype != np.uint8 or 0 in image_rgb.shape:
+        desc = (f"{image_rgb.dtype} array of shape {image_rgb.shape}" if isinstance(image_rgb, np.ndarray)
+                else type(image_rgb).__name__)
+        raise ValueError(f"{NAME}: expected an H x W x 3 uint8 RGB array, got {desc}")
+
+
+# --------------------------------------------------------------------------------------- torch helpers
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"the {NAME} detector needs torch and torchvision ({err}); "
+                          f"install them with: {INSTALL_HINT}") from err
+    try:
+        import retinaface.network  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"the {NAME} detector needs {PACKAGE} ({err}); install it with: {INSTALL_HINT}") from err
+
+
+def hub_weights_path() -> str:
+    """Where torch hub keeps the package's weights: ``torch.hub.get_dir()/checkpoints/<WEIGHTS_FILE>``."""
+    import torch
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints", WEIGHTS_FILE)
+
+
+def _missing_weights_message(extra: str = "") -> str:
+    target = hub_weights_path()
+    return (f"{NAME}: no weights found{extra}. Fetch {WEIGHTS_FILE} from {WEIGHTS_URL} and put it at {target} "
+            f"(the torch hub cache), or pass weights=/path/to/file; or allow a download with download=true.")
+
+
+def resolve_weights(weights: str | None, download: bool) -> str:
+    """The weights file to load: explicit path, else torch hub cache, else (if allowed) a download."""
+    if weights is not None:
+        path = os.path.expanduser(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{NAME}: weights file {weights!r} does not exist. The package's ResNet-50 "
+                                    f"weights are {WEIGHTS_FILE} from {WEIGHTS_URL}.")
+        return path
+    cached = hub_weights_path()
+    if os.path.isfile(cached):
+        return cached
+    if not download:
+        raise FileNotFoundError(_missing_weights_message())
+    import torch
+
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(WEIGHTS_URL, cached, progress=False)
+    except Exception as err:  # offline, DNS, HTTP error: same actionable message
+        raise FileNotFoundError(_missing_weights_message(f" and the download failed ({err})")) from err
+    return cached
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+    """Read a RetinaFace state dict from ``path``: a torch file, a Lightning checkpoint (``state_dict`` key),
+    or a zip holding exactly one torch file (the package's release format). Strips the ``module.``
+    (DataParallel) and ``model.`` (Lightning) key prefixes. Tensors only (``weights_only=True``)."""
+    import torch
+
+    def _load(fh: Any) -> Any:
+        return torch.load(fh, map_location="cpu", weights_only=True)
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                # torch.save's own format is a zip with a data.pkl record; the package's release is a zip
+                # around one such file.
+                if len(members) == 1 and not members[0].filename.endswith("data.pkl"):
+                    obj = _load(io.BytesIO(zf.read(members[0])))
+                else:
+                    obj = _load(path)
+        else:
+            obj = _load(path)
+    except Exception as err:
+        raise ValueError(f"{NAME}: cannot read weights file {path!r}: {err}") from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise ValueError(f"{NAME}: weights file {path!r} does not hold a state dict (got {type(obj).__name__})")
+    out = {}
+    for key, value in obj.items():
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        out[key] = value
+    return out
+
+
+def build_network(network: str = "resnet50") -> Any:
+    """An untrained ``retinaface.network.RetinaFace`` configured as the package's ``Model`` does."""
+    import warnings
+
+    from retinaface.network import RetinaFace
+
+    if network != "resnet50":
+        raise ValueError(f"{NAME}: network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" (pretrained=False here)
+        warnings.simplefilter("ignore", UserWarning)
+        return RetinaFace(name="Resnet50", pretrained=False, return_layers=dict(RETURN_LAYERS),
+                          in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS)
+
+
+@functools.lru_cache(maxsize=16)
+def priors_for(height: int, width: int) -> Any:
+    """Prior boxes (cx, cy, w, h) normalised to an input of ``height`` x ``width``, from the package."""
+    from retinaface.prior_box import priorbox
+
+    return priorbox(min_sizes=[list(m) for m in MIN_SIZES], steps=list(STEPS), clip=False,
+                    image_size=(height, width))
+
+
+def decode_detections(loc: Any, conf: Any, priors: Any, input_hw: tuple[int, int], threshold: float,
+                      nms_iou: float, top_k: int = PRE_NMS_TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """One image's raw head outputs -> (boxes xyxy in input pixels, scores), thresholded and NMS'd.
+
+    ``loc`` (P, 4) regression, ``conf`` (P, 2) logits, ``priors`` (P, 4) normalised (cx, cy, w, h)."""
+    import torch
+    from retinaface.box_utils import decode
+    from torchvision.ops import nms
+
+    height, width = input_hw
+    priors = priors.to(loc.device)
+    scores = torch.softmax(conf.float(), dim=-1)[:, 1]
+    keep = torch.where(scores > threshold)[0]
+    if keep.numel() > top_k:
+        keep = keep[torch.topk(scores[keep], top_k).indices]
+    boxes = decode(loc[keep].float(), priors[keep], list(VARIANCES))
+    boxes = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    scores = scores[keep]
+    kept = nms(boxes, scores, nms_iou)
+    return boxes[kept].cpu().numpy().astype(np.float64), scores[kept].cpu().numpy().astype(np.float64)
+
+
+# -------------------------------------------------------------------------------------------- detector
+
+@register(NAME)
+class RetinaFaceDetector:
+    """RetinaFace ResNet-50 faces. See the module docstring for the spec and the weights lookup."""
+
+    name = NAME
+    label = FACE
+
+    def __init__(self, weights: str | None = None, network: str = "resnet50",
+                 threshold: float | str = DEFAULT_THRESHOLD, nms_iou: float | str = DEFAULT_NMS_IOU,
+                 max_size: int | str = DEFAULT_MAX_SIZE, batch_size: int | str = DEFAULT_BATCH_SIZE,
+                 device: str = DEFAULT_DEVICE, normalize: str = DEFAULT_NORMALIZE,
+                 download: bool | str = False) -> None:
+        self.network = _choice("network", network, NETWORKS)
+        self.threshold = _float("threshold", threshold, 0.0, 1.0)
+        self.nms_iou = _float("nms_iou", nms_iou, 0.0, 1.0)
+        self.max_size = _int("max_size", max_size, 0, 100_000)
+        if 0 < self.max_size < PAD_MULTIPLE:
+            raise ValueError(f"{NAME}: max_size must be 0 (native size) or >= {PAD_MULTIPLE}, got {max_size!r}")
+        self.batch_size = _int("batch_size", batch_size, 1, 1024)
+        self.device = _device(device)
+        self.normalize = _choice("normalize", normalize, NORMALIZATIONS)
+        download = _bool("download", download)
+        if weights is not None and not str(weights).strip():
+            raise ValueError(f"{NAME}: weights must be a file path, got {weights!r}")
+        _require_torch()
+        import torch
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"{NAME}: device {device!r} requested but torch sees no CUDA device")
+        self.weights_path = resolve_weights(None if weights is None else str(weights).strip(), download)
+        model = build_network(self.network)
+        state = load_state_dict(self.weights_path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{NAME}: weights file {self.weights_path!r} does not fit RetinaFace "
+                             f"{self.network}: {str(err)[:500]}") from err
+        self._model = model.to(self.device).eval()
+        self.weights_sha256 = _sha256(self.weights_path)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": NAME,
+            "package": PACKAGE,
+            "version": _version(PACKAGE),
+            "network": self.network,
+            "weights": os.path.basename(self.weights_path),
+            "weights_sha256": self.weights_sha256,
+            "threshold": self.threshold,
+            "nms_iou": self.nms_iou,
+            "max_size": self.max_size,
+            "normalize": self.normalize,
+        }
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image_rgb])[0]
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        for image in images_rgb:
+            check_image(image)
+        out: list[list[Detection]] = []
+        for start in range(0, len(images_rgb), self.batch_size):
+            out.extend(self._detect_chunk(images_rgb[start:start + self.batch_size]))
+        return out
+
+    def boxes_scores_batch(self, images_rgb: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image (boxes xyxy in source pixels, scores) after threshold and NMS, one forward pass."""
+        import cv2
+        import torch
+
+        sizes, inputs = [], []
+        for image in images_rgb:
+            h, w = image.shape[:2]
+            rh, rw = resized_size(h, w, self.max_size)
+            resized = image if (rh, rw) == (h, w) else cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+            sizes.append(((rh, rw), (h, w)))
+            inputs.append(normalize_image(resized, self.normalize))
+        batch = pad_batch(inputs)
+        input_hw = (batch.shape[2], batch.shape[3])
+        priors = priors_for(*input_hw)
+        with torch.inference_mode():
+            loc, conf, _landmarks = self._model(torch.from_numpy(batch).to(self.device))
+        if loc.shape[1] != priors.shape[0]:
+            raise RuntimeError(f"{NAME}: network gave {loc.shape[1]} anchors for a {input_hw} input but the "
+                               f"prior boxes number {priors.shape[0]}")
+        results = []
+        for i, (resized_hw, source_hw) in enumerate(sizes):
+            boxes, scores = decode_detections(loc[i], conf[i], priors, input_hw, self.threshold, self.nms_iou)
+            results.append((map_boxes_to_source(boxes, resized_hw, source_hw), scores))
+        return results
+
+    def _detect_chunk(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        out = []
+        for boxes, scores in self.boxes_scores_batch(images_rgb):
+            order = np.argsort(-scores, kind="stable")
+            out.append([Detection(label=FACE, box_xyxy=tuple(float(v) for v in boxes[j]), score=float(scores[j]),
+                                  detector=NAME) for j in order
+                        if boxes[j, 2] > boxes[j, 0] and boxes[j, 3] > boxes[j, 1]])
+        return out
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,291 @@
+"""RetinaFace backend: weights loading through the user's code path, decoding, box mapping, options.
+
+No real weights are needed: a randomly initialised network is saved to a temp file and loaded back with
+``weights=PATH``; decoding is checked on hand-made head outputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("retinaface.network")
+
+from detectors import retinaface as rf  # noqa: E402
+from detectors.base import FACE  # noqa: E402
+from detectors.registry import build_detector  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_net():
+    torch.manual_seed(0)
+    return rf.build_network()
+
+
+@pytest.fixture(scope="module")
+def weights_file(random_net, tmp_path_factory):
+    """A DataParallel-style checkpoint (``module.`` prefix), as biubug6's training writes them."""
+    path = tmp_path_factory.mktemp("w") / "retinaface_random.pth"
+    torch.save({"module." + k: v for k, v in random_net.state_dict().items()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def detector(weights_file):
+    return rf.RetinaFaceDetector(weights=weights_file, threshold="0.5", max_size="128")
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+def test_loads_random_weights_through_user_path(detector, random_net):
+    loaded = detector._model.state_dict()
+    for key, value in random_net.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_identity_records_weights_and_thresholds(detector, weights_file):
+    ident = detector.identity()
+    assert ident["name"] == "retinaface"
+    assert ident["package"] == "retinaface-pytorch" and ident["version"]
+    assert ident["weights"] == "retinaface_random.pth"
+    assert ident["weights_sha256"] == rf._sha256(weights_file)
+    assert (ident["threshold"], ident["nms_iou"], ident["max_size"]) == (0.5, 0.4, 128)
+    assert ident["network"] == "resnet50" and ident["normalize"] == "imagenet"
+
+
+def test_loads_release_zip_and_lightning_checkpoint(random_net, weights_file, tmp_path):
+    # the package's release format: a zip around one torch file; keys without prefix
+    plain = tmp_path / "plain.pth"
+    torch.save(random_net.state_dict(), plain)
+    archive = tmp_path / rf.WEIGHTS_FILE
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(plain, "retinaface_resnet50_2020-07-20.pth")
+    state = rf.load_state_dict(str(archive))
+    assert set(state) == set(random_net.state_dict())
+    # a Lightning checkpoint: {"state_dict": {"model.<key>": ...}}
+    ckpt = tmp_path / "epoch=1.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in random_net.state_dict().items()}, "epoch": 1}, ckpt)
+    state = rf.load_state_dict(str(ckpt))
+    assert set(state) == set(random_net.state_dict())
+    key = "ClassHead.0.conv1x1.weight"
+    assert torch.equal(state[key], random_net.state_dict()[key])
+
+
+def test_weights_from_torch_hub_cache(random_net, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    target = rf.hub_weights_path()
+    assert target == str(tmp_path / "hub" / "checkpoints" / rf.WEIGHTS_FILE)
+    os.makedirs(os.path.dirname(target))
+    torch.save(random_net.state_dict(), target)  # a plain torch file under the release name also loads
+    det = rf.RetinaFaceDetector()
+    assert det.weights_path == target
+    assert det.identity()["weights"] == rf.WEIGHTS_FILE
+
+
+def test_missing_weights_error_names_file_url_and_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def no_download(*args, **kwargs):  # pragma: no cover - must never be reached
+        raise AssertionError("downloaded without download=true")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    with pytest.raises(FileNotFoundError) as err:
+        rf.RetinaFaceDetector()
+    msg = str(err.value)
+    assert rf.WEIGHTS_FILE in msg and rf.WEIGHTS_URL in msg
+    assert str(tmp_path / "hub" / "checkpoints" / rf.WEIGHTS_FILE) in msg
+    with pytest.raises(FileNotFoundError, match="does-not-exist.pth"):
+        rf.RetinaFaceDetector(weights=str(tmp_path / "does-not-exist.pth"))
+
+
+def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls = []
+
+    def offline(url, dst, **kwargs):
+        calls.append(url)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match="download failed.*unreachable"):
+        rf.RetinaFaceDetector(download="true")
+    assert calls == [rf.WEIGHTS_URL]
+
+
+def test_weights_that_do_not_fit_are_rejected(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
+    with pytest.raises(ValueError, match="does not fit RetinaFace"):
+        rf.RetinaFaceDetector(weights=str(bad))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read weights"):
+        rf.RetinaFaceDetector(weights=str(junk))
+
+
+# ------------------------------------------------------------------------------------------ options
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threshold": "abc"}, "threshold must be a number, got 'abc'"),
+    ({"threshold": "1.5"}, r"threshold must be in \[0.0, 1.0\], got '1.5'"),
+    ({"nms_iou": "-0.1"}, "nms_iou"),
+    ({"max_size": "10"}, "max_size must be 0 .* got '10'"),
+    ({"max_size": "big"}, "max_size must be an integer, got 'big'"),
+    ({"batch_size": "0"}, "batch_size"),
+    ({"network": "mobilenet0.25"}, "network must be one of resnet50, got 'mobilenet0.25'"),
+    ({"device": "tpu"}, "device must be cpu, cuda or cuda:N, got 'tpu'"),
+    ({"normalize": "rgb"}, "normalize must be one of imagenet, bgr_mean"),
+    ({"download": "maybe"}, "download must be true or false, got 'maybe'"),
+    ({"weights": " "}, "weights must be a file path"),
+])
+def test_options_are_validated_before_loading(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rf.RetinaFaceDetector(**kwargs)
+
+
+def test_registry_builds_from_spec(weights_file):
+    det = build_detector(f"retinaface:weights={weights_file},threshold=0.7,max_size=0,batch_size=2")
+    assert isinstance(det, rf.RetinaFaceDetector)
+    assert (det.threshold, det.max_size, det.batch_size, det.label) == (0.7, 0, 2, FACE)
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+def test_decode_known_prior():
+    """One prior at the centre of a 64 x 64 input, 16 px wide: shift it by +1 (x0.1 variance) of its width
+    in x and double its width (log 2 / 0.2); the background-scored prior is dropped."""
+    priors = torch.tensor([[0.5, 0.5, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]])
+    loc = torch.tensor([[1.0, 0.0, math.log(2.0) / 0.2, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    conf = torch.tensor([[0.0, 10.0], [10.0, 0.0]])
+    boxes, scores = rf.decode_detections(loc, conf, priors, (64, 64), threshold=0.5, nms_iou=0.4)
+    cx, w, h = (0.5 + 1.0 * 0.1 * 0.25) * 64, 0.5 * 64, 0.25 * 64
+    np.testing.assert_allclose(boxes, [[cx - w / 2, 32 - h / 2, cx + w / 2, 32 + h / 2]], atol=1e-4)
+    np.testing.assert_allclose(scores, [1 / (1 + math.exp(-10))], rtol=1e-6)
+
+
+def test_decode_uses_input_height_and_width_separately():
+    priors = torch.tensor([[0.5, 0.5, 0.25, 0.5]])  # normalised to a 40 (h) x 80 (w) input
+    loc = torch.zeros(1, 4)
+    conf = torch.tensor([[0.0, 5.0]])
+    boxes, _ = rf.decode_detections(loc, conf, priors, (40, 80), threshold=0.5, nms_iou=0.4)
+    np.testing.assert_allclose(boxes, [[30.0, 10.0, 50.0, 30.0]], atol=1e-5)
+
+
+def test_decode_threshold_and_nms():
+    priors = torch.tensor([[0.5, 0.5, 0.25, 0.25]] * 3 + [[0.1, 0.1, 0.1, 0.1]])
+    loc = torch.zeros(4, 4)
+    loc[1, 0] = 0.1  # a near-duplicate of prior 0, lower score -> suppressed
+    conf = torch.tensor([[0.0, 4.0], [0.0, 3.0], [0.0, -3.0], [0.0, 2.0]])
+    boxes, scores = rf.decode_detections(loc, conf, priors, (100, 100), threshold=0.5, nms_iou=0.4)
+    assert len(boxes) == 2
+    np.testing.assert_allclose(scores, torch.softmax(conf[[0, 3]], -1)[:, 1].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(boxes[1], [5.0, 5.0, 15.0, 15.0], atol=1e-5)
+    empty_boxes, empty_scores = rf.decode_detections(loc, conf, priors, (100, 100), threshold=0.999,
+                                                     nms_iou=0.4)
+    assert empty_boxes.shape == (0, 4) and empty_scores.shape == (0,)
+
+
+def test_priors_match_network_anchor_count(detector):
+    batch = torch.zeros(1, 3, 96, 160)
+    with torch.inference_mode():
+        loc, conf, landmarks = detector._model(batch)
+    priors = rf.priors_for(96, 160)
+    assert loc.shape == (1, priors.shape[0], 4)
+    assert conf.shape == (1, priors.shape[0], 2) and landmarks.shape == (1, priors.shape[0], 10)
+    # 2 anchors per cell at strides 8, 16, 32
+    assert priors.shape[0] == 2 * (12 * 20 + 6 * 10 + 3 * 5)
+
+
+def test_random_model_detect_batch_shapes(detector):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (70, 90, 3), dtype=np.uint8), rng.integers(0, 255, (200, 150, 3), dtype=np.uint8)]
+    results = detector.detect_batch(images)
+    assert len(results) == 2
+    for image, dets in zip(images, results):
+        h, w = image.shape[:2]
+        for d in dets:
+            x0, y0, x1, y1 = d.box_xyxy
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert d.label == FACE and d.detector == "retinaface" and 0.5 < d.score <= 1.0
+        assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    assert detector.detect_batch([]) == []
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detector.detect(np.zeros((10, 10), dtype=np.uint8))
+
+
+# ------------------------------------------------------------------------------- resize & box mapping
+
+def test_resized_size_only_downscales():
+    assert rf.resized_size(100, 200, 960) == (100, 200)
+    assert rf.resized_size(1000, 1500, 960) == (640, 960)
+    assert rf.resized_size(1500, 1000, 0) == (1500, 1000)
+    assert rf.resized_size(999, 3, 333) == (333, 1)
+
+
+def test_map_boxes_to_source_is_exact_and_clipped():
+    boxes = np.array([[10.0, 20.0, 30.0, 40.0], [-5.0, -5.0, 70.0, 50.0]])
+    out = rf.map_boxes_to_source(boxes, (48, 64), (150, 200))  # x ratio 200/64, y ratio 150/48
+    np.testing.assert_allclose(out[0], [10 * 200 / 64, 20 * 150 / 48, 30 * 200 / 64, 40 * 150 / 48])
+    np.testing.assert_allclose(out[1], [0.0, 0.0, 200.0, 150.0])
+
+
+class _OnePriorNet(torch.nn.Module):
+    """Fires on exactly one prior (the 16-px anchor of stride-8 cell row 2, column 3) with zero regression, so
+    the detection is that prior's box in network-input pixels. Records the input it saw."""
+
+    INDEX = (2 * 16 + 3) * 2  # 16 cells per row for a 128-px-wide input, 2 anchors per cell
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        n, _, h, w = x.shape
+        priors = rf.priors_for(h, w)
+        p = priors.shape[0]
+        conf = torch.zeros(n, p, 2)
+        conf[:, :, 0] = 10.0
+        conf[:, self.INDEX, :] = torch.tensor([0.0, 10.0])
+        return torch.zeros(n, p, 4), conf, torch.zeros(n, p, 10)
+
+
+def test_detect_maps_boxes_back_through_max_size(detector, monkeypatch):
+    fake = _OnePriorNet()
+    monkeypatch.setattr(detector, "_model", fake)
+    big = np.zeros((256, 512, 3), dtype=np.uint8)  # max_size 128 -> 64 x 128 network input
+    small = np.zeros((40, 50, 3), dtype=np.uint8)  # not resized, padded into the same batch
+    out_big, out_small = detector.detect_batch([big, small])
+    assert fake.seen == [(2, 3, 64, 128)]
+    priors = rf.priors_for(64, 128)
+    cx, cy, pw, ph = priors[_OnePriorNet.INDEX].tolist()
+    expect_net = np.array([(cx - pw / 2) * 128, (cy - ph / 2) * 64, (cx + pw / 2) * 128, (cy + ph / 2) * 64])
+    np.testing.assert_allclose(expect_net, [20, 12, 36, 28], atol=1e-4)
+    expect_big = expect_net * 4.0
+    assert len(out_big) == 1
+    np.testing.assert_allclose(out_big[0].box_xyxy, expect_big, atol=1e-3)
+    assert len(out_small) == 1
+    np.testing.assert_allclose(out_small[0].box_xyxy, expect_net, atol=1e-3)
+
+
+def test_normalization_conventions():
+    img = np.zeros((1, 1, 3), dtype=np.uint8)
+    img[0, 0] = (255, 128, 0)  # R, G, B
+    imagenet = rf.normalize_image(img, "imagenet")[0, 0]
+    np.testing.assert_allclose(imagenet, [(255 - 0.485 * 255) / (0.229 * 255), (128 - 0.456 * 255) / (0.224 * 255),
+                                          (0 - 0.406 * 255) / (0.225 * 255)], rtol=1e-5)
+    bgr = rf.normalize_image(img, "bgr_mean")[0, 0]
+    np.testing.assert_allclose(bgr, [0 - 104, 128 - 117, 255 - 123])
+
+
+def test_pad_batch_pads_to_multiple_of_32():
+    a = np.ones((33, 10, 3), dtype=np.float32)
+    b = np.full((5, 70, 3), 2.0, dtype=np.float32)
+    batch = rf.pad_batch([a, b])
+    assert batch.shape == (2, 3, 64, 96)
+    assert batch[0, :, :33, :10].min() == 1 and batch[0, :, 33:].max() == 0 and batch[0, :, :, 10:].max() == 0
+    assert batch[1, :, :5, :70].min() == 2 and batch[1, :, 5:].max() == 0
