@@ -1,0 +1,251 @@
+"""Apply: only affected shards rewritten, removed bytes gone, manifest release+1 with log, crash safety, lock."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import ids, shards
+from pipeline.manifest import load_manifest
+from takedown.apply import WORK_DIR, ApplyLocked, ReleaseLock, apply_pending
+from takedown.ledger import Ledger, NewRequest
+from tests.takedown.mails import image_id
+from tests.takedown.releases import all_bytes, make_release, tree
+
+NOW = "2026-11-25T13:00:00Z"
+
+
+def add(ledger: Ledger, mid: str, image_ids, sender: str = "alice@example.org") -> int:
+    rid, _ = ledger.add_request(NewRequest(message_id=mid, sender=sender, date_header="", source="t",
+                                           state="received", image_ids=tuple(image_ids)))
+    return rid
+
+
+def release_ids(root: str) -> set[str]:
+    m = load_manifest(root)
+    return {r["image_id"] for e in m["index"] for r in shards.read_index(root, e["path"])}
+
+
+def assert_gone(root: str, removed, jpegs) -> None:
+    """No file mentions a removed ID (the manifest's log excepted) or holds its JPEG; every format re-read."""
+    files = all_bytes(root)
+    for rel, data in files.items():
+        for jpeg in jpegs:
+            assert jpeg not in data, f"removed JPEG bytes still in {rel}"
+        for i in removed:
+            if rel == "manifest.json":
+                m = json.loads(data)
+                m.pop("log")
+                assert i not in json.dumps(m)
+            else:
+                assert i.encode() not in data, f"{i} still named in {rel}"
+    m = load_manifest(root)
+    for e in m["shards"]:
+        data = files[e["path"]]
+        if e["format"] == "parquet":
+            table = pq.read_table(io.BytesIO(data))
+            assert not set(table.column("image_id").to_pylist()) & set(removed)
+            assert not {bytes(r["bytes"]) for r in table.column("image").to_pylist()} & set(jpegs)
+        elif e["format"] == "sa1b":
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                assert not {n.split(".")[0] for n in tar.getnames()} & set(removed)
+        elif e["format"] == "coco":
+            coco = json.loads(data)
+            assert not {im["image_id"] for im in coco["images"]} & set(removed)
+    assert not release_ids(root) & set(removed)
+
+
+def expected_files(root: str) -> set[str]:
+    m = load_manifest(root)
+    out = {"manifest.json", m["rejects"]} | {e["path"] for e in m["shards"] + m["index"]}
+    for e in m["index"]:
+        out |= {r["file_name"] for r in shards.read_index(root, e["path"]) if r["file_name"]}
+    return out
+
+
+@pytest.fixture
+def rel(tmp_path):
+    root = str(tmp_path / "release")
+    manifest, images = make_release(root, n=24, num_shards=4)
+    return root, manifest, images
+
+
+def test_apply_removes_only_from_affected_shards(rel, tmp_path):
+    root, manifest, images = rel
+    before = tree(root)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    victims = [images[0], images[1]]
+    unknown = image_id("not-in-release")
+    rid = add(ledger, "<r1@x>", [v.image_id for v in victims] + [unknown])
+    report = apply_pending(ledger, root, now=NOW)
+    assert (report.release_before, report.release_after) == (1, 2)
+    assert set(report.removed) == {v.image_id for v in victims} and report.not_found == (unknown,)
+    touched = {ids.shard_of(v.image_id, 4) for v in victims}
+    assert set(report.shards_rewritten) | set(report.shards_deleted) == touched
+
+    after = tree(root)
+    for path, digest in before.items():
+        if path.startswith(("parquet/", "coco/", "sa1b/", "index/")):
+            shard = int(path.rsplit("/", 1)[1].split("-")[1])
+            if shard not in touched:
+                assert after[path] == digest, f"untouched shard file changed: {path}"
+            else:
+                assert after.get(path) != digest
+    assert set(after) == expected_files(root), "stale, temp or unlisted files left in the release"
+    assert not os.path.exists(os.path.join(root, WORK_DIR))
+    assert_gone(root, [v.image_id for v in victims], [v.jpeg for v in victims])
+    assert release_ids(root) == {im.image_id for im in images} - {v.image_id for v in victims}
+
+    m = load_manifest(root)
+    assert m["release"] == 2
+    c = m["counts"]
+    assert (c["published"], c["removed"]) == (22, 2)
+    assert c["input"] == c["published"] + c["rejected"] + c["duplicates"] + c["blocked"] + c["removed"]
+    (entry,) = m["log"]
+    assert entry["request"] == "<r1@x>" and entry["release"] == 2 and entry["time"] == NOW
+    assert sorted(entry["removed"]) == sorted(v.image_id for v in victims) and entry["not_found"] == [unknown]
+    old = {e["path"]: e["sha256"] for e in manifest["shards"] + manifest["index"]}
+    for s in entry["shards"]:
+        assert s["old_sha256"] == old[s["path"]] == before[s["path"]]
+        assert s["new_sha256"] == after.get(s["path"])
+    for e in m["shards"] + m["index"]:
+        assert after[e["path"]] == e["sha256"]
+
+    row = ledger.request(rid)
+    assert (row.state, row.applied_release) == ("applied", 2)
+    assert ledger.blocked_image_ids() == {v.image_id for v in victims}
+    assert ledger.blocked_content_hashes() == {h for v in victims for h in (v.content_sha256, v.sha256)}
+    # remaining images still read back complete from every format
+    for e in m["index"]:
+        for im in shards.read_shard(root, m, e["shard"]):
+            assert im.jpeg == next(x.jpeg for x in images if x.image_id == im.image_id)
+
+
+def test_emptied_shard_disappears_and_repeat_requests_are_already_removed(tmp_path):
+    root = str(tmp_path / "r")
+    _, images = make_release(root, n=6, num_shards=3, formats=("coco",))
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    shard0 = [im for im in images if ids.shard_of(im.image_id, 3) == 0]
+    assert shard0
+    add(ledger, "<r1@x>", [im.image_id for im in shard0])
+    report = apply_pending(ledger, root, now=NOW)
+    assert report.shards_deleted == (0,)
+    m = load_manifest(root)
+    assert all(e["shard"] != 0 for e in m["shards"] + m["index"])
+    assert not os.path.exists(os.path.join(root, "images", "00000"))
+    assert set(tree(root)) == expected_files(root)
+    # the same IDs again: nothing to rewrite, no new release, receipt data says removed (earlier)
+    rid = add(ledger, "<r2@x>", [shard0[0].image_id])
+    report = apply_pending(ledger, root, now=NOW)
+    assert report.release_after == 2 and load_manifest(root)["release"] == 2
+    assert [(r.status, r.release) for r in ledger.request_ids(rid)] == [("removed", 2)]
+
+
+def test_nothing_pending_is_a_no_op(rel, tmp_path):
+    root, _, _ = rel
+    before = tree(root)
+    report = apply_pending(Ledger(str(tmp_path / "l.sqlite")), root)
+    assert report.release_after == 1 and tree(root) == before
+
+
+def test_review_and_quarantined_requests_are_not_applied(rel, tmp_path):
+    root, _, images = rel
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    for k, state in enumerate(("review", "quarantined")):
+        ledger.add_request(NewRequest(message_id=f"<{k}@x>", sender="a@b.org", date_header="", source="t",
+                                      state=state, image_ids=(images[k].image_id,)))
+    before = tree(root)
+    apply_pending(ledger, root)
+    assert tree(root) == before
+
+
+def test_lock_prevents_concurrent_apply(rel, tmp_path):
+    root, _, images = rel
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    add(ledger, "<r1@x>", [images[0].image_id])
+    with ReleaseLock(root):
+        with pytest.raises(ApplyLocked):
+            apply_pending(ledger, root)
+    assert apply_pending(ledger, root).release_after == 2
+
+
+CRASH_POINTS = ["staged", "blocked", "journal", "moved:0", "moved:3", "deleted", "manifest", "ledger"]
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_anywhere_then_rerun_completes(tmp_path, point):
+    # reference: the same apply without a crash
+    ref_root = str(tmp_path / "ref")
+    _, images = make_release(ref_root)
+    victims = [images[2].image_id, images[5].image_id, images[11].image_id]
+    ref_ledger = Ledger(str(tmp_path / "ref.sqlite"))
+    add(ref_ledger, "<r1@x>", victims)
+    apply_pending(ref_ledger, ref_root, now=NOW)
+    reference = tree(ref_root)
+
+    root = str(tmp_path / "r")
+    make_release(root)
+    old = tree(root)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    add(ledger, "<r1@x>", victims)
+
+    def hook(stage: str) -> None:
+        if stage == point:
+            raise Crash(stage)
+
+    with pytest.raises(Crash):
+        apply_pending(ledger, root, hook=hook, now=NOW)
+    visible = {k: v for k, v in tree(root).items() if not k.startswith(WORK_DIR + "/")}
+    manifest_now = visible["manifest.json"]
+    assert manifest_now in (old["manifest.json"], reference["manifest.json"])
+    if point in ("staged", "blocked"):
+        assert visible == old  # before the commit point nothing in the release changed
+    # the blocklist is written before the release is touched, so a build can never resurrect them
+    if point != "staged":
+        assert ledger.blocked_image_ids() == set(victims)
+
+    report = apply_pending(ledger, root, now=NOW)
+    assert report.recovered
+    assert tree(root) == reference
+    assert ledger.request(1).state == "applied"
+    assert ledger.blocked_image_ids() == set(victims)
+
+
+def test_killed_process_leaves_a_recoverable_release(rel, tmp_path):
+    """A real SIGKILL-like exit (os._exit, no cleanup) in the middle of the renames, then a rerun."""
+    root, _, images = rel
+    ledger_path = str(tmp_path / "l.sqlite")
+    victims = [images[3].image_id, images[4].image_id]
+    add(Ledger(ledger_path), "<r1@x>", victims)
+    code = (
+        "import os, sys\n"
+        "from takedown.apply import apply_pending\n"
+        "from takedown.ledger import Ledger\n"
+        "def hook(stage):\n"
+        "    if stage == 'moved:1':\n"
+        "        os._exit(9)\n"
+        f"apply_pending(Ledger({ledger_path!r}), {root!r}, hook=hook)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd(), timeout=120)
+    assert proc.returncode == 9
+    assert os.path.exists(os.path.join(root, WORK_DIR, "journal.json"))
+    ledger = Ledger(ledger_path)
+    report = apply_pending(ledger, root)
+    assert report.recovered and load_manifest(root)["release"] == 2
+    assert set(tree(root)) == expected_files(root)
+    assert_gone(root, victims, [im.jpeg for im in images if im.image_id in victims])
+
+
+def test_remote_release_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="local release"):
+        apply_pending(Ledger(str(tmp_path / "l.sqlite")), "gs://bucket/release")
