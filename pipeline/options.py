@@ -42,6 +42,8 @@ class BuildOptions:
             raise ValueError("no inputs given")
         if not self.output:
             raise ValueError("--output is required")
+        if "://" not in self.output:  # local: absolute, so SDK workers (other cwd: portable runners) write here
+            object.__setattr__(self, "output", os.path.abspath(self.output))
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.shards is not None and not 1 <= self.shards <= 99_999:
