@@ -58,10 +58,15 @@ def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
     return opt.BuildOptions(**kwargs)
 
 
-def beam_options(opts: opt.BuildOptions, beam_args: list[str]):
+QUIET_WORKERS = '--sdk_harness_log_level_overrides={"apache_beam": "WARNING", "__main__": "WARNING"}'
+
+
+def beam_options(opts: opt.BuildOptions, beam_args: list[str], verbose: bool = False):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     args = list(beam_args)
+    if not verbose and not any(a.startswith("--sdk_harness_log_level_overrides") for a in args):
+        args.append(QUIET_WORKERS)  # keep our progress lines readable; Beam's own INFO chatter is noise
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
         if opts.workers > 1:
@@ -99,7 +104,7 @@ def load_blocklist(ledger_path: str | None) -> tuple[frozenset[str], frozenset[s
     return frozenset(ledger.blocked_image_ids()), frozenset(ledger.blocked_content_hashes())
 
 
-def build(opts: opt.BuildOptions, beam_args: list[str] | None = None) -> dict[str, Any]:
+def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run a build; returns the manifest. The Python API behind ``veilset build``."""
     import apache_beam as beam
 
@@ -117,7 +122,7 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None) -> dict[st
     blocked_ids, blocked_hashes = load_blocklist(opts.ledger)
     LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
              num_shards, ",".join(opts.formats), opts.workers)
-    with beam.Pipeline(options=beam_options(opts, beam_args or [])) as p:
+    with beam.Pipeline(options=beam_options(opts, beam_args or [], verbose)) as p:
         build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocked_ids,
                     blocked_hashes=blocked_hashes)
     return load_manifest(opts.output)
@@ -143,7 +148,7 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     t0 = time.monotonic()
-    manifest = build(opts, args.beam_args)
+    manifest = build(opts, args.beam_args, args.verbose)
     print(format_summary(manifest, opts.output, time.monotonic() - t0))
     sys.stdout.flush()
     return 0

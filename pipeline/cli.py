@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Beam's INFO chatter (type hints, state cache) drowns the progress lines
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        # worker start-up notices relayed by the in-process job service ("No semi_persistent_directory")
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         return int(args._run(args) or 0)
     except ValueError as err:  # option validation: the message names the bad value
