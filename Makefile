@@ -30,7 +30,7 @@ install-test: $(VENV)/.test
 demo: $(VENV)/.core
 	rm -rf $(DEMO_IN) && $(PY) -m pipeline.samples write $(DEMO_IN)
 	$(VENV)/bin/veilset build $(DEMO_IN) --output $(DEMO_OUT)
-	$(PY) -m pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)/before_after.jpg
+	$(PY) -m pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)-before-after.jpg
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q

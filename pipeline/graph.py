@@ -12,6 +12,7 @@ Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the mani
 """
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import time
@@ -243,7 +244,7 @@ class WriteManifest(beam.DoFn):
             key = f"{r.stage}:{r.reason}"
             by_reason[key] = by_reason.get(key, 0) + 1
         atomic_write_bytes(join(self._opts.output, REJECTS_NAME),
-                           b"".join(dumps_json(r.to_dict()).replace(b"\n", b"") + b"\n" for r in rejects))
+                           b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
         manifest = {
             "format_version": FORMAT_VERSION,
             "release": 1,
