@@ -65,6 +65,19 @@ class IntakePolicy:
                              f"got {self.abuse_ids_per_sender_per_day!r}")
         if not isinstance(self.keep_raw_bytes, int) or self.keep_raw_bytes < 0:
             raise ValueError(f"keep_raw_bytes must be >= 0, got {self.keep_raw_bytes!r}")
+        if self.require_dkim and self.dkim_dnsfunc is None and not dns_resolver_available():
+            raise ValueError("--require-dkim: dkimpy needs a DNS resolver library to fetch DKIM keys: "
+                             "pip install dnspython")
+
+
+def dns_resolver_available() -> bool:
+    """dkimpy looks keys up with dnspython (or pydns); without either every signature is a temperror."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("dns.resolver") is not None or importlib.util.find_spec("DNS") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class Quarantine(Exception):
@@ -247,6 +260,11 @@ def extract_ids(msg: Message, policy: IntakePolicy) -> tuple[str, ...]:
 
     scan(_header(msg, "Subject"))
     for part in _walk_bounded(msg, limits):
+        try:
+            filename = part.get_filename() or ""
+        except Exception:
+            filename = ""
+        scan(filename)  # e.g. the published JPEG attached as sa_<id>.jpg
         textual, is_html = _is_textual(part)
         if not textual:
             continue

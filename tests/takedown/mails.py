@@ -129,6 +129,25 @@ def with_attachment(ids: list[str], size: int) -> bytes:
     return outer.as_bytes()
 
 
+def write_with_big_attachment(path: str, ids: list[str], size: int) -> None:
+    """Like ``with_attachment`` but streamed to a file (a 50 MB attachment without 70 MB in memory twice)."""
+    head = (
+        "From: frank@example.com\r\nTo: takedown@veilset.example\r\nSubject: takedown\r\n"
+        "Message-ID: <big@example.com>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="BOUNDARY"\r\n\r\n'
+        "--BOUNDARY\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nremove " + " ".join(ids) + "\r\n"
+        "--BOUNDARY\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="video.bin"\r\n\r\n'
+    ).encode()
+    line = b"A" * 76 + b"\r\n"  # base64 of zero bytes, 57 bytes per line
+    with open(path, "wb") as fh:
+        fh.write(head)
+        block = line * 1000
+        for _ in range(size // (57 * 1000) + 1):
+            fh.write(block)
+        fh.write(b"--BOUNDARY--\r\n")
+
+
 def deep_nesting(depth: int, ids: list[str]) -> bytes:
     inner: MIMEMultipart | MIMEText = MIMEText(" ".join(ids), "plain")
     for _ in range(depth):

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import tarfile
 from typing import Sequence
 
+import pyarrow.parquet as pq
+
 from pipeline import ids, shards
-from pipeline.manifest import FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json
+from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json,
+                               load_manifest)
 from pipeline.records import PublishedImage
 from tests.factories import published
 
@@ -52,4 +58,46 @@ def all_bytes(root: str) -> dict[str, bytes]:
             full = os.path.join(dirpath, name)
             with open(full, "rb") as fh:
                 out[os.path.relpath(full, root).replace(os.sep, "/")] = fh.read()
+    return out
+
+
+def release_ids(root: str) -> set[str]:
+    m = load_manifest(root)
+    return {r["image_id"] for e in m["index"] for r in shards.read_index(root, e["path"])}
+
+
+def assert_gone(root: str, removed, jpegs) -> None:
+    """No file mentions a removed ID (the manifest's log excepted) or holds its JPEG; every format re-read."""
+    files = all_bytes(root)
+    for rel, data in files.items():
+        for jpeg in jpegs:
+            assert jpeg not in data, f"removed JPEG bytes still in {rel}"
+        for i in removed:
+            if rel == "manifest.json":
+                m = json.loads(data)
+                m.pop("log")
+                assert i not in json.dumps(m)
+            else:
+                assert i.encode() not in data, f"{i} still named in {rel}"
+    m = load_manifest(root)
+    for e in m["shards"]:
+        data = files[e["path"]]
+        if e["format"] == "parquet":
+            table = pq.read_table(io.BytesIO(data))
+            assert not set(table.column("image_id").to_pylist()) & set(removed)
+            assert not {bytes(r["bytes"]) for r in table.column("image").to_pylist()} & set(jpegs)
+        elif e["format"] == "sa1b":
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                assert not {n.split(".")[0] for n in tar.getnames()} & set(removed)
+        elif e["format"] == "coco":
+            coco = json.loads(data)
+            assert not {im["image_id"] for im in coco["images"]} & set(removed)
+    assert not release_ids(root) & set(removed)
+
+
+def expected_files(root: str) -> set[str]:
+    m = load_manifest(root)
+    out = {"manifest.json", m["rejects"]} | {e["path"] for e in m["shards"] + m["index"]}
+    for e in m["index"]:
+        out |= {r["file_name"] for r in shards.read_index(root, e["path"]) if r["file_name"]}
     return out

@@ -1,14 +1,10 @@
 """Apply: only affected shards rewritten, removed bytes gone, manifest release+1 with log, crash safety, lock."""
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline import ids, shards
@@ -16,7 +12,7 @@ from pipeline.manifest import load_manifest
 from takedown.apply import WORK_DIR, ApplyLocked, ReleaseLock, apply_pending
 from takedown.ledger import Ledger, NewRequest
 from tests.takedown.mails import image_id
-from tests.takedown.releases import all_bytes, make_release, tree
+from tests.takedown.releases import assert_gone, expected_files, make_release, release_ids, tree
 
 NOW = "2026-11-25T13:00:00Z"
 
@@ -25,48 +21,6 @@ def add(ledger: Ledger, mid: str, image_ids, sender: str = "alice@example.org") 
     rid, _ = ledger.add_request(NewRequest(message_id=mid, sender=sender, date_header="", source="t",
                                            state="received", image_ids=tuple(image_ids)))
     return rid
-
-
-def release_ids(root: str) -> set[str]:
-    m = load_manifest(root)
-    return {r["image_id"] for e in m["index"] for r in shards.read_index(root, e["path"])}
-
-
-def assert_gone(root: str, removed, jpegs) -> None:
-    """No file mentions a removed ID (the manifest's log excepted) or holds its JPEG; every format re-read."""
-    files = all_bytes(root)
-    for rel, data in files.items():
-        for jpeg in jpegs:
-            assert jpeg not in data, f"removed JPEG bytes still in {rel}"
-        for i in removed:
-            if rel == "manifest.json":
-                m = json.loads(data)
-                m.pop("log")
-                assert i not in json.dumps(m)
-            else:
-                assert i.encode() not in data, f"{i} still named in {rel}"
-    m = load_manifest(root)
-    for e in m["shards"]:
-        data = files[e["path"]]
-        if e["format"] == "parquet":
-            table = pq.read_table(io.BytesIO(data))
-            assert not set(table.column("image_id").to_pylist()) & set(removed)
-            assert not {bytes(r["bytes"]) for r in table.column("image").to_pylist()} & set(jpegs)
-        elif e["format"] == "sa1b":
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                assert not {n.split(".")[0] for n in tar.getnames()} & set(removed)
-        elif e["format"] == "coco":
-            coco = json.loads(data)
-            assert not {im["image_id"] for im in coco["images"]} & set(removed)
-    assert not release_ids(root) & set(removed)
-
-
-def expected_files(root: str) -> set[str]:
-    m = load_manifest(root)
-    out = {"manifest.json", m["rejects"]} | {e["path"] for e in m["shards"] + m["index"]}
-    for e in m["index"]:
-        out |= {r["file_name"] for r in shards.read_index(root, e["path"]) if r["file_name"]}
-    return out
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from pipeline.shards import read_index
 from takedown.ledger import Ledger
 from tests.servers import smtp_server  # noqa: F401 - pytest fixture
 from tests.takedown import mails
-from tests.takedown.releases import all_bytes, tree
-from tests.takedown.test_apply import assert_gone, expected_files
+from tests.takedown.releases import all_bytes, assert_gone, expected_files, tree
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +123,49 @@ def test_cli_validation_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["takedown", "notify", "--ledger", "x", "--smtp", "h:1", "--outbox", "d"])  # mutually exclusive
     assert ids.is_valid_image_id(mails.image_id(0))
+
+
+def test_watch_loop_picks_up_new_mail_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "1.eml").write_bytes(mails.plain([mails.image_id(1)], message_id="<w1@x.org>"))
+    ledger_path = str(tmp_path / "l.sqlite")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "takedown", "ingest", "--ledger", ledger_path,
+                             "--eml", str(inbox), "--watch", "0.2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 60
+        def count() -> int:
+            try:
+                return len(Ledger(ledger_path).requests())
+            except Exception:
+                return 0
+        while count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (inbox / "2.eml").write_bytes(mails.plain([mails.image_id(2)], message_id="<w2@x.org>"))
+        while count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert count() == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_status_approve_moves_review_to_received(tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "1.eml").write_bytes(mails.many_ids(30, message_id="<many@x.org>"))
+    ledger_path = str(tmp_path / "l.sqlite")
+    assert main(["takedown", "ingest", "--ledger", ledger_path, "--eml", str(inbox), "--abuse-ids-per-day", "20"]) == 0
+    (req,) = Ledger(ledger_path).requests()
+    assert req.state == "review"
+    assert main(["takedown", "status", "--ledger", ledger_path, "--approve", str(req.id)]) == 0
+    assert Ledger(ledger_path).request(req.id).state == "received"
+    assert [h["event"] for h in Ledger(ledger_path).history()] == ["ingested", "approved"]

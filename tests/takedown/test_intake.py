@@ -103,7 +103,7 @@ def test_ten_thousand_ids_hit_the_limit_then_pass_with_a_higher_one():
 
 def test_fifty_megabyte_attachment_is_quarantined_without_reading_it_all(tmp_path):
     path = tmp_path / "big.eml"
-    path.write_bytes(mails.with_attachment([A], 50 * 1024 * 1024))
+    mails.write_with_big_attachment(str(path), [A], 50 * 1024 * 1024)
     assert path.stat().st_size > 50 * 1024 * 1024
     (msg,) = list(iter_eml(str(path), POLICY.limits))
     assert len(msg.data) <= 256 * 1024 and msg.size == path.stat().st_size
@@ -270,3 +270,15 @@ def test_cpython_email_corpus_ingests_without_a_crash(tmp_path):
     counts = ledger.counts()
     assert counts["received"] + counts["quarantined"] >= len(files)
     assert counts["received"] > 0  # IDs are found in real-world MIME shapes, not only in synthetic ones
+
+
+def test_ids_in_attachment_filenames_count():
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "ivy@example.org"
+    msg["Message-ID"] = "<att@example.org>"
+    msg.set_content("This photo of me, attached.")
+    msg.add_attachment(b"\xff\xd8\xff\xe0 not really a jpeg", maintype="image", subtype="jpeg", filename=f"{A}.jpg")
+    req = parse(msg.as_bytes())
+    assert req.state == "received" and req.image_ids == (A,)
