@@ -1,7 +1,8 @@
 """Masks: every RLE decodes to its image's size, and each annotation's area and bbox match the decoded mask.
 
-The compressed-RLE string is first decoded here (COCO's 6-bit LEB128-like code) so a damaged string is
-reported instead of crashing or silently mis-decoding in pycocotools' C code.
+The compressed-RLE string is decoded here into its run lengths (COCO's 6-bit LEB128-like code), so a damaged
+string is reported instead of crashing or silently mis-decoding in pycocotools' C code; the runs must cover
+exactly height x width pixels. Area and box are computed from the runs (no dense mask is materialised).
 """
 from __future__ import annotations
 
@@ -63,18 +64,12 @@ def check_annotation(ann: dict[str, Any], width: int, height: int) -> list[str]:
         return problems + [f"RLE counts do not decode: {err}"]
     if sum(runs) != size[0] * size[1]:
         return problems + [f"RLE runs cover {sum(runs)} pixels, size {size} needs {size[0] * size[1]}"]
-    mask = mask_utils.decode({"size": size, "counts": counts.encode()})
-    if mask.shape != (height, width):
-        problems.append(f"decoded mask is {mask.shape[1]}x{mask.shape[0]}, image is {width}x{height}")
-    area = int(mask.sum())
+    # The runs are the decoded mask (column-major, background first): area is the foreground run total, and
+    # pycocotools computes the tight box from the same runs (XYWH, w = x_max - x_min + 1).
+    area = int(sum(runs[1::2]))
     if ann.get("area") != area:
         problems.append(f"area {ann.get('area')!r} but the decoded mask has {area} pixels")
-    ys, xs = np.nonzero(mask)
-    if area:
-        x0, y0 = float(xs.min()), float(ys.min())
-        true = np.array([x0, y0, xs.max() + 1 - x0, ys.max() + 1 - y0])
-    else:
-        true = np.zeros(4)
+    true = np.asarray(mask_utils.toBbox({"size": size, "counts": counts.encode()}), dtype=float)
     bbox = ann.get("bbox")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         problems.append(f"bbox {bbox!r} is not XYWH")

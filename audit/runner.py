@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -83,6 +84,7 @@ def run_audit(release_dir: str, *, ledger: str | None = None, sample: int | None
         residual = build_residual_detector(face_detector)  # fails early, before the long checks
     results = []
     for check in checks:
+        started = time.perf_counter()
         if check == F.INTEGRITY:
             results.append(check_integrity(release))
         elif check == F.TAKEDOWNS:
@@ -95,5 +97,6 @@ def run_audit(release_dir: str, *, ledger: str | None = None, sample: int | None
             results.append(check_residual(release, residual, sample))
         elif check == F.MASKS:
             results.append(check_masks(release))
+        results[-1].stats["seconds"] = round(time.perf_counter() - started, 3)
     history = tuple(mask_emails(h) for h in led.history()) if led is not None else ()
     return AuditReport(release_dir, release.manifest, tuple(results), history, detection_stats(release))

@@ -1,0 +1,155 @@
+"""One real release per test session, built through ``veilset build`` on small photos that ship in packages
+(scikit-image, matplotlib), with a takedown ledger that blocks one of them. Tests copy it before corrupting."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import ids
+from pipeline.cli import main
+
+ASTRONAUT_FACE_XYXY = (165, 40, 265, 160)  # Eileen Collins' face in skimage's astronaut (512x512), generously
+
+
+@dataclass(frozen=True)
+class Built:
+    root: str  # the good release (never modify: use ``copy_release``)
+    ledger: str
+    inputs: dict  # name -> source path
+    image_ids: dict  # name -> image ID
+    removed_id: str  # blocked by the ledger, so not published
+
+
+def _package_file(package: str, *parts: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
+
+
+def _file_id(path: str) -> tuple[str, str]:
+    with open(path, "rb") as fh:
+        csha = hashlib.sha256(fh.read()).hexdigest()
+    return ids.image_id_for(csha), csha
+
+
+def make_ledger(path: str, removed_id: str, content_sha256: str) -> str:
+    from takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
+
+    ledger = Ledger(path)
+    rid, _ = ledger.add_request(NewRequest(message_id="<takedown-1@example.org>", sender="alice@example.org",
+                                           date_header="Wed, 25 Nov 2026 10:00:00 +0000", source="test",
+                                           state="received", image_ids=(removed_id,)))
+    published = hashlib.sha256(b"published bytes of the removed image").hexdigest()
+    ledger.record_applied(1, [ApplyOutcome(rid, (RemovedImage(removed_id, content_sha256, published),), (), ())])
+    ledger.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Built:
+    folder = tmp_path_factory.mktemp("audit-inputs")
+    inputs = {
+        "astronaut": _package_file("skimage", "data", "astronaut.png"),
+        "hopper": _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
+        "coffee": _package_file("skimage", "data", "coffee.png"),
+        "chelsea": _package_file("skimage", "data", "chelsea.png"),
+    }
+    photos = folder / "photos"
+    photos.mkdir()
+    local = {}
+    for name, src in inputs.items():
+        dst = photos / (name + os.path.splitext(src)[1])
+        shutil.copyfile(src, dst)
+        local[name] = str(dst)
+    image_ids = {name: _file_id(path)[0] for name, path in local.items()}
+    removed_id, removed_sha = _file_id(local["chelsea"])
+    ledger = make_ledger(str(folder / "ledger.sqlite"), removed_id, removed_sha)
+    out = folder / "release"
+    rc = main(["build", str(photos), "--output", str(out), "--workers", "1", "--shards", "2",
+               "--formats", "parquet,coco,sa1b", "--plate-detector", "none", "--ledger", ledger])
+    assert rc == 0, "veilset build failed"
+    return Built(str(out), ledger, local, image_ids, removed_id)
+
+
+@pytest.fixture
+def copy_release(built, tmp_path):
+    """A fresh copy of the good release for one test to corrupt."""
+    def make() -> str:
+        dst = tmp_path / f"release-{len(os.listdir(tmp_path))}"
+        shutil.copytree(built.root, dst)
+        return str(dst)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def production(built):
+    from audit.anonymization import build_production_detectors
+    from audit.release import Release
+
+    detectors, problems = build_production_detectors(Release(built.root))
+    assert not problems, problems
+    return detectors
+
+
+@pytest.fixture(scope="session")
+def residual():
+    from audit.residual import build_residual_detector
+
+    return build_residual_detector()
+
+
+@pytest.fixture(scope="session")
+def good_report(built, production, residual):
+    from audit.runner import run_audit
+
+    return run_audit(built.root, ledger=built.ledger, production=production, residual=residual)
+
+
+# ---------------------------------------------------------------------------------------------- tamper helpers
+def index_rows(root: str) -> list[dict]:
+    rows = []
+    for name in sorted(os.listdir(os.path.join(root, "index"))):
+        with open(os.path.join(root, "index", name)) as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    return rows
+
+
+def row_of(root: str, image_id: str) -> dict:
+    return next(r for r in index_rows(root) if r["image_id"] == image_id)
+
+
+def coco_path(root: str, image_id: str) -> str:
+    return os.path.join(root, "coco", os.path.basename(ids.shard_path("coco", row_of(root, image_id)["shard"],
+                                                                       _num_shards(root))))
+
+
+def _num_shards(root: str) -> int:
+    with open(os.path.join(root, "manifest.json")) as fh:
+        return json.load(fh)["num_shards"]
+
+
+def load_json(path: str) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def save_json(path: str, doc: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+
+
+def published_pixels(root: str, image_id: str) -> np.ndarray:
+    return np.asarray(Image.open(os.path.join(root, row_of(root, image_id)["file_name"])).convert("RGB"))
+
+
+def findings_of(result, **match) -> list:
+    return [f for f in result.findings if all(getattr(f, k) == v for k, v in match.items())]

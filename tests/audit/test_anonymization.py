@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from audit.anonymization import check_anonymization
+from audit.findings import ANONYMIZATION, FAIL, PASS
+from audit.release import Release
+from pipeline.encode import encode_jpeg
+from tests.audit.conftest import coco_path, load_json, row_of, save_json
+
+
+def _face_boxes(root: str, image_id: str) -> list:
+    doc = load_json(coco_path(root, image_id))
+    entry = next(im for im in doc["images"] if im["image_id"] == image_id)
+    return [d["box_xyxy"] for d in entry["detections"] if d["label"] == "face"]
+
+
+def test_good_release_records_and_blur_hold(built, production):
+    result = check_anonymization(Release(built.root), production=production)
+    assert result.status == PASS, [f.line() for f in result.findings]
+    assert result.stats["redetected_images"] == 3
+
+
+def test_unblurred_region_is_found(built, copy_release, production):
+    root = copy_release()
+    iid = built.image_ids["astronaut"]
+    boxes = _face_boxes(root, iid)
+    assert boxes, "the build should have found the astronaut's face"
+    original = np.asarray(Image.open(built.inputs["astronaut"]).convert("RGB"))
+    pixels = np.array(Image.open(os.path.join(root, row_of(root, iid)["file_name"])).convert("RGB"))
+    assert pixels.shape == original.shape
+    for x0, y0, x1, y1 in boxes:  # paste the original pixels back over the anonymized region (and around it)
+        x0, y0 = max(0, int(x0) - 20), max(0, int(y0) - 20)
+        x1, y1 = int(x1) + 20, int(y1) + 20
+        pixels[y0:y1, x0:x1] = original[y0:y1, x0:x1]
+    rel = row_of(root, iid)["file_name"]
+    open(os.path.join(root, rel), "wb").write(encode_jpeg(pixels))
+    result = check_anonymization(Release(root), production=production)
+    assert result.status == FAIL
+    hits = [f for f in result.findings if f.file == rel]
+    assert hits and all(f.image_id == iid and f.check == ANONYMIZATION for f in hits)
+    assert any("inside an anonymized region" in f.message for f in hits)
+    assert all(f.thumbnail_png for f in hits)
+
+
+def test_missing_record_is_found(built, copy_release, production):
+    root = copy_release()
+    iid = built.image_ids["hopper"]
+    path = coco_path(root, iid)
+    doc = load_json(path)
+    for im in doc["images"]:
+        if im["image_id"] == iid:
+            del im["anonymization"]
+    save_json(path, doc)
+    result = check_anonymization(Release(root), production=[])
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    assert any(f.file == rel and f.image_id == iid and f.message == "no anonymization record"
+               for f in result.findings)
+
+
+def test_score_below_recorded_threshold_and_format_disagreement_are_found(built, copy_release):
+    root = copy_release()
+    iid = built.image_ids["astronaut"]
+    path = coco_path(root, iid)
+    doc = load_json(path)
+    entry = next(im for im in doc["images"] if im["image_id"] == iid)
+    entry["detections"][0]["score"] = 0.01
+    save_json(path, doc)
+    result = check_anonymization(Release(root), production=[])
+    messages = [f.message for f in result.findings if f.image_id == iid]
+    assert any("below the recorded threshold" in m for m in messages)
+    assert any("differ from" in m for m in messages)

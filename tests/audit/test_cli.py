@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+import os
+
+from pipeline.cli import main
+from tests.audit.conftest import index_rows
+
+
+def test_cli_passes_on_the_good_release_and_writes_the_report(built, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = main(["audit", "--release", built.root, "--ledger", built.ledger, "--report", str(out), "--sample", "1",
+               "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] is True and (out / "report.html").stat().st_size > 0
+    assert json.load(open(out / "report.json"))["passed"] is True
+
+
+def test_cli_exits_1_and_names_file_image_and_check(built, copy_release, capsys):
+    root = copy_release()
+    row = index_rows(root)[0]
+    with open(os.path.join(root, row["file_name"]), "ab") as fh:
+        fh.write(b"trailing")
+    rc = main(["audit", "--release", root, "--sample", "1"])
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert f"[metadata] {row['file_name']} {row['image_id']}: 8 bytes after EOI" in out
+    assert "audit FAILED" in out
+
+
+def test_cli_rejects_bad_options(built, tmp_path, capsys):
+    assert main(["audit", "--release", built.root, "--sample", "0"]) == 2
+    assert "--sample" in capsys.readouterr().err
+    assert main(["audit", "--release", str(tmp_path)]) == 2
+    assert main(["audit", "--release", built.root, "--ledger", str(tmp_path / "missing.sqlite")]) == 2
+    assert "missing.sqlite" in capsys.readouterr().err

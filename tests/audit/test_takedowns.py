@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit.findings import FAIL, PASS, TAKEDOWNS
+from audit.release import Release
+from audit.takedowns import check_takedowns, open_ledger
+from pipeline import ids
+from tests.audit.conftest import coco_path, load_json, row_of, save_json
+
+
+def _check(root: str, ledger: str):
+    return check_takedowns(Release(root), open_ledger(ledger))
+
+
+def test_good_release_honours_the_ledger(built):
+    result = _check(built.root, built.ledger)
+    assert result.status == PASS, [f.line() for f in result.findings]
+    assert result.stats["blocked_ids"] == 1
+
+
+def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
+    root = copy_release()
+    donor = built.image_ids["coffee"]
+    path = coco_path(root, donor)
+    doc = load_json(path)
+    entry = dict(next(im for im in doc["images"] if im["image_id"] == donor))
+    shard = ids.shard_of(built.removed_id, 2)
+    entry.update(image_id=built.removed_id, id=int(built.removed_id[3:15], 16),
+                 file_name=ids.image_path(built.removed_id, shard))
+    doc["images"].append(entry)
+    save_json(path, doc)
+    os.makedirs(os.path.join(root, f"images/{shard:05d}"), exist_ok=True)
+    shutil.copyfile(os.path.join(root, row_of(root, donor)["file_name"]), os.path.join(root, entry["file_name"]))
+    result = _check(root, built.ledger)
+    assert result.status == FAIL
+    rel_coco = os.path.relpath(path, root).replace(os.sep, "/")
+    assert any(f.file == rel_coco and f.image_id == built.removed_id for f in result.findings)
+    assert any(f.file == entry["file_name"] and "file name" in f.message for f in result.findings)
+    assert all(f.check == TAKEDOWNS for f in result.findings)
+
+
+def test_reinserted_parquet_row_is_found_despite_compression(built, copy_release):
+    root = copy_release()
+    rel = ids.shard_path("parquet", row_of(root, built.image_ids["coffee"])["shard"], 2)
+    path = os.path.join(root, rel)
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows.append(dict(rows[0], image_id=built.removed_id))
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), sink, compression="zstd")
+    open(path, "wb").write(sink.getvalue())
+    result = _check(root, built.ledger)
+    assert any(f.file == rel and f.image_id == built.removed_id for f in result.findings)
+
+
+def test_removed_content_hash_in_any_file_is_found(built, copy_release):
+    root = copy_release()
+    with open(built.inputs["chelsea"], "rb") as fh:
+        source_sha = ids.sha256_hex(fh.read())
+    open(os.path.join(root, "rejects.jsonl"), "a").write(
+        '{"source": "x", "stage": "ingest", "reason": "dup", "detail": "%s"}\n' % source_sha)
+    result = _check(root, built.ledger)
+    assert any(f.file == "rejects.jsonl" for f in result.findings)
+
+
+def test_the_manifest_log_may_name_removed_ids_but_nothing_else_may(built, copy_release):
+    root = copy_release()
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    manifest["log"] = [{"release": 2, "time": "t", "request": "r", "removed": [built.removed_id], "shards": []}]
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    assert _check(root, built.ledger).status == PASS
+    manifest["config"]["note"] = f"was {built.removed_id}"
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    result = _check(root, built.ledger)
+    assert [f.file for f in result.findings] == ["manifest.json"]
+
+
+def test_missing_ledger_file_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no ledger file"):
+        open_ledger(str(tmp_path / "nope.sqlite"))
