@@ -30,15 +30,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="keep ingesting every SECONDS until interrupted")
     ing.add_argument("--require-dkim", action="store_true", default=None,
                      help="quarantine messages without a passing DKIM signature")
-    ing.add_argument("--max-message-bytes", type=int, default=None)
-    ing.add_argument("--max-ids", type=int, default=None, help="most IDs in one message")
-    ing.add_argument("--max-parts", type=int, default=None, help="most MIME parts in one message")
-    ing.add_argument("--max-mime-depth", type=int, default=None)
+    from takedown.intake import IntakeLimits, IntakePolicy
+
+    lim, pol = IntakeLimits(), IntakePolicy()
+    ing.add_argument("--max-message-bytes", type=int, default=None,
+                     help=f"larger messages are quarantined (default {lim.max_message_bytes})")
+    ing.add_argument("--max-ids", type=int, default=None,
+                     help=f"most IDs in one message (default {lim.max_ids_per_message})")
+    ing.add_argument("--max-parts", type=int, default=None,
+                     help=f"most MIME parts in one message (default {lim.max_parts})")
+    ing.add_argument("--max-mime-depth", type=int, default=None, help=f"default {lim.max_mime_depth}")
     ing.add_argument("--abuse-ids-per-day", type=int, default=None,
-                     help="IDs per sender per 24 h above which requests go to review")
+                     help=f"IDs per sender per 24 h above which requests go to review "
+                          f"(default {pol.abuse_ids_per_sender_per_day})")
     ing.add_argument("--id-pattern", default=None, help="regular expression finding image IDs in mail text")
 
-    ap = sub.add_parser("apply", help="remove the images of received requests from a release (release + 1)")
+    ap = sub.add_parser("apply", help="remove the images of received requests from a release (release + 1)",
+                        description="Rewrites only the shards holding requested images; crash-safe (rerun "
+                                    "completes an interrupted apply). Exit 3 when another apply holds the lock.")
     ap.add_argument("--ledger", required=True)
     ap.add_argument("--release", required=True, help="release folder (local)")
     ap.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",

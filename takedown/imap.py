@@ -127,6 +127,9 @@ class ImapSource:
             if typ != "OK":
                 raise RuntimeError(f"IMAP FETCH {uid!r} failed: {data!r}")
             body = b"".join(item[1] for item in data if isinstance(item, tuple) and len(item) == 2)
+            if not body:  # expunged by another client between SEARCH and FETCH
+                log.info("IMAP UID %s vanished before it could be fetched", uid.decode())
+                continue
             yield uid, RawMessage(source=f"{self.url.redacted()};UID={uid.decode()}", data=body,
                                   size=max(size, len(body)))
 
