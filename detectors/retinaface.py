@@ -22,8 +22,13 @@ Only ``network=resnet50`` exists: retinaface-pytorch 0.0.8's ``RetinaFace`` rais
 any other backbone (there is no MobileNet-0.25 in the package).
 
 Inputs larger than ``max_size`` on their long side are downscaled (never upscaled; ``max_size=0`` keeps the
-native size); boxes are mapped back to the input's pixels with the exact per-axis resize ratios. A batch is
-zero-padded (after normalisation) at the bottom/right to a common size that is a multiple of 32.
+native size); boxes are mapped back to the input's pixels with the exact per-axis resize ratios. Each network
+input is zero-padded (after normalisation) at the bottom/right to a multiple of 32.
+
+Batching and reproducibility: ``batch_size`` > 1 runs images whose padded sizes are equal in one forward pass
+(images are never padded to a neighbour's size, so padding never depends on the batch). Even so, torch's
+CPU kernels give float differences of ~1e-5 in the outputs between batch sizes, and Beam does not fix batch
+composition; the default ``batch_size=1`` therefore keeps reruns byte-identical. Raise it on a GPU for speed.
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ PRE_NMS_TOP_K = 5000  # biubug6 detect.py top_k: bounds NMS cost when the thresh
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_NMS_IOU = 0.4
 DEFAULT_MAX_SIZE = 960  # the package's Model(max_size=960)
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_BATCH_SIZE = 1  # see the module docstring: batch composition changes floats
 DEFAULT_DEVICE = "cpu"
 DEFAULT_NORMALIZE = "imagenet"
 
@@ -372,13 +377,25 @@ class RetinaFaceDetector:
     def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
         for image in images_rgb:
             check_image(image)
-        out: list[list[Detection]] = []
-        for start in range(0, len(images_rgb), self.batch_size):
-            out.extend(self._detect_chunk(images_rgb[start:start + self.batch_size]))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images_rgb):
+            groups.setdefault(self.padded_size(*image.shape[:2]), []).append(index)
+        out: list[list[Detection]] = [[] for _ in images_rgb]
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                for index, dets in zip(chunk, self._detect_chunk([images_rgb[i] for i in chunk])):
+                    out[index] = dets
         return out
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The network input size for a ``height`` x ``width`` image: resized, then padded to PAD_MULTIPLE."""
+        rh, rw = resized_size(height, width, self.max_size)
+        return -(-rh // PAD_MULTIPLE) * PAD_MULTIPLE, -(-rw // PAD_MULTIPLE) * PAD_MULTIPLE
+
     def boxes_scores_batch(self, images_rgb: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image (boxes xyxy in source pixels, scores) after threshold and NMS, one forward pass."""
+        """Per image (boxes xyxy in source pixels, scores) after threshold and NMS, one forward pass (the
+        images are padded to their common size; ``detect_batch`` only groups images of equal padded size)."""
         import cv2
         import torch
 

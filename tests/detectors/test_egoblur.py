@@ -1,6 +1,9 @@
 """EgoBlur backend against small TorchScript stand-ins with the same call signatures as Meta's files."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from typing import Dict, List, Tuple
 
@@ -253,3 +256,19 @@ def test_detect_batch_and_input_check(gen1_file):
     assert det.detect_batch(images) == [det.detect(images[0]), det.detect(images[1])]
     with pytest.raises(ValueError, match="uint8 RGB"):
         det.detect_batch([np.zeros((4, 4, 3), dtype=np.float32)])
+
+
+def test_import_is_cheap_and_missing_torch_gives_install_hint(tmp_path):
+    model = tmp_path / "ego_blur_face.jit"
+    model.write_bytes(b"x")
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "import detectors.egoblur as m\n"
+            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
+            "try:\n"
+            f"    m.egoblur_face(weights={str(model)!r})\n"
+            "except ImportError as err:\n"
+            "    print(err)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'veilset[torch]'" in proc.stdout

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -234,10 +236,8 @@ def test_map_boxes_to_source_is_exact_and_clipped():
 
 
 class _OnePriorNet(torch.nn.Module):
-    """Fires on exactly one prior (the 16-px anchor of stride-8 cell row 2, column 3) with zero regression, so
-    the detection is that prior's box in network-input pixels. Records the input it saw."""
-
-    INDEX = (2 * 16 + 3) * 2  # 16 cells per row for a 128-px-wide input, 2 anchors per cell
+    """Fires on exactly one prior -- the 16-px anchor of the stride-8 cell in row 2, column 3, i.e. the box
+    (20, 12, 36, 28) in network-input pixels -- with zero regression. Records the input shapes it saw."""
 
     def __init__(self):
         super().__init__()
@@ -246,30 +246,39 @@ class _OnePriorNet(torch.nn.Module):
     def forward(self, x):
         self.seen.append(tuple(x.shape))
         n, _, h, w = x.shape
-        priors = rf.priors_for(h, w)
-        p = priors.shape[0]
+        p = rf.priors_for(h, w).shape[0]
+        index = (2 * (w // 8) + 3) * 2  # w // 8 cells per stride-8 row, 2 anchors per cell
         conf = torch.zeros(n, p, 2)
         conf[:, :, 0] = 10.0
-        conf[:, self.INDEX, :] = torch.tensor([0.0, 10.0])
+        conf[:, index, :] = torch.tensor([0.0, 10.0])
         return torch.zeros(n, p, 4), conf, torch.zeros(n, p, 10)
 
 
 def test_detect_maps_boxes_back_through_max_size(detector, monkeypatch):
     fake = _OnePriorNet()
     monkeypatch.setattr(detector, "_model", fake)
+    monkeypatch.setattr(detector, "batch_size", 4)
     big = np.zeros((256, 512, 3), dtype=np.uint8)  # max_size 128 -> 64 x 128 network input
-    small = np.zeros((40, 50, 3), dtype=np.uint8)  # not resized, padded into the same batch
-    out_big, out_small = detector.detect_batch([big, small])
-    assert fake.seen == [(2, 3, 64, 128)]
-    priors = rf.priors_for(64, 128)
-    cx, cy, pw, ph = priors[_OnePriorNet.INDEX].tolist()
-    expect_net = np.array([(cx - pw / 2) * 128, (cy - ph / 2) * 64, (cx + pw / 2) * 128, (cy + ph / 2) * 64])
-    np.testing.assert_allclose(expect_net, [20, 12, 36, 28], atol=1e-4)
-    expect_big = expect_net * 4.0
-    assert len(out_big) == 1
-    np.testing.assert_allclose(out_big[0].box_xyxy, expect_big, atol=1e-3)
-    assert len(out_small) == 1
-    np.testing.assert_allclose(out_small[0].box_xyxy, expect_net, atol=1e-3)
+    small = np.zeros((40, 50, 3), dtype=np.uint8)  # not resized; padded to 64 x 64
+    wide = np.zeros((64, 100, 3), dtype=np.uint8)  # not resized; padded to 64 x 128 -> batched with `big`
+    out_big, out_small, out_wide = detector.detect_batch([big, small, wide])
+    assert fake.seen == [(2, 3, 64, 128), (1, 3, 64, 64)]
+    net_box = np.array([20.0, 12.0, 36.0, 28.0])
+    np.testing.assert_allclose(rf.priors_for(64, 128)[(2 * 16 + 3) * 2].numpy(),
+                               [28 / 128, 20 / 64, 16 / 128, 16 / 64], rtol=1e-6)
+    assert len(out_big) == len(out_small) == len(out_wide) == 1
+    np.testing.assert_allclose(out_big[0].box_xyxy, net_box * 4.0, atol=1e-3)  # 512 / 128 = 256 / 64 = 4
+    np.testing.assert_allclose(out_small[0].box_xyxy, net_box, atol=1e-3)
+    np.testing.assert_allclose(out_wide[0].box_xyxy, net_box, atol=1e-3)
+
+
+def test_results_do_not_depend_on_batch_neighbours(detector, monkeypatch):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (100, 40, 3), dtype=np.uint8)
+    alone = detector.detect_batch([a])
+    monkeypatch.setattr(detector, "batch_size", 8)
+    assert detector.detect_batch([b, a])[1] == alone[0]
 
 
 def test_normalization_conventions():
@@ -289,3 +298,17 @@ def test_pad_batch_pads_to_multiple_of_32():
     assert batch.shape == (2, 3, 64, 96)
     assert batch[0, :, :33, :10].min() == 1 and batch[0, :, 33:].max() == 0 and batch[0, :, :, 10:].max() == 0
     assert batch[1, :, :5, :70].min() == 2 and batch[1, :, 5:].max() == 0
+
+
+def test_import_is_cheap_and_missing_torch_gives_install_hint(weights_file):
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "import detectors.retinaface as m\n"
+            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
+            "try:\n"
+            f"    m.RetinaFaceDetector(weights={weights_file!r})\n"
+            "except ImportError as err:\n"
+            "    print(err)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'veilset[torch]'" in proc.stdout and "retinaface-pytorch" in proc.stdout
