@@ -203,3 +203,18 @@ def test_killed_process_leaves_a_recoverable_release(rel, tmp_path):
 def test_remote_release_is_refused(tmp_path):
     with pytest.raises(ValueError, match="local release"):
         apply_pending(Ledger(str(tmp_path / "l.sqlite")), "gs://bucket/release")
+
+
+@pytest.mark.parametrize("formats", [("parquet",), ("sa1b",), ("coco", "sa1b")])
+def test_apply_on_every_format_combination(tmp_path, formats):
+    root = str(tmp_path / "r")
+    _, images = make_release(root, n=10, num_shards=2, formats=formats)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    victim = images[4]
+    add(ledger, "<r1@x>", [victim.image_id])
+    apply_pending(ledger, root, now=NOW)
+    assert set(tree(root)) == expected_files(root)
+    assert_gone(root, [victim.image_id], [victim.jpeg])
+    m = load_manifest(root)
+    kept = {im.image_id for e in m["index"] for im in shards.read_shard(root, m, e["shard"])}
+    assert kept == {im.image_id for im in images} - {victim.image_id}
