@@ -140,7 +140,8 @@ def _region_local_mask(region: Region, rect: tuple[int, int, int, int]) -> np.nd
     ex0, ey0, ex1, ey1 = region.ellipse_xyxy
     cx, cy = (ex0 + ex1) / 2.0, (ey0 + ey1) / 2.0
     # +0.5 px: a pixel whose square touches the ellipse boundary counts (conservative; tiny faces never vanish)
-    rx, ry = (ex1 - ex0) / 2.0 + 0.5, (ey1 - ey0) / 2.0 + 0.5
+    rx = max((ex1 - ex0) / 2.0, 0.5) + 0.5
+    ry = max((ey1 - ey0) / 2.0, 0.5) + 0.5
     ys = (np.arange(r0, r1, dtype=np.float64) + 0.5 - cy) / ry
     xs = (np.arange(c0, c1, dtype=np.float64) + 0.5 - cx) / rx
     return (ys[:, None] ** 2 + xs[None, :] ** 2) <= 1.0
