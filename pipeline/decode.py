@@ -116,7 +116,7 @@ def _reason_for(exc: Exception) -> str:
     text = str(exc).lower()
     if "truncated" in text or "premature end" in text or "unexpected end" in text or "not enough data" in text:
         return "truncated"
-    if "decompressed data too large" in text or "too large" in text and "chunk" in text:
+    if "decompressed data too large" in text:  # PNG text/ICC chunk zip bombs (PngImagePlugin.MAX_TEXT_CHUNK)
         return "decompression_bomb"
     if isinstance(exc, (SyntaxError, OSError, ValueError, IndexError, KeyError, TypeError)):
         return "corrupt"
@@ -125,9 +125,15 @@ def _reason_for(exc: Exception) -> str:
 
 def _decode_unchecked(data: bytes, *, max_pixels: int, max_short_side: int | None) -> np.ndarray:
     with warnings.catch_warnings():
-        # we enforce our own limit below; PIL's warning for > MAX_IMAGE_PIXELS is noise here
+        # We enforce our own pixel limit, and hostile files make PIL warn ("Corrupt EXIF data", ...) once per
+        # file: noise in a worker's log. (catch_warnings is process-global state; harmless if threads race.)
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        warnings.simplefilter("ignore", UserWarning)
+        return _decode_opened(Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS), max_pixels=max_pixels,
+                              max_short_side=max_short_side)
+
+
+def _decode_opened(im: Image.Image, *, max_pixels: int, max_short_side: int | None) -> np.ndarray:
     with im:
         width, height = im.size  # from the header: nothing decoded yet
         if width < 1 or height < 1:
@@ -135,8 +141,8 @@ def _decode_unchecked(data: bytes, *, max_pixels: int, max_short_side: int | Non
         if width * height > max_pixels:
             raise DecodeError("decompression_bomb",
                               f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)
+        # Image.open sits on frame 0 (first frame of an animation, first page of a TIFF, the primary picture
+        # of an MPO); we never ask for n_frames, which would walk the whole file.
         adobe = "adobe" in im.info
         fmt = im.format
         if max_short_side is not None and fmt in ("JPEG", "MPO") and min(width, height) >= 2 * max_short_side:

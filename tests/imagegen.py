@@ -300,6 +300,13 @@ def make_png_bomb(width: int = 40000, height: int = 40000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+def make_png_text_bomb(megabytes: int = 20) -> bytes:
+    """A 20 KB PNG with a zTXt chunk that inflates to ``megabytes`` MB (a metadata zip bomb)."""
+    png = make_png(make_pattern(8, 8))
+    payload = b"Comment\x00\x00" + zlib.compress(b"A" * (megabytes << 20), 9)
+    return png[:33] + _png_chunk(b"zTXt", payload) + png[33:]  # right after the 25-byte IHDR chunk
+
+
 def make_cmyk_jpeg(pixels: np.ndarray | None = None) -> bytes:
     """A CMYK JPEG as Photoshop writes it (Adobe APP14, inverted polarity) -- PIL writes the same."""
     return encode(Image.fromarray(blocky() if pixels is None else pixels).convert("CMYK"), "JPEG", quality=95)
@@ -408,6 +415,7 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "truncated_progressive_jpeg": (lambda: make_truncated_jpeg(progressive=True), "truncated"),
     "truncated_png": (make_truncated_png, "truncated"),
     "png_bomb_40000": (make_png_bomb, "decompression_bomb"),
+    "png_ztxt_bomb": (make_png_text_bomb, "decompression_bomb"),
     "jpeg_header_only": (lambda: make_jpeg()[:200], "truncated"),
     "random_bytes_after_png_signature": (
         lambda: b"\x89PNG\r\n\x1a\n" + np.random.default_rng(1).integers(0, 256, 300, np.uint8).tobytes(),
