@@ -286,6 +286,8 @@ def _roll_forward(ledger: Ledger, release_dir: str, journal: dict[str, Any], hoo
     ledger.record_applied(int(journal["release_after"]), [_outcome_from_json(o) for o in journal["outcomes"]],
                           time=_iso_ledger(journal["time"]))
     hook("ledger")
+    os.unlink(os.path.join(work, JOURNAL))  # done: from here a leftover stage is only garbage
+    _fsync_dir(work)
     shutil.rmtree(work)
     _fsync_dir(release_dir)
 
