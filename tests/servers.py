@@ -194,9 +194,36 @@ class SmtpSink:
             return list(self.messages)
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpSink]:
-    """A real aiosmtpd server on 127.0.0.1 collecting every message it accepts."""
+def self_signed_cert(folder: str, host: str = "127.0.0.1") -> tuple[str, str]:
+    """(cert.pem, key.pem) for ``host`` (an IP SAN), valid for a day; needs ``cryptography``."""
+    import datetime
+    import ipaddress
+
+    pytest.importorskip("cryptography", reason="a throwaway TLS certificate needs cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _start_smtp(tls_cert: tuple[str, str] | None = None) -> tuple[SmtpSink, object]:
     try:
         from aiosmtpd.controller import Controller
     except ImportError:
@@ -208,12 +235,38 @@ def smtp_server() -> Iterator[SmtpSink]:
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
             with sink._lock:
                 sink.messages.append({"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
-                                      "data": bytes(envelope.original_content or envelope.content)})
+                                      "data": bytes(envelope.original_content or envelope.content),
+                                      "tls": session.ssl is not None})
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=sink.port, ready_timeout=10)
+    kwargs: dict = {}
+    if tls_cert is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls_cert)
+        kwargs = {"tls_context": ctx, "require_starttls": True}
+    controller = Controller(Handler(), hostname="127.0.0.1", port=sink.port, ready_timeout=10, **kwargs)
     controller.start()
+    return sink, controller
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """A real aiosmtpd server on 127.0.0.1 collecting every message it accepts."""
+    sink, controller = _start_smtp()
     try:
         yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_tls_server(tmp_path) -> Iterator[tuple[SmtpSink, str]]:
+    """aiosmtpd that requires STARTTLS, with a self-signed certificate; yields (sink, path of the CA cert)."""
+    cert = self_signed_cert(str(tmp_path))
+    sink, controller = _start_smtp(cert)
+    try:
+        yield sink, cert[0]
     finally:
         controller.stop()

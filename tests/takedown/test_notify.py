@@ -10,7 +10,7 @@ import pytest
 
 from takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
 from takedown.notify import build_receipt, notify_pending, parse_hostport
-from tests.servers import free_port, smtp_server  # noqa: F401 - pytest fixture
+from tests.servers import free_port, smtp_server, smtp_tls_server  # noqa: F401 - pytest fixtures
 from tests.takedown.mails import image_id
 
 A, B, C = image_id("a"), image_id("b"), image_id("c")
@@ -80,3 +80,22 @@ def test_options_are_validated(tmp_path):
         parse_hostport("localhost")
     with pytest.raises(ValueError, match="--from"):
         notify_pending(ledger, outbox=str(tmp_path), from_addr="evil\r\n@x")
+
+
+def test_receipts_over_starttls(tmp_path, smtp_tls_server):  # noqa: F811
+    import ssl
+
+    sink, ca = smtp_tls_server
+    ledger = applied_ledger(str(tmp_path / "l.sqlite"))
+    hostport = f"127.0.0.1:{sink.port}"
+    refused = notify_pending(ledger, smtp=hostport, timeout_s=10)  # the server refuses mail before STARTTLS
+    assert (refused.sent, refused.failed) == (0, 1) and ledger.request(1).state == "applied"
+    assert [h["event"] for h in ledger.history()][-1] == "notify_failed"
+    with pytest.raises(ssl.SSLError):  # an untrusted certificate is refused, not silently accepted
+        notify_pending(ledger, smtp=hostport, starttls=True, timeout_s=10)
+    report = notify_pending(ledger, smtp=hostport, starttls=True, timeout_s=10,
+                            ssl_context=ssl.create_default_context(cafile=ca))
+    assert report.sent == 1
+    (got,) = sink.received()
+    assert got["tls"]
+    check_receipt(got["data"])
