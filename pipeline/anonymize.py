@@ -171,13 +171,13 @@ def pixelate_patch(patch: np.ndarray, block: int, rng: np.random.Generator) -> n
     h, w = patch.shape[:2]
     bh, bw = max(1, math.ceil(h / block)), max(1, math.ceil(w / block))
     means = cv2.resize(patch, (bw, bh), interpolation=cv2.INTER_AREA).astype(np.float32).reshape(bh, bw, -1)
-    means += rng.normal(0.0, BLOCK_NOISE, means.shape).astype(np.float32)
+    means += BLOCK_NOISE * rng.standard_normal(means.shape, dtype=np.float32)
     coarse = cv2.resize(means, (w, h), interpolation=cv2.INTER_NEAREST).reshape(h, w, -1)
     sigma = block / 3.0
     ksize = 2 * int(math.ceil(3 * sigma)) + 1
     smooth = cv2.GaussianBlur(np.ascontiguousarray(coarse), (ksize, ksize), sigmaX=sigma, sigmaY=sigma,
                               borderType=cv2.BORDER_REFLECT).reshape(h, w, -1)
-    smooth += rng.normal(0.0, PIXEL_NOISE, smooth.shape).astype(np.float32)
+    smooth += PIXEL_NOISE * rng.standard_normal(smooth.shape, dtype=np.float32)
     return np.clip(np.rint(smooth), 0, 255).astype(np.uint8)
 
 
@@ -206,8 +206,8 @@ def anonymize(pixels: np.ndarray, detections: Sequence[Detection], *, method: st
         local = _region_local_mask(region, rect)
         view = out[r0:r1, c0:c1]  # reads what earlier (overlapping) regions left: never the original there
         if method == "solid":
-            view[local] = SOLID_RGB
+            np.copyto(view, np.asarray(SOLID_RGB, np.uint8), where=local[..., None])
         else:
-            view[local] = pixelate_patch(view, block_size_for(region), rng)[local]
+            np.copyto(view, pixelate_patch(view, block_size_for(region), rng), where=local[..., None])
     record = {"method": method, "margin": margin, "regions": [r.to_dict() for r in regions]}
     return out, record
