@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import imaplib
 import json
 import logging
 import re
 import signal
+import smtplib
 import sys
 import time
 from typing import Any
@@ -147,8 +149,15 @@ def _run_ingest(args: argparse.Namespace) -> int:
     try:
         while True:
             known = intake.load_release_ids(args.release) if args.release else None
-            summary = _ingest_once(args, ledger, policy, known)
-            print(json.dumps(summary, sort_keys=True))
+            try:
+                summary = _ingest_once(args, ledger, policy, known)
+            except (OSError, imaplib.IMAP4.error, RuntimeError) as err:
+                if args.watch is None:
+                    print(f"veilset takedown ingest: cannot read mail: {type(err).__name__}: {err}", file=sys.stderr)
+                    return 1
+                LOG.error("ingest failed, retrying in %s s: %s", args.watch, err)  # a mail server outage
+            else:
+                print(json.dumps(summary, sort_keys=True), flush=True)
             if args.watch is None or stop["now"]:
                 return 0
             deadline = time.monotonic() + args.watch
@@ -189,6 +198,9 @@ def _run_notify(args: argparse.Namespace) -> int:
         kwargs["from_addr"] = args.from_addr
     try:
         report = notify_pending(ledger, **kwargs)
+    except (OSError, smtplib.SMTPException) as err:  # server down, TLS refused: nothing was marked notified
+        print(f"veilset takedown notify: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     finally:
         ledger.close()
     print(json.dumps(report.__dict__, sort_keys=True))

@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import mailbox
+import os
 
 import numpy as np
 import pytest
@@ -122,6 +123,15 @@ def test_cli_validation_errors(tmp_path, capsys):
     assert "password" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["takedown", "notify", "--ledger", "x", "--smtp", "h:1", "--outbox", "d"])  # mutually exclusive
+    from tests.servers import free_port
+
+    os.environ["VEILSET_TEST_PW"] = "x"
+    try:  # a mail server that is down is a clean exit 1, not a traceback
+        assert main(["takedown", "ingest", "--ledger", str(tmp_path / "l.sqlite"), "--imap-password-env",
+                     "VEILSET_TEST_PW", "--imap", f"imap://u@127.0.0.1:{free_port()}/INBOX"]) == 1
+    finally:
+        del os.environ["VEILSET_TEST_PW"]
+    assert "cannot read mail" in capsys.readouterr().err
     assert ids.is_valid_image_id(mails.image_id(0))
 
 
