@@ -373,6 +373,12 @@ def make_webp(pixels: np.ndarray | None = None, *, lossless: bool = True) -> byt
     return encode(make_pattern() if pixels is None else pixels, "WEBP", lossless=lossless, quality=90)
 
 
+def make_mpo() -> bytes:
+    """A phone-style MPO: the photo (``blocky()``) followed by a second, black picture after its EOI."""
+    second = Image.fromarray(np.zeros((64, 96, 3), np.uint8))
+    return encode(Image.fromarray(blocky()), "MPO", save_all=True, append_images=[second], quality=95)
+
+
 def make_gray_jpeg() -> bytes:
     return encode(np.asarray(Image.fromarray(blocky()).convert("L")), "JPEG", quality=95)
 

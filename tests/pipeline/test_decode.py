@@ -165,6 +165,13 @@ def test_lossless_formats_are_exact(factory):
     assert np.array_equal(decode_image(factory()), g.make_pattern())
 
 
+def test_mpo_gives_the_primary_picture():
+    data = g.make_mpo()
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    assert np.abs(decode_image(data).astype(int) - g.blocky()).mean() < 4
+
+
 def test_lossy_webp():
     out = decode_image(g.make_webp(lossless=False))
     assert np.abs(out.astype(int) - g.make_pattern()).mean() < 6

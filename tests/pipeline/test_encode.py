@@ -117,6 +117,15 @@ def test_strip_drops_data_after_eoi():
     assert np.array_equal(_pixels(out), _pixels(src))
 
 
+def test_strip_drops_the_extra_pictures_of_an_mpo():
+    src = g.make_mpo()
+    assert "APP2" in [s.name for s in jpeg.metadata_segments(src)]  # the MPF index
+    out = strip_jpeg_metadata(src)
+    assert out is not None and out.count(b"\xff\xd8") == 1
+    _assert_no_metadata(out)
+    assert np.array_equal(_pixels(out), _pixels(src))
+
+
 def test_strip_accepts_its_own_encoder_output_unchanged():
     data = encode_jpeg(g.make_pattern())
     assert strip_jpeg_metadata(data) == data
