@@ -14,6 +14,16 @@ Order of operations in ``decode_image``:
    clipped), CMYK JPEGs honour Adobe's inverted polarity;
 5. apply the EXIF orientation (tags 1..8) so that everything downstream sees the upright image. Orientation
    only permutes pixels, so doing it after the mode conversion is identical to doing it first.
+
+Reasons: ``empty``, ``not_an_image`` (incl. text named .jpg and formats outside ``ALLOWED_FORMATS``),
+``decompression_bomb`` (header pixel count, PNG text/ICC zip bombs, out of memory), ``truncated``, ``corrupt``,
+``corrupt_metadata`` (EXIF that raises while parsing: which way is up is unknown), ``unsupported_mode``,
+``too_small`` (0-pixel header), ``unsupported_configuration`` (someone set PIL's LOAD_TRUNCATED_IMAGES),
+``unreadable`` (anything else).
+
+Known simplifications: CMYK -> RGB is PIL's naive conversion (no ICC colour management); a CMYK JPEG without
+an Adobe APP14 segment is read as plain (non-inverted) CMYK; embedded ICC profiles are otherwise ignored
+(pixel values are published as stored, i.e. treated as sRGB).
 """
 from __future__ import annotations
 
