@@ -28,7 +28,7 @@ from detectors.handler import DetectorModelHandler
 from pipeline import ids, shards
 from pipeline.anonymize import anonymize
 from pipeline.decode import DecodeError, decode_image, resize_shortest_side
-from pipeline.encode import encode_jpeg
+from pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete, dumps_json,
                                join, read_bytes)
 from pipeline.options import BuildOptions
@@ -131,7 +131,8 @@ class Decode(beam.DoFn):
             return
         source_wh = (int(pixels.shape[1]), int(pixels.shape[0]))
         pixels = resize_shortest_side(pixels, self._opts.max_short_side)
-        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, source_wh)
+        lossless = strip_jpeg_metadata(data, max_short_side=self._opts.max_short_side)
+        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, source_wh, lossless)
         yield image, pixels  # keyed for RunInference: key = record, example = pixels
 
 
@@ -169,8 +170,11 @@ class Anonymize(beam.DoFn):
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "anonymize", "anonymize_error", f"{type(err).__name__}: {err}"))
             return
-        record = dict(record, detectors=self._detectors)
-        yield AnonymizedImage(image.image_id, image.source, image.content_sha256, pixels, detected.detections, record), pixels
+        # Nothing to anonymize and a clean baseline source: publish the source's entropy-coded data losslessly.
+        lossless = image.lossless_jpeg if not record["regions"] else None
+        record = dict(record, detectors=self._detectors, encoding="lossless_strip" if lossless else "reencoded")
+        yield AnonymizedImage(image.image_id, image.source, image.content_sha256, pixels, detected.detections,
+                              record, lossless), pixels
 
 
 class EncodeAndStage(beam.DoFn):
@@ -186,7 +190,7 @@ class EncodeAndStage(beam.DoFn):
     def process(self, item: tuple[AnonymizedImage, tuple]) -> Iterator[Any]:
         image, masks = item
         try:
-            jpeg = encode_jpeg(image.pixels, quality=self._quality)
+            jpeg = image.lossless_jpeg or encode_jpeg(image.pixels, quality=self._quality)
             published = PublishedImage(
                 image_id=image.image_id, content_sha256=image.content_sha256,
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,

@@ -50,6 +50,9 @@ def _write_inputs(folder) -> dict[str, str]:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(folder / "noise.webp")
     Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).convert("P").save(folder / "palette.gif")
+    yy, xx = np.mgrid[0:120, 0:160]
+    gradient = np.stack([xx * 1.5, yy * 2, (xx + yy) * 0.9], axis=-1).astype(np.uint8)
+    Image.fromarray(gradient).save(folder / "clean_landscape.jpg", "JPEG", quality=88, comment=b"owner: someone")
     (folder / "notes.jpg").write_text("this is not an image")
     (folder / "empty.png").write_bytes(b"")
     buf = io.BytesIO()
@@ -81,7 +84,7 @@ def _id_of(path: str) -> str:
 def test_counts_are_conserved_and_rejects_explained(release):
     m = load_manifest(str(release))
     c = m["counts"]
-    assert c == {"input": 8, "published": 4, "rejected": 3, "duplicates": 1, "blocked": 0}
+    assert c == {"input": 9, "published": 5, "rejected": 3, "duplicates": 1, "blocked": 0}
     assert c["input"] == c["published"] + c["rejected"] + c["duplicates"] + c["blocked"]
     rejects = [json.loads(line) for line in (release / m["rejects"]).read_text().splitlines()]
     by_name = {os.path.basename(r["source"]): r for r in rejects}
@@ -96,7 +99,7 @@ def test_manifest_lists_every_file_with_its_hash(release):
     for entry in m["shards"] + m["index"]:
         data = (release / entry["path"]).read_bytes()
         assert ids.sha256_hex(data) == entry["sha256"]
-    assert sum(e["images"] for e in m["index"]) == 4
+    assert sum(e["images"] for e in m["index"]) == 5
     assert m["models"]["face_detector"]["name"] == "centerface"
     assert m["models"]["plate_detector"] is None and m["models"]["masks"] is None
     assert not list(release.rglob("*.tmp-*")) and not (release / ".staging").exists()
@@ -134,9 +137,9 @@ def test_outputs_load_in_real_clients(release):
         for img in coco.loadImgs(coco.getImgIds()):
             assert (release / img["file_name"]).is_file()
             n += 1
-    assert n == 4
+    assert n == 5
     rows = sum(pq.read_table(release / e["path"]).num_rows for e in m["shards"] if e["format"] == "parquet")
-    assert rows == 4
+    assert rows == 5
 
 
 def test_rerun_gives_identical_shards(release, inputs, tmp_path):
@@ -164,7 +167,7 @@ def test_rebuild_in_place_replaces_the_release_and_removes_stale_shards(inputs, 
     listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", "rejects.jsonl"}
     images = {p for p in on_disk if p.startswith("images/")}
     assert on_disk - images == listed
-    assert len(images) == 4
+    assert len(images) == 5
 
 
 def test_refuses_to_write_into_a_foreign_folder(inputs, tmp_path, capsys):
@@ -191,3 +194,16 @@ def test_bad_options_name_the_bad_value(inputs, tmp_path, capsys, argv, needle):
 def test_missing_input_is_an_error(tmp_path, capsys):
     assert main(["build", str(tmp_path / "nope"), "--output", str(tmp_path / "x")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_clean_jpeg_with_nothing_to_anonymize_is_published_losslessly(release, inputs):
+    m = load_manifest(str(release))
+    source = (inputs / "clean_landscape.jpg").read_bytes()
+    image_id = _id_of(str(inputs / "clean_landscape.jpg"))
+    [im] = [i for i in read_shard(str(release), m, ids.shard_of(image_id, m["num_shards"])) if i.image_id == image_id]
+    assert im.anonymization["encoding"] == "lossless_strip" and im.detections == ()
+    assert jpeg.metadata_segments(im.jpeg) == [] and b"owner: someone" not in im.jpeg
+    assert np.array_equal(decode_image(im.jpeg), decode_image(source))
+    astro_id = _id_of(str(inputs / "astronaut.png"))
+    [astro] = [i for i in read_shard(str(release), m, ids.shard_of(astro_id, m["num_shards"])) if i.image_id == astro_id]
+    assert astro.anonymization["encoding"] == "reencoded"
