@@ -10,6 +10,7 @@ import numpy as np
 
 THUMB_SIDE = 128  # px, long side of a report thumbnail
 THUMB_PIXEL_BLOCKS = 6  # a face box is shown as at most 6 x 6 flat blocks: enough to see where, not who
+THUMB_PIXEL_MARGIN = 0.25  # pixelate beyond the box on every side: a tight box can leave brows or chin
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -53,16 +54,19 @@ def pixelate(region: np.ndarray, blocks: int) -> np.ndarray:
 
 def anonymized_thumbnail(image: np.ndarray, box_xyxy: Sequence[float], context: float = 0.6,
                          side: int = THUMB_SIDE) -> bytes:
-    """PNG of the area around a face box, with the face box pixelated *before* anything leaves this function
-    and outlined in red. The raw face pixels never reach the report."""
+    """PNG of the area around a face box, with the box (enlarged by ``THUMB_PIXEL_MARGIN``) pixelated *before*
+    anything leaves this function, and the box outlined in red. The raw face pixels never reach the report."""
     from PIL import Image, ImageDraw
 
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     bx0, by0 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h))
     bx1, by1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h))
+    mx, my = (x1 - x0) * THUMB_PIXEL_MARGIN, (y1 - y0) * THUMB_PIXEL_MARGIN
+    px0, py0 = int(np.clip(np.floor(x0 - mx), 0, w)), int(np.clip(np.floor(y0 - my), 0, h))
+    px1, py1 = int(np.clip(np.ceil(x1 + mx), 0, w)), int(np.clip(np.ceil(y1 + my), 0, h))
     work = image.copy()
-    work[by0:by1, bx0:bx1] = pixelate(image[by0:by1, bx0:bx1], THUMB_PIXEL_BLOCKS)
+    work[py0:py1, px0:px1] = pixelate(image[py0:py1, px0:px1], THUMB_PIXEL_BLOCKS)
     pad_x, pad_y = (x1 - x0) * context, (y1 - y0) * context
     cx0, cy0 = int(max(0, x0 - pad_x)), int(max(0, y0 - pad_y))
     cx1, cy1 = int(min(w, x1 + pad_x)), int(min(h, y1 + pad_y))

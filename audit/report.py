@@ -119,7 +119,8 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fff}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:6px 0} th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:left;vertical-align:top} th{background:#f2f2f2}
+text-align:left;vertical-align:top;overflow-wrap:anywhere} th{background:#f2f2f2}
+table.findings{table-layout:fixed;width:100%} table.findings col.thumbcol{width:112px}
 .pass{background:#dfd;color:#060;font-weight:bold} .fail{background:#fdd;color:#a00;font-weight:bold}
 .skipped{background:#eee;color:#555;font-weight:bold} .banner{padding:10px 14px;font-size:16px;margin:10px 0}
 .charts img{margin:4px 12px 4px 0;border:1px solid #eee} code{font-size:12px} .thumb{width:96px}
@@ -130,10 +131,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "", cols: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    cls = f" class='{css_class}'" if css_class else ""
+    return f"<table{cls}>{cols}<tr>{head}</tr>{body}</table>"
 
 
 def render_html(report: AuditReport) -> str:
@@ -185,7 +187,8 @@ def render_html(report: AuditReport) -> str:
             rows.append([f"<code>{_e(f.file or '-')}</code>", f"<code>{_e(f.image_id or '-')}</code>",
                          _e(f.message), thumb])
         parts.append(f"<h3>{_e(result.check)} ({len(result.findings)})</h3>")
-        parts.append(_table(["file", "image ID", "finding", "thumbnail (pixelated)"], rows))
+        parts.append(_table(["file", "image ID", "finding", "thumbnail (pixelated)"], rows, "findings",
+                            "<col><col><col><col class='thumbcol'>"))
         if len(result.findings) > MAX_FINDINGS_SHOWN:
             parts.append(f"<p>{len(result.findings) - MAX_FINDINGS_SHOWN} more in report.json.</p>")
     parts.append("</body></html>")

@@ -115,7 +115,8 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
             per_image[image_id] = max(per_image.get(image_id, 0), found)
     what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
     return CheckResult.from_findings(
-        RESIDUAL, findings, f"{residual.spec} ({residual.why}) on {what} images",
+        RESIDUAL, findings, f"{residual.spec} ({residual.why}) on {what} images: {len(findings)} faces outside the "
+                           f"anonymized regions, {inside} inside, {artefacts} unconfirmed patch artefacts",
         {"detector": residual.spec, "why": residual.why, "images_scanned": len(chosen),
          "faces_inside_regions": inside, "artefacts": artefacts, "residual_faces": len(findings), "scores": [round(s, 4) for s in scores],
          "residual_per_image": per_image})

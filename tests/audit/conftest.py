@@ -153,3 +153,38 @@ def published_pixels(root: str, image_id: str) -> np.ndarray:
 
 def findings_of(result, **match) -> list:
     return [f for f in result.findings if all(getattr(f, k) == v for k, v in match.items())]
+
+
+@dataclass(frozen=True)
+class TakenDown:
+    root: str  # release 2: the good release after a real e-mailed takedown (never modify)
+    before: str  # release 1, a copy taken before the takedown
+    ledger: str
+    removed_id: str
+
+
+@pytest.fixture(scope="session")
+def taken_down(built, tmp_path_factory) -> TakenDown:
+    """Grace Hopper's image removed through ``veilset takedown ingest`` + ``apply`` (a real e-mail, a new
+    ledger that also holds the build-time block)."""
+    from email.message import EmailMessage
+
+    folder = tmp_path_factory.mktemp("audit-takedown")
+    before, root = folder / "release-1", folder / "release-2"
+    shutil.copytree(built.root, before)
+    shutil.copytree(built.root, root)
+    ledger = str(folder / "ledger.sqlite")
+    shutil.copyfile(built.ledger, ledger)
+    removed = built.image_ids["hopper"]
+    msg = EmailMessage()
+    msg["From"] = "Bob Example <bob@example.net>"
+    msg["To"] = "takedown@veilset.example"
+    msg["Subject"] = "Please remove my photo"
+    msg["Date"] = "Wed, 25 Nov 2026 11:00:00 +0000"
+    msg["Message-ID"] = "<takedown-2@example.net>"
+    msg.set_content(f"Hello,\nplease remove {removed}\nThanks")
+    eml = folder / "request.eml"
+    eml.write_bytes(msg.as_bytes())
+    assert main(["takedown", "ingest", "--ledger", ledger, "--eml", str(eml), "--release", str(root)]) == 0
+    assert main(["takedown", "apply", "--ledger", ledger, "--release", str(root)]) == 0
+    return TakenDown(str(root), str(before), ledger, removed)

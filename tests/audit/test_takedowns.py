@@ -85,3 +85,23 @@ def test_the_manifest_log_may_name_removed_ids_but_nothing_else_may(built, copy_
 def test_missing_ledger_file_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no ledger file"):
         open_ledger(str(tmp_path / "nope.sqlite"))
+
+
+def test_release_after_a_real_takedown_passes_and_restoring_an_old_shard_fails(taken_down, tmp_path):
+    manifest = load_json(os.path.join(taken_down.root, "manifest.json"))
+    assert manifest["log"] and taken_down.removed_id in manifest["log"][-1]["removed"]
+    result = _check(taken_down.root, taken_down.ledger)
+    assert result.status == PASS, [f.line() for f in result.findings]
+    assert result.stats["blocked_ids"] == 2
+    # An operator restores release 1's Parquet shard from a backup: the removed image is back.
+    root = tmp_path / "restored"
+    shutil.copytree(taken_down.root, root)
+    shard = ids.shard_of(taken_down.removed_id, 2)
+    rel = ids.shard_path("parquet", shard, 2)
+    shutil.copyfile(os.path.join(taken_down.before, rel), os.path.join(root, rel))
+    result = _check(str(root), taken_down.ledger)
+    assert result.status == FAIL
+    hits = [f for f in result.findings if f.image_id == taken_down.removed_id]
+    assert {f.file for f in hits} == {rel}
+    assert any("published again" in f.message for f in hits)
+    assert any("hash to a removed image" in f.message for f in hits)
