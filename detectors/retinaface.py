@@ -1,7 +1,7 @@
 """RetinaFace (ResNet-50) face detector through ``retinaface-pytorch`` (ternaus/retinaface 0.0.8).
 
-Spec: ``retinaface[:weights=PATH,threshold=0.5,nms_iou=0.4,max_size=960,batch_size=4,device=cpu,
-normalize=imagenet,download=false]``.
+Spec: ``retinaface[:weights=PATH,threshold=0.5,nms=0.4,preset=default,max_side=N,margin=0,min_size=0,
+batch_size=1,device=cpu,threads=0,normalize=imagenet,download=false]``.
 
 Weights are looked up offline, in this order:
   1. ``weights=PATH`` (a ``.pth``/``.pt`` state dict, a Lightning checkpoint with ``state_dict``, or the
@@ -21,14 +21,16 @@ original biubug6/Pytorch_Retinaface code is *not* what the package's weights exp
 Only ``network=resnet50`` exists: retinaface-pytorch 0.0.8's ``RetinaFace`` raises NotImplementedError for
 any other backbone (there is no MobileNet-0.25 in the package).
 
-Inputs larger than ``max_size`` on their long side are downscaled (never upscaled; ``max_size=0`` keeps the
-native size); boxes are mapped back to the input's pixels with the exact per-axis resize ratios. Each network
-input is zero-padded (after normalisation) at the bottom/right to a multiple of 32.
+Passes and recall helpers come from ``detectors.base.MultiPassDetector`` (same presets as centerface):
+``default`` = the whole image, long side capped at ``max_side`` (1280; never upscaled), ``native``, ``crowd``
+(+ 2x2 overlapping tiles), ``upscale`` (+ a 2x pass); passes are merged with NMS, then ``threshold``,
+``min_size`` and ``margin`` apply. Within a pass the image is resized (aspect kept) and zero-padded (after
+normalisation) at the bottom/right to a multiple of 32, so boxes map back with the exact per-axis ratios.
 
-Batching and reproducibility: ``batch_size`` > 1 runs images whose padded sizes are equal in one forward pass
-(images are never padded to a neighbour's size, so padding never depends on the batch). Even so, torch's
-CPU kernels give float differences of ~1e-5 in the outputs between batch sizes, and Beam does not fix batch
-composition; the default ``batch_size=1`` therefore keeps reruns byte-identical. Raise it on a GPU for speed.
+Batching and reproducibility: ``batch_size`` > 1 (single-pass presets only) runs images whose padded sizes are
+equal in one forward pass (an image is never padded to a neighbour's size). Even so, torch's CPU kernels give
+float differences of ~1e-5 between batch sizes and Beam does not fix batch composition, so the default
+``batch_size=1`` keeps reruns byte-identical. Raise it on a GPU for speed.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detectors.base import FACE, Detection, register
+from detectors.base import (FACE, Detection, MultiPassDetector, Pass, check_image, file_sha256, option_bool,
+                            option_choice, option_float, option_int, package_version, register, to_detections)
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"
@@ -69,75 +72,46 @@ DEVICES_HELP = "cpu, cuda or cuda:N"
 PAD_MULTIPLE = 32
 PRE_NMS_TOP_K = 5000  # biubug6 detect.py top_k: bounds NMS cost when the threshold is low
 
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_NMS_IOU = 0.4
-DEFAULT_MAX_SIZE = 960  # the package's Model(max_size=960)
+DEFAULT_THRESHOLD = 0.5  # not tuned on real photos (no weights offline); the package's own default is 0.7
+DEFAULT_NMS = 0.4  # the package's nms_threshold
+DEFAULT_MARGIN = 0.0
 DEFAULT_BATCH_SIZE = 1  # see the module docstring: batch composition changes floats
+MAX_SIDE = 1280
+# Same passes as centerface's presets (detectors.centerface.PRESETS).
+PRESETS: dict[str, tuple[Pass, ...]] = {
+    "default": (Pass(grid=1, max_side=MAX_SIDE),),
+    "native": (Pass(grid=1, max_side=None),),
+    "crowd": (Pass(grid=1, max_side=MAX_SIDE), Pass(grid=2, max_side=MAX_SIDE)),
+    "upscale": (Pass(grid=1, max_side=MAX_SIDE), Pass(grid=1, max_side=2 * MAX_SIDE, scale=2.0)),
+}
 DEFAULT_DEVICE = "cpu"
 DEFAULT_NORMALIZE = "imagenet"
 
 _STRIP_PREFIXES = ("module.", "model.")
 
 
-# --------------------------------------------------------------------------------------- option parsing
-# Values arrive as strings from CLI specs ("retinaface:threshold=0.5"); every error names the bad value.
-
-def _float(name: str, value: Any, lo: float, hi: float) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{NAME}: {name} must be a number, got {value!r}") from None
-    if not (lo <= out <= hi):
-        raise ValueError(f"{NAME}: {name} must be in [{lo}, {hi}], got {value!r}")
-    return out
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{NAME}: {name} must be an integer, got {value!r}")
-    try:
-        out = value if isinstance(value, int) else int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{NAME}: {name} must be an integer, got {value!r}") from None
-    if not (lo <= out <= hi):
-        raise ValueError(f"{NAME}: {name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return out
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{NAME}: {name} must be true or false, got {value!r}")
-
-
-def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ValueError(f"{NAME}: {name} must be one of {', '.join(choices)}, got {value!r}")
-    return text
-
-
 def _device(value: Any) -> str:
     text = str(value).strip().lower()
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
-    raise ValueError(f"{NAME}: device must be {DEVICES_HELP}, got {value!r}")
+    raise ValueError(f"device must be {DEVICES_HELP}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ pure maths
 
-def resized_size(height: int, width: int, max_size: int) -> tuple[int, int]:
-    """(height, width) after downscaling so that the long side is at most ``max_size`` (0: unchanged)."""
-    long_side = max(height, width)
-    if max_size <= 0 or long_side <= max_size:
+def pass_size(height: int, width: int, p: Pass) -> tuple[int, int]:
+    """(height, width) of the network image for pass ``p``: ``p.scale`` x the image, shrunk so that the long
+    side is at most ``p.max_side`` (None: no cap); aspect kept, rounded to whole pixels."""
+    f = p.scale
+    if p.max_side is not None and max(height, width) * f > p.max_side:
+        f = p.max_side / max(height, width)
+    if f == 1.0:
         return height, width
-    scale = max_size / long_side
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return max(1, int(round(height * f))), max(1, int(round(width * f)))
+
+
+def padded(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
 def map_boxes_to_source(boxes_xyxy: np.ndarray, resized_hw: tuple[int, int],
@@ -172,14 +146,6 @@ def pad_batch(images: Sequence[np.ndarray], multiple: int = PAD_MULTIPLE) -> np.
     for i, im in enumerate(images):
         out[i, :, : im.shape[0], : im.shape[1]] = im.transpose(2, 0, 1)
     return out
-
-
-def check_image(image_rgb: Any) -> None:
-    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
-            or image_rgb.dtype != np.uint8 or 0 in image_rgb.shape:
-        desc = (f"{image_rgb.dtype} array of shape {image_rgb.shape}" if isinstance(image_rgb, np.ndarray)
-                else type(image_rgb).__name__)
-        raise ValueError(f"{NAME}: expected an H x W x 3 uint8 RGB array, got {desc}")
 
 
 # --------------------------------------------------------------------------------------- torch helpers
@@ -317,35 +283,45 @@ def decode_detections(loc: Any, conf: Any, priors: Any, input_hw: tuple[int, int
 
 # -------------------------------------------------------------------------------------------- detector
 
-@register(NAME)
-class RetinaFaceDetector:
+class RetinaFaceDetector(MultiPassDetector):
     """RetinaFace ResNet-50 faces. See the module docstring for the spec and the weights lookup."""
 
     name = NAME
     label = FACE
 
-    def __init__(self, weights: str | None = None, network: str = "resnet50",
-                 threshold: float | str = DEFAULT_THRESHOLD, nms_iou: float | str = DEFAULT_NMS_IOU,
-                 max_size: int | str = DEFAULT_MAX_SIZE, batch_size: int | str = DEFAULT_BATCH_SIZE,
-                 device: str = DEFAULT_DEVICE, normalize: str = DEFAULT_NORMALIZE,
-                 download: bool | str = False) -> None:
-        self.network = _choice("network", network, NETWORKS)
-        self.threshold = _float("threshold", threshold, 0.0, 1.0)
-        self.nms_iou = _float("nms_iou", nms_iou, 0.0, 1.0)
-        self.max_size = _int("max_size", max_size, 0, 100_000)
-        if 0 < self.max_size < PAD_MULTIPLE:
-            raise ValueError(f"{NAME}: max_size must be 0 (native size) or >= {PAD_MULTIPLE}, got {max_size!r}")
-        self.batch_size = _int("batch_size", batch_size, 1, 1024)
+    def __init__(self, weights: Any = None, network: Any = "resnet50", threshold: Any = DEFAULT_THRESHOLD,
+                 nms: Any = DEFAULT_NMS, preset: Any = "default", max_side: Any = None, margin: Any = DEFAULT_MARGIN,
+                 min_size: Any = 0, batch_size: Any = DEFAULT_BATCH_SIZE, device: Any = DEFAULT_DEVICE,
+                 threads: Any = 0, normalize: Any = DEFAULT_NORMALIZE, download: Any = False) -> None:
+        self.network = option_choice("network", network, NETWORKS)
+        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
+        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+        self.merge_iou = self.nms_iou
+        self.preset = option_choice("preset", preset, tuple(PRESETS))
+        passes = PRESETS[self.preset]
+        if max_side is not None:  # 0: native size in every pass
+            side = option_int("max_side", max_side, 0, 100_000)
+            if 0 < side < PAD_MULTIPLE:
+                raise ValueError(f"max_side must be 0 (native size) or >= {PAD_MULTIPLE}, got {max_side!r}")
+            passes = tuple(Pass(p.grid, (side * (2 if p.scale > 1 else 1)) if side else None, p.scale)
+                           for p in passes)
+        self.passes = passes
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
+        self.batch_size = option_int("batch_size", batch_size, 1, 1024)
         self.device = _device(device)
-        self.normalize = _choice("normalize", normalize, NORMALIZATIONS)
-        download = _bool("download", download)
+        self.threads = option_int("threads", threads, 0, 256)
+        self.normalize = option_choice("normalize", normalize, NORMALIZATIONS)
+        download = option_bool("download", download)
         if weights is not None and not str(weights).strip():
-            raise ValueError(f"{NAME}: weights must be a file path, got {weights!r}")
+            raise ValueError(f"weights must be a file path, got {weights!r}")
         _require_torch()
         import torch
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"{NAME}: device {device!r} requested but torch sees no CUDA device")
+        if self.threads:
+            torch.set_num_threads(self.threads)  # process-wide: one model per Beam worker process
         self.weights_path = resolve_weights(None if weights is None else str(weights).strip(), download)
         model = build_network(self.network)
         state = load_state_dict(self.weights_path)
@@ -355,57 +331,45 @@ class RetinaFaceDetector:
             raise ValueError(f"{NAME}: weights file {self.weights_path!r} does not fit RetinaFace "
                              f"{self.network}: {str(err)[:500]}") from err
         self._model = model.to(self.device).eval()
-        self.weights_sha256 = _sha256(self.weights_path)
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": NAME,
+            "label": FACE,
             "package": PACKAGE,
-            "version": _version(PACKAGE),
+            "package_version": package_version(PACKAGE),
+            "runtime": "torch " + str(package_version("torch")),
             "network": self.network,
             "weights": os.path.basename(self.weights_path),
-            "weights_sha256": self.weights_sha256,
+            "weights_sha256": file_sha256(self.weights_path),
             "threshold": self.threshold,
-            "nms_iou": self.nms_iou,
-            "max_size": self.max_size,
+            "nms": self.nms_iou,
+            "margin": self.margin,
+            "min_size": self.min_size,
+            "preset": self.preset,
+            "passes": [p.to_dict() for p in self.passes],
             "normalize": self.normalize,
+            "batch_size": self.batch_size,
         }
 
-    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        return self.detect_batch([image_rgb])[0]
+    # one pass on one image (or tile): MultiPassDetector.boxes_scores calls this for every pass
+    def _run_one(self, image_rgb: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+        return self._forward([image_rgb], p)[0]
 
-    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
-        for image in images_rgb:
-            check_image(image)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images_rgb):
-            groups.setdefault(self.padded_size(*image.shape[:2]), []).append(index)
-        out: list[list[Detection]] = [[] for _ in images_rgb]
-        for indices in groups.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                for index, dets in zip(chunk, self._detect_chunk([images_rgb[i] for i in chunk])):
-                    out[index] = dets
-        return out
-
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """The network input size for a ``height`` x ``width`` image: resized, then padded to PAD_MULTIPLE."""
-        rh, rw = resized_size(height, width, self.max_size)
-        return -(-rh // PAD_MULTIPLE) * PAD_MULTIPLE, -(-rw // PAD_MULTIPLE) * PAD_MULTIPLE
-
-    def boxes_scores_batch(self, images_rgb: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image (boxes xyxy in source pixels, scores) after threshold and NMS, one forward pass (the
-        images are padded to their common size; ``detect_batch`` only groups images of equal padded size)."""
+    def _forward(self, images_rgb: Sequence[np.ndarray], p: Pass) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One forward pass over images resized for pass ``p`` and padded to their common size; per image
+        (boxes xyxy in that image's pixels, scores) after the score threshold and NMS."""
         import cv2
         import torch
 
         sizes, inputs = [], []
         for image in images_rgb:
             h, w = image.shape[:2]
-            rh, rw = resized_size(h, w, self.max_size)
-            resized = image if (rh, rw) == (h, w) else cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+            rh, rw = pass_size(h, w, p)
+            if (rh, rw) != (h, w):
+                image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR)
             sizes.append(((rh, rw), (h, w)))
-            inputs.append(normalize_image(resized, self.normalize))
+            inputs.append(normalize_image(image, self.normalize))
         batch = pad_batch(inputs)
         input_hw = (batch.shape[2], batch.shape[3])
         priors = priors_for(*input_hw)
@@ -417,33 +381,44 @@ class RetinaFaceDetector:
         results = []
         for i, (resized_hw, source_hw) in enumerate(sizes):
             boxes, scores = decode_detections(loc[i], conf[i], priors, input_hw, self.threshold, self.nms_iou)
-            results.append((map_boxes_to_source(boxes, resized_hw, source_hw), scores))
+            boxes = map_boxes_to_source(boxes, resized_hw, source_hw)
+            nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # boxes wholly in the padding
+            results.append((boxes[nonempty], scores[nonempty]))
         return results
 
-    def _detect_chunk(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
-        out = []
-        for boxes, scores in self.boxes_scores_batch(images_rgb):
-            order = np.argsort(-scores, kind="stable")
-            out.append([Detection(label=FACE, box_xyxy=tuple(float(v) for v in boxes[j]), score=float(scores[j]),
-                                  detector=NAME) for j in order
-                        if boxes[j, 2] > boxes[j, 0] and boxes[j, 3] > boxes[j, 1]])
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input size of the first pass for a ``height`` x ``width`` image."""
+        return padded(*pass_size(height, width, self.passes[0]))
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        for image in images_rgb:
+            check_image(image)
+        if self.batch_size == 1 or len(self.passes) != 1 or self.passes[0].grid != 1:
+            return [self.detect(image) for image in images_rgb]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images_rgb):
+            groups.setdefault(self.padded_size(*image.shape[:2]), []).append(index)
+        out: list[list[Detection]] = [[] for _ in images_rgb]
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                results = self._forward([images_rgb[i] for i in chunk], self.passes[0])
+                for index, (boxes, scores) in zip(chunk, results):
+                    out[index] = self._finish(images_rgb[index], boxes, scores)
         return out
 
+    def _finish(self, image_rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> list[Detection]:
+        """What MultiPassDetector.detect does after a single pass: merge (NMS on the clipped boxes), threshold,
+        min_size, margin, records -- so batched and per-image results are identical."""
+        from detectors import ops
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        boxes, scores = ops.merge_passes([(boxes, scores)], self.merge_iou)
+        keep = scores >= self.threshold
+        boxes, scores = ops.drop_small(boxes[keep], scores[keep], self.min_size)
+        h, w = image_rgb.shape[:2]
+        return to_detections(ops.expand_boxes(boxes, self.margin, w, h), scores, self.label, self.name)
 
 
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+@register(NAME)
+def build(**kwargs: Any) -> RetinaFaceDetector:
+    return RetinaFaceDetector(**kwargs)

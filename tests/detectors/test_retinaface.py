@@ -5,6 +5,8 @@ No real weights are needed: a randomly initialised network is saved to a temp fi
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import subprocess
@@ -38,7 +40,7 @@ def weights_file(random_net, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(weights_file):
-    return rf.RetinaFaceDetector(weights=weights_file, threshold="0.5", max_size="128")
+    return rf.RetinaFaceDetector(weights=weights_file, threshold="0.5", max_side="128")
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -52,11 +54,14 @@ def test_loads_random_weights_through_user_path(detector, random_net):
 def test_identity_records_weights_and_thresholds(detector, weights_file):
     ident = detector.identity()
     assert ident["name"] == "retinaface"
-    assert ident["package"] == "retinaface-pytorch" and ident["version"]
+    assert ident["package"] == "retinaface-pytorch" and ident["package_version"] == "0.0.8"
     assert ident["weights"] == "retinaface_random.pth"
-    assert ident["weights_sha256"] == rf._sha256(weights_file)
-    assert (ident["threshold"], ident["nms_iou"], ident["max_size"]) == (0.5, 0.4, 128)
-    assert ident["network"] == "resnet50" and ident["normalize"] == "imagenet"
+    assert ident["weights_sha256"] == hashlib.sha256(open(weights_file, "rb").read()).hexdigest()
+    assert (ident["threshold"], ident["nms"], ident["margin"], ident["preset"]) == (0.5, 0.4, 0.0, "default")
+    assert ident["passes"] == [{"grid": 1, "max_side": 128, "scale": 1.0}]
+    assert ident["network"] == "resnet50" and ident["normalize"] == "imagenet" and ident["batch_size"] == 1
+    assert ident["label"] == FACE and ident["runtime"].startswith("torch ")
+    json.dumps(ident)
 
 
 def test_loads_release_zip_and_lightning_checkpoint(random_net, weights_file, tmp_path):
@@ -134,14 +139,17 @@ def test_weights_that_do_not_fit_are_rejected(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"threshold": "abc"}, "threshold must be a number, got 'abc'"),
     ({"threshold": "1.5"}, r"threshold must be in \[0.0, 1.0\], got '1.5'"),
-    ({"nms_iou": "-0.1"}, "nms_iou"),
-    ({"max_size": "10"}, "max_size must be 0 .* got '10'"),
-    ({"max_size": "big"}, "max_size must be an integer, got 'big'"),
+    ({"nms": "-0.1"}, "nms must be in"),
+    ({"max_side": "10"}, "max_side must be 0 .* got '10'"),
+    ({"max_side": "big"}, "max_side must be an integer, got 'big'"),
+    ({"preset": "fast"}, "preset must be one of default, native, crowd, upscale; got 'fast'"),
+    ({"margin": "2"}, "margin must be in"),
     ({"batch_size": "0"}, "batch_size"),
-    ({"network": "mobilenet0.25"}, "network must be one of resnet50, got 'mobilenet0.25'"),
+    ({"threads": "-1"}, "threads"),
+    ({"network": "mobilenet0.25"}, "network must be one of resnet50; got 'mobilenet0.25'"),
     ({"device": "tpu"}, "device must be cpu, cuda or cuda:N, got 'tpu'"),
     ({"normalize": "rgb"}, "normalize must be one of imagenet, bgr_mean"),
-    ({"download": "maybe"}, "download must be true or false, got 'maybe'"),
+    ({"download": "maybe"}, "download must be true/false, got 'maybe'"),
     ({"weights": " "}, "weights must be a file path"),
 ])
 def test_options_are_validated_before_loading(kwargs, match):
@@ -150,9 +158,10 @@ def test_options_are_validated_before_loading(kwargs, match):
 
 
 def test_registry_builds_from_spec(weights_file):
-    det = build_detector(f"retinaface:weights={weights_file},threshold=0.7,max_size=0,batch_size=2")
+    det = build_detector(f"retinaface:weights={weights_file},threshold=0.7,max_side=0,batch_size=2,preset=crowd")
     assert isinstance(det, rf.RetinaFaceDetector)
-    assert (det.threshold, det.max_size, det.batch_size, det.label) == (0.7, 0, 2, FACE)
+    assert (det.threshold, det.batch_size, det.label) == (0.7, 2, FACE)
+    assert det.passes == (rf.Pass(1, None), rf.Pass(2, None))
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -221,11 +230,13 @@ def test_random_model_detect_batch_shapes(detector):
 
 # ------------------------------------------------------------------------------- resize & box mapping
 
-def test_resized_size_only_downscales():
-    assert rf.resized_size(100, 200, 960) == (100, 200)
-    assert rf.resized_size(1000, 1500, 960) == (640, 960)
-    assert rf.resized_size(1500, 1000, 0) == (1500, 1000)
-    assert rf.resized_size(999, 3, 333) == (333, 1)
+def test_pass_size_caps_long_side_and_scales():
+    assert rf.pass_size(100, 200, rf.Pass(1, 960)) == (100, 200)  # never upscaled by the cap
+    assert rf.pass_size(1000, 1500, rf.Pass(1, 960)) == (640, 960)
+    assert rf.pass_size(1500, 1000, rf.Pass(1, None)) == (1500, 1000)
+    assert rf.pass_size(999, 3, rf.Pass(1, 333)) == (333, 1)
+    assert rf.pass_size(100, 150, rf.Pass(1, 2560, 2.0)) == (200, 300)
+    assert rf.padded(33, 64) == (64, 64)
 
 
 def test_map_boxes_to_source_is_exact_and_clipped():
@@ -267,9 +278,9 @@ def test_detect_maps_boxes_back_through_max_size(detector, monkeypatch):
     np.testing.assert_allclose(rf.priors_for(64, 128)[(2 * 16 + 3) * 2].numpy(),
                                [28 / 128, 20 / 64, 16 / 128, 16 / 64], rtol=1e-6)
     assert len(out_big) == len(out_small) == len(out_wide) == 1
-    np.testing.assert_allclose(out_big[0].box_xyxy, net_box * 4.0, atol=1e-3)  # 512 / 128 = 256 / 64 = 4
-    np.testing.assert_allclose(out_small[0].box_xyxy, net_box, atol=1e-3)
-    np.testing.assert_allclose(out_wide[0].box_xyxy, net_box, atol=1e-3)
+    np.testing.assert_allclose(out_big[0].box_xyxy, net_box * 4.0, atol=0.01)  # 512 / 128 = 256 / 64 = 4
+    np.testing.assert_allclose(out_small[0].box_xyxy, net_box, atol=0.01)
+    np.testing.assert_allclose(out_wide[0].box_xyxy, net_box, atol=0.01)
 
 
 def test_results_do_not_depend_on_batch_neighbours(detector, monkeypatch):
@@ -279,6 +290,30 @@ def test_results_do_not_depend_on_batch_neighbours(detector, monkeypatch):
     alone = detector.detect_batch([a])
     monkeypatch.setattr(detector, "batch_size", 8)
     assert detector.detect_batch([b, a])[1] == alone[0]
+    assert alone[0] == detector.detect(a)
+
+
+def test_single_image_path_margin_and_min_size(detector, monkeypatch):
+    monkeypatch.setattr(detector, "_model", _OnePriorNet())
+    image = np.zeros((64, 128, 3), dtype=np.uint8)
+    plain = detector.detect(image)
+    np.testing.assert_allclose(plain[0].box_xyxy, [20, 12, 36, 28], atol=0.01)
+    monkeypatch.setattr(detector, "margin", 0.25)  # 16-px box grows by 4 px per side
+    np.testing.assert_allclose(detector.detect(image)[0].box_xyxy, [16, 8, 40, 32], atol=0.01)
+    monkeypatch.setattr(detector, "min_size", 17.0)
+    assert detector.detect(image) == []
+
+
+def test_crowd_preset_runs_tiles_and_merges(weights_file, monkeypatch):
+    det = rf.RetinaFaceDetector(weights=weights_file, preset="crowd")
+    fake = _OnePriorNet()
+    monkeypatch.setattr(det, "_model", fake)
+    dets = det.detect(np.zeros((200, 300, 3), dtype=np.uint8))
+    assert len(fake.seen) == 5  # whole image + 2 x 2 tiles
+    # the whole-image hit (20, 12, 36, 28) and the top-left tile's identical hit merge into one box;
+    # the other tiles each add their own box at their tile offset
+    boxes = sorted(tuple(round(v) for v in d.box_xyxy) for d in dets)
+    assert (20, 12, 36, 28) in boxes and len(boxes) == 4
 
 
 def test_normalization_conventions():
