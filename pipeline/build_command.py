@@ -41,13 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="anonymization method (default: pixelate = pixelation + blur + noise)")
     p.add_argument("--margin", type=float, default=None, help="box enlargement before anonymizing (fraction)")
     p.add_argument("--jpeg-quality", type=int, default=None, help="published JPEG quality")
+    p.add_argument("--exact-decode", dest="draft_decode", action="store_false", default=None,
+                   help="decode large JPEGs at full size before downscaling (default: libjpeg draft mode, "
+                        "about 2.5x faster for photos >= 2x the size cap; pixels differ by < 1 grey level)")
     p.add_argument("--ledger", default=None, help="takedown ledger (SQLite): never publish what it removed")
 
 
 def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
     kwargs: dict[str, Any] = {"inputs": tuple(args.inputs), "output": args.output}
     for name in ("workers", "shards", "face_detector", "plate_detector", "masks", "device", "anonymize_method",
-                 "margin", "jpeg_quality", "ledger"):
+                 "margin", "jpeg_quality", "ledger", "draft_decode"):
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value

@@ -27,7 +27,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from detectors.handler import DetectorModelHandler
 from pipeline import ids, shards
 from pipeline.anonymize import anonymize
-from pipeline.decode import DecodeError, decode_image, resize_shortest_side
+from pipeline.decode import DecodeError, decode_resized
 from pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete, dumps_json,
                                join, read_bytes)
@@ -125,14 +125,14 @@ class Decode(beam.DoFn):
             yield TaggedOutput(REJECTS, Reject(ref.path, "decode", "changed_during_build", "content hash differs"))
             return
         try:
-            pixels = decode_image(data, max_pixels=self._opts.max_pixels)
+            # draft: a JPEG that will be downscaled >= 2x is decoded by libjpeg at a reduced DCT scale first
+            pixels = decode_resized(data, max_pixels=self._opts.max_pixels,
+                                    max_short_side=self._opts.max_short_side, draft=self._opts.draft_decode)
         except DecodeError as err:
             yield TaggedOutput(REJECTS, Reject(ref.path, "decode", err.reason, err.detail))
             return
-        source_wh = (int(pixels.shape[1]), int(pixels.shape[0]))
-        pixels = resize_shortest_side(pixels, self._opts.max_short_side)
         lossless = strip_jpeg_metadata(data, max_short_side=self._opts.max_short_side)
-        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, source_wh, lossless)
+        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, lossless)
         yield image, pixels  # keyed for RunInference: key = record, example = pixels
 
 

@@ -30,6 +30,7 @@ class BuildOptions:
     masks: str = DEFAULT_MASKS
     max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE
     max_pixels: int = DEFAULT_MAX_PIXELS
+    draft_decode: bool = True  # JPEGs downscaled >= 2x decode at reduced DCT scale (~2.5x faster, same shape)
     max_file_bytes: int = MAX_FILE_BYTES
     anonymize_method: str = DEFAULT_METHOD
     margin: float = DEFAULT_MARGIN

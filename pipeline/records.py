@@ -41,7 +41,6 @@ class DecodedImage:
     source: str
     content_sha256: str
     pixels: np.ndarray = field(repr=False)  # H x W x 3 uint8 RGB, C-contiguous
-    source_size_wh: tuple[int, int]  # after EXIF orientation, before resize
     # The source JPEG minus its metadata segments when it decodes to exactly ``pixels`` (clean baseline, no
     # rotation, no resize): published as is when nothing needs anonymizing, saving a lossy re-encode.
     lossless_jpeg: bytes | None = field(default=None, repr=False)
