@@ -203,10 +203,9 @@ def check_anonymization(release: Release, sample: int | None = None,
     regions = image_regions(release)
     scanned = 0
     if detectors:
-        copies = release.copies_by_image()
-        for image_id in chosen:
+        for image_id, copies in release.iter_copies_of(chosen):
             seen: set[bytes] = set()
-            for copy in copies.get(image_id, []):
+            for copy in copies:
                 if copy.data in seen:
                     continue
                 seen.add(copy.data)

@@ -11,12 +11,13 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pipeline import ids
 from pipeline.manifest import MANIFEST_NAME, REJECTS_NAME, load_manifest
 
 IMAGES_DIR = "images"
+RECORD_COLUMNS = ["image_id", "width", "height", "sha256", "content_sha256", "detections", "anonymization", "masks"]
 INDEX = "index"
 
 
@@ -64,6 +65,7 @@ class Release:
         self.num_shards = int(self.manifest.get("num_shards", 0))
         self.formats = tuple(self.manifest.get("formats", ()))
         self._index: dict[str, list[dict[str, Any]]] = {}
+        self._files: list[str] | None = None
 
     # ------------------------------------------------------------------------------------------ files
     def path(self, rel: str) -> str:
@@ -77,7 +79,14 @@ class Release:
             raise ReleaseReadError(rel, f"cannot read: {err.strerror or err}") from None
 
     def all_files(self) -> list[str]:
-        """Every file under the root (hidden and temp files included), relative, '/'-separated, sorted."""
+        """Every file under the root (hidden and temp files included), relative, '/'-separated, sorted.
+
+        Listed once per ``Release`` (an audit reads a release that nobody is writing)."""
+        if self._files is None:
+            self._files = self._walk()
+        return list(self._files)
+
+    def _walk(self) -> list[str]:
         out = []
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
@@ -126,12 +135,30 @@ class Release:
                 continue
         return out
 
-    def parquet_rows(self, rel: str) -> list[dict[str, Any]]:
+    def parquet_rows(self, rel: str, columns: list[str] | None = None,
+                     image_ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """Rows of a Parquet shard; ``columns`` limits what is decoded, ``image_ids`` which rows are kept."""
         import pyarrow.parquet as pq
 
         data = self.read(rel)
         try:
-            return pq.read_table(io.BytesIO(data)).to_pylist()
+            table = pq.read_table(io.BytesIO(data), columns=columns)
+            if image_ids is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                table = table.filter(pc.is_in(table["image_id"], value_set=pa.array(sorted(image_ids),
+                                                                                    pa.string())))
+            return table.to_pylist()
+        except Exception as err:  # pyarrow raises several types for damaged files
+            raise ReleaseReadError(rel, f"not a readable Parquet file: {err}") from None
+
+    def parquet_num_rows(self, rel: str) -> int:
+        import pyarrow.parquet as pq
+
+        data = self.read(rel)
+        try:
+            return int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
         except Exception as err:  # pyarrow raises several types for damaged files
             raise ReleaseReadError(rel, f"not a readable Parquet file: {err}") from None
 
@@ -168,7 +195,7 @@ class Release:
                 continue
         for entry in self.shard_entries("parquet"):
             try:
-                rows = self.parquet_rows(entry["path"])
+                rows = self.parquet_rows(entry["path"], columns=RECORD_COLUMNS)
             except ReleaseReadError:
                 continue
             for row in rows:
@@ -213,7 +240,7 @@ class Release:
         """Every published JPEG: Parquet image bytes, COCO images/ files, SA-1B tar members."""
         for entry in self.shard_entries("parquet"):
             try:
-                rows = self.parquet_rows(entry["path"])
+                rows = self.parquet_rows(entry["path"], columns=["image_id", "image"])
             except ReleaseReadError:
                 continue
             for row in rows:
@@ -234,11 +261,42 @@ class Release:
     def image_files(self) -> list[str]:
         return [f for f in self.all_files() if f.startswith(IMAGES_DIR + "/") and f.endswith(".jpg")]
 
-    def copies_by_image(self) -> dict[str, list[ImageCopy]]:
-        out: dict[str, list[ImageCopy]] = {}
-        for copy in self.iter_copies():
-            out.setdefault(copy.image_id, []).append(copy)
-        return out
+    def iter_copies_of(self, image_ids: Iterable[str]) -> Iterator[tuple[str, list[ImageCopy]]]:
+        """(image_id, its published copies in every format), one index shard at a time, so memory holds one
+        shard's worth of the wanted images, not the release."""
+        wanted = set(image_ids)
+        by_shard: dict[int, set[str]] = {}
+        for _, row in self.all_index_rows():
+            if row["image_id"] in wanted and isinstance(row.get("shard"), int):
+                by_shard.setdefault(row["shard"], set()).add(row["image_id"])
+        on_disk = set(self.image_files())
+        for shard in sorted(by_shard):
+            ids_here = by_shard[shard]
+            copies: dict[str, list[ImageCopy]] = {i: [] for i in sorted(ids_here)}
+            if "parquet" in self.formats:
+                try:
+                    for row in self.parquet_rows(self.expected_shard_path("parquet", shard),
+                                                 columns=["image_id", "image"], image_ids=ids_here):
+                        data = (row.get("image") or {}).get("bytes")
+                        if data is not None:
+                            copies[row["image_id"]].append(
+                                ImageCopy(row["image_id"], self.expected_shard_path("parquet", shard), data))
+                except ReleaseReadError:
+                    pass
+            for image_id in ids_here:
+                rel = ids.image_path(image_id, shard)
+                if rel in on_disk:
+                    copies[image_id].append(ImageCopy(image_id, rel, self.read(rel)))
+            if "sa1b" in self.formats:
+                rel = self.expected_shard_path("sa1b", shard)
+                try:
+                    for name, data in self.tar_members(rel):
+                        if name.endswith(".jpg") and image_id_of_name(name) in ids_here:
+                            copies[image_id_of_name(name)].append(
+                                ImageCopy(image_id_of_name(name), f"{rel}:{name}", data))
+                except ReleaseReadError:
+                    pass
+            yield from copies.items()
 
     def published_ids(self) -> list[str]:
         return sorted({row["image_id"] for _, row in self.all_index_rows()})

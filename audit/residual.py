@@ -76,13 +76,12 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
     findings: list[Finding] = []
     chosen = deterministic_sample(release.published_ids(), sample)
     regions = image_regions(release)
-    copies = release.copies_by_image()
     per_image: dict[str, int] = {}
     scores: list[float] = []
     inside = artefacts = 0
-    for image_id in chosen:
+    for image_id, copies in release.iter_copies_of(chosen):
         seen: set[bytes] = set()
-        for copy in copies.get(image_id, []):
+        for copy in copies:
             if copy.data in seen:
                 continue
             seen.add(copy.data)
