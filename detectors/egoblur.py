@@ -2,7 +2,8 @@
 
 Two registry names, one per label (a detector has one label; the face and plate slots are separate):
 
-    egoblur_face:weights=/models/ego_blur_face.jit[,threshold=0.9,nms_iou=0.3,gen=1,device=cpu,resize=0,max_size=0]
+    egoblur_face:weights=/models/ego_blur_face.jit[,gen=1,threshold=0.9,nms=0.3,short_side=0,max_side=0,
+                 preset=default,margin=0,min_size=0,device=cpu,threads=0]
     egoblur_plate:weights=/models/ego_blur_lp.jit[,...]
 
 The ``.jit`` files are not redistributable here: get them from https://www.projectaria.com/tools/egoblur/
@@ -17,12 +18,16 @@ Model interfaces (``interface`` is chosen from the file, recorded in ``identity(
   returning scripted ``Instances`` (``_pred_boxes.tensor``, ``_scores``, optional ``_pred_classes``). This
   path follows the gen2 predictor source; it has been tested on a stand-in module only, not on Meta's files.
 
-Post-processing as in both demos: torchvision NMS first, then ``score > threshold``; boxes clipped to the image.
+Post-processing as in both demos: torchvision NMS first, then ``score > threshold``; boxes mapped back to the
+image and clipped. Then ``detectors.base.MultiPassDetector`` merges the passes of the ``preset`` (``default``:
+the whole image; ``crowd``: + 2x2 overlapping tiles, for small faces) and applies ``min_size`` and ``margin``
+(EgoBlur's ``scale_factor_detections`` 1.15 is ``margin=0.075``).
 
-Generation presets (``gen``; any explicit option overrides):
+Generation defaults (``gen``; any explicit option overrides):
 - gen 1: thresholds face 0.9 / plate 0.9, NMS IoU 0.3, native input size (the gen1 demo defaults);
 - gen 2: thresholds face 0.67416 / plate 0.74475 (``camera-rgb`` in ``gen2/script/constants.py``), NMS IoU
-  0.5 (gen2 demo default), ``ResizeShortestEdge(1200, max_size=1200)`` before the model, boxes mapped back.
+  0.5 (gen2 demo default), ``ResizeShortestEdge(1200, max_size=1200)`` before the model (``short_side=1200,
+  max_side=1200``), boxes mapped back.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detectors.base import FACE, LICENSE_PLATE, Detection, register
+from detectors.base import (FACE, LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256,
+                            option_choice, option_float, option_int, package_version, register)
 
 INSTALL_HINT = "pip install 'veilset[torch]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "
@@ -49,43 +55,24 @@ class Preset:
     face_threshold: float
     plate_threshold: float
     nms_iou: float
-    resize: int  # shortest edge target in pixels; 0 = native size
-    max_size: int  # cap on the long side after ``resize``; 0 = no cap
+    short_side: int  # shortest edge target in pixels; 0 = native size
+    max_side: int  # cap on the long side after ``short_side``; 0 = no cap
 
     def threshold(self, label: str) -> float:
         return self.face_threshold if label == FACE else self.plate_threshold
 
 
-PRESETS = {
-    1: Preset(face_threshold=0.9, plate_threshold=0.9, nms_iou=0.3, resize=0, max_size=0),
-    2: Preset(face_threshold=0.67416, plate_threshold=0.74475, nms_iou=0.5, resize=1200, max_size=1200),
+PRESETS_BY_GEN = {
+    1: Preset(face_threshold=0.9, plate_threshold=0.9, nms_iou=0.3, short_side=0, max_side=0),
+    2: Preset(face_threshold=0.67416, plate_threshold=0.74475, nms_iou=0.5, short_side=1200, max_side=1200),
 }
 DEFAULT_GEN = 1
 DEFAULT_DEVICE = "cpu"
-
-
-# --------------------------------------------------------------------------------------- option parsing
-
-def _float(det: str, name: str, value: Any, lo: float, hi: float) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{det}: {name} must be a number, got {value!r}") from None
-    if not (lo <= out <= hi):
-        raise ValueError(f"{det}: {name} must be in [{lo}, {hi}], got {value!r}")
-    return out
-
-
-def _int(det: str, name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{det}: {name} must be an integer, got {value!r}")
-    try:
-        out = value if isinstance(value, int) else int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{det}: {name} must be an integer, got {value!r}") from None
-    if not (lo <= out <= hi):
-        raise ValueError(f"{det}: {name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return out
+DEFAULT_MARGIN = 0.0
+PRESETS: dict[str, tuple[Pass, ...]] = {
+    "default": (Pass(grid=1),),
+    "crowd": (Pass(grid=1), Pass(grid=2)),
+}
 
 
 def _device(det: str, value: Any) -> str:
@@ -124,34 +111,33 @@ def map_and_clip(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], source_hw: t
     return out
 
 
-def check_image(det: str, image_rgb: Any) -> None:
-    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
-            or image_rgb.dtype != np.uint8 or 0 in image_rgb.shape:
-        desc = (f"{image_rgb.dtype} array of shape {image_rgb.shape}" if isinstance(image_rgb, np.ndarray)
-                else type(image_rgb).__name__)
-        raise ValueError(f"{det}: expected an H x W x 3 uint8 RGB array, got {desc}")
-
-
 # -------------------------------------------------------------------------------------------- detector
 
-class EgoBlurDetector:
+class EgoBlurDetector(MultiPassDetector):
     """One EgoBlur TorchScript model for one label. Build it as ``egoblur_face`` / ``egoblur_plate``."""
 
-    def __init__(self, label: str, weights: str | None = None, threshold: float | str | None = None,
-                 nms_iou: float | str | None = None, gen: int | str = DEFAULT_GEN, device: str = DEFAULT_DEVICE,
-                 resize: int | str | None = None, max_size: int | str | None = None) -> None:
+    def __init__(self, label: str, weights: Any = None, gen: Any = DEFAULT_GEN, threshold: Any = None,
+                 nms: Any = None, short_side: Any = None, max_side: Any = None, preset: Any = "default",
+                 margin: Any = DEFAULT_MARGIN, min_size: Any = 0, device: Any = DEFAULT_DEVICE,
+                 threads: Any = 0) -> None:
         if label not in CLASS_IDS:
             raise ValueError(f"egoblur: label must be one of {', '.join(CLASS_IDS)}, got {label!r}")
         self.label = label
         self.name = FACE_NAME if label == FACE else PLATE_NAME
         det = self.name
-        self.gen = _int(det, "gen", gen, 1, 2)
-        preset = PRESETS[self.gen]
-        self.threshold = preset.threshold(label) if threshold is None else _float(det, "threshold", threshold, 0, 1)
-        self.nms_iou = preset.nms_iou if nms_iou is None else _float(det, "nms_iou", nms_iou, 0.0, 1.0)
-        self.resize = preset.resize if resize is None else _int(det, "resize", resize, 0, 100_000)
-        self.max_size = preset.max_size if max_size is None else _int(det, "max_size", max_size, 0, 100_000)
+        self.gen = option_int("gen", gen, 1, 2)
+        defaults = PRESETS_BY_GEN[self.gen]
+        self.threshold = defaults.threshold(label) if threshold is None else option_float("threshold", threshold, 0, 1)
+        self.nms_iou = defaults.nms_iou if nms is None else option_float("nms", nms, 0.0, 1.0)
+        self.merge_iou = self.nms_iou
+        self.short_side = defaults.short_side if short_side is None else option_int("short_side", short_side, 0, 100_000)
+        self.max_side = defaults.max_side if max_side is None else option_int("max_side", max_side, 0, 100_000)
+        self.preset = option_choice("preset", preset, tuple(PRESETS))
+        self.passes = PRESETS[self.preset]
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
         self.device = _device(det, device)
+        self.threads = option_int("threads", threads, 0, 256)
         if weights is None or not str(weights).strip():
             raise ValueError(f"{det}: weights=PATH.jit is required ({WEIGHTS_HELP})")
         path = os.path.expanduser(str(weights).strip())
@@ -164,6 +150,8 @@ class EgoBlurDetector:
             raise ImportError(f"{det} needs torch and torchvision ({err}); install them with: {INSTALL_HINT}") from err
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"{det}: device {device!r} requested but torch sees no CUDA device")
+        if self.threads:
+            torch.set_num_threads(self.threads)  # process-wide: one model per Beam worker process
         import warnings
 
         try:
@@ -175,43 +163,40 @@ class EgoBlurDetector:
         self._model = model.to(self.device).eval()
         self.interface = "script" if hasattr(model, "inference") else "forward"
         self.weights_path = path
-        self.weights_sha256 = _sha256(path)
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "label": self.label,
             "model": f"EgoBlur gen{self.gen}",
-            "version": _torch_version(),
+            "runtime": "torch " + str(package_version("torch")),
             "weights": os.path.basename(self.weights_path),
-            "weights_sha256": self.weights_sha256,
-            "threshold": self.threshold,
-            "nms_iou": self.nms_iou,
-            "resize": self.resize,
-            "max_size": self.max_size,
+            "weights_sha256": file_sha256(self.weights_path),
             "interface": self.interface,
+            "threshold": self.threshold,
+            "nms": self.nms_iou,
+            "short_side": self.short_side,
+            "max_side": self.max_side,
+            "margin": self.margin,
+            "min_size": self.min_size,
+            "preset": self.preset,
+            "passes": [p.to_dict() for p in self.passes],
         }
 
-    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        boxes, scores = self.boxes_scores(image_rgb)
-        order = np.argsort(-scores, kind="stable")
-        return [Detection(label=self.label, box_xyxy=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
-                          detector=self.name) for i in order
-                if boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]]
-
-    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Any]]:
         for image in images_rgb:
-            check_image(self.name, image)
+            check_image(image)
         return [self.detect(image) for image in images_rgb]
 
-    def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(boxes xyxy in source pixels, scores) after NMS and the score threshold."""
+    # one pass on one image (or tile): MultiPassDetector.boxes_scores calls this for every pass
+    def _run_one(self, image_rgb: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes xyxy in ``image_rgb`` pixels, scores) after the model's NMS and ``score > threshold``."""
         import cv2
         import torch
         from torchvision.ops import nms
 
-        check_image(self.name, image_rgb)
         source_hw = image_rgb.shape[:2]
-        input_hw = resize_shortest_edge(*source_hw, self.resize, self.max_size)
+        input_hw = resize_shortest_edge(*source_hw, self.short_side, self.max_side)
         if input_hw != source_hw:
             image_rgb = cv2.resize(image_rgb, (input_hw[1], input_hw[0]), interpolation=cv2.INTER_LINEAR)
         tensor = torch.from_numpy(to_model_input(image_rgb)).to(self.device)
@@ -228,9 +213,10 @@ class EgoBlurDetector:
             kept = nms(boxes, scores, self.nms_iou)
             boxes, scores = boxes[kept], scores[kept]
         above = scores > self.threshold
-        boxes_np = boxes[above].cpu().numpy().astype(np.float64).reshape(-1, 4)
+        boxes_np = map_and_clip(boxes[above].cpu().numpy().astype(np.float64).reshape(-1, 4), input_hw, source_hw)
         scores_np = scores[above].cpu().numpy().astype(np.float64)
-        return map_and_clip(boxes_np, input_hw, source_hw), scores_np
+        nonempty = (boxes_np[:, 2] > boxes_np[:, 0]) & (boxes_np[:, 3] > boxes_np[:, 1])
+        return boxes_np[nonempty], scores_np[nonempty]
 
     def _run(self, tensor: Any) -> tuple[Any, Any, Any]:
         """Model call -> (boxes, scores, labels or None) in model-input pixels."""
@@ -264,30 +250,11 @@ class EgoBlurDetector:
 
 @register(FACE_NAME)
 def egoblur_face(**kwargs: Any) -> EgoBlurDetector:
-    """``egoblur_face:weights=PATH.jit[,threshold=,nms_iou=,gen=1|2,device=,resize=,max_size=]``"""
+    """``egoblur_face:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
     return EgoBlurDetector(FACE, **kwargs)
 
 
 @register(PLATE_NAME)
 def egoblur_plate(**kwargs: Any) -> EgoBlurDetector:
-    """``egoblur_plate:weights=PATH.jit[,threshold=,nms_iou=,gen=1|2,device=,resize=,max_size=]``"""
+    """``egoblur_plate:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
     return EgoBlurDetector(LICENSE_PLATE, **kwargs)
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _torch_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return None

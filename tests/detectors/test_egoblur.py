@@ -1,6 +1,8 @@
 """EgoBlur backend against small TorchScript stand-ins with the same call signatures as Meta's files."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -115,7 +117,7 @@ def _boxes(dets):
 
 def test_gen1_defaults_threshold_nms_and_channel_order(gen1_file):
     det = eb.EgoBlurDetector(FACE, weights=gen1_file)
-    assert (det.threshold, det.nms_iou, det.resize, det.interface) == (0.9, 0.3, 0, "forward")
+    assert (det.threshold, det.nms_iou, det.short_side, det.interface) == (0.9, 0.3, 0, "forward")
     image = np.zeros((80, 100, 3), dtype=np.uint8)
     image[..., 0] = 255  # pure red in RGB = channel 2 in BGR
     dets = det.detect(image)
@@ -132,7 +134,7 @@ def test_gen1_defaults_threshold_nms_and_channel_order(gen1_file):
 
 
 def test_thresholds_and_nms_are_configurable(gen1_file):
-    det = eb.EgoBlurDetector(FACE, weights=gen1_file, threshold="0.5", nms_iou="0.6")
+    det = eb.EgoBlurDetector(FACE, weights=gen1_file, threshold="0.5", nms="0.6")
     dets = det.detect(np.zeros((80, 100, 3), dtype=np.uint8))
     # at IoU 0.6 the [0,0,10,20] box (IoU .5 with the best) survives; [1,0,11,10] (IoU .82) does not
     assert _boxes(dets) == [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 20.0], [60.0, 0.0, 70.0, 10.0],
@@ -142,17 +144,17 @@ def test_thresholds_and_nms_are_configurable(gen1_file):
 def test_gen2_presets(gen1_file):
     face = eb.EgoBlurDetector(FACE, weights=gen1_file, gen="2")
     plate = eb.EgoBlurDetector(LICENSE_PLATE, weights=gen1_file, gen=2)
-    assert (face.threshold, face.nms_iou, face.resize, face.max_size) == (0.67416, 0.5, 1200, 1200)
+    assert (face.threshold, face.nms_iou, face.short_side, face.max_side) == (0.67416, 0.5, 1200, 1200)
     assert plate.threshold == 0.74475 and plate.name == "egoblur_plate"
     ident = plate.identity()
     assert ident["model"] == "EgoBlur gen2" and ident["threshold"] == 0.74475
-    explicit = eb.EgoBlurDetector(FACE, weights=gen1_file, gen=2, threshold=0.3, resize=0)
-    assert (explicit.threshold, explicit.resize) == (0.3, 0)
+    explicit = eb.EgoBlurDetector(FACE, weights=gen1_file, gen=2, threshold=0.3, short_side=0)
+    assert (explicit.threshold, explicit.short_side) == (0.3, 0)
 
 
 def test_resize_maps_boxes_back(tmp_path):
     path = _save(FakeGen1([[10, 20, 30, 40]], [0.99]), tmp_path / "m.jit")
-    det = eb.EgoBlurDetector(LICENSE_PLATE, weights=path, resize=100, max_size=0)
+    det = eb.EgoBlurDetector(LICENSE_PLATE, weights=path, short_side=100, max_side=0)
     image = np.zeros((50, 80, 3), dtype=np.uint8)  # -> 100 x 160 model input
     image[..., 0] = 255
     dets = det.detect(image)
@@ -182,11 +184,11 @@ def test_five_tuple_output_filters_by_class(tmp_path):
 
 def test_scripted_gen2_inference_interface(tmp_path):
     path = _save(FakeGen2Script(), tmp_path / "ego_blur_face_gen2.jit")
-    face = eb.EgoBlurDetector(FACE, weights=path, gen=2, resize=0)
+    face = eb.EgoBlurDetector(FACE, weights=path, gen=2, short_side=0)
     assert face.interface == "script" and face.identity()["interface"] == "script"
     image = np.zeros((20, 40, 3), dtype=np.uint8)
     assert _boxes(face.detect(image)) == [[1.0, 1.0, 9.0, 9.0]]
-    plate = eb.EgoBlurDetector(LICENSE_PLATE, weights=path, gen=2, resize=0)
+    plate = eb.EgoBlurDetector(LICENSE_PLATE, weights=path, gen=2, short_side=0)
     assert _boxes(plate.detect(image)) == [[0.0, 0.0, 10.0, 8.0]]
 
 
@@ -205,9 +207,12 @@ def test_identity_records_weights_and_thresholds(gen1_file):
     det = eb.EgoBlurDetector(FACE, weights=gen1_file)
     ident = det.identity()
     assert ident["name"] == "egoblur_face" and ident["model"] == "EgoBlur gen1"
-    assert ident["weights"] == "ego_blur_face.jit" and ident["weights_sha256"] == eb._sha256(gen1_file)
-    assert (ident["threshold"], ident["nms_iou"], ident["resize"], ident["max_size"]) == (0.9, 0.3, 0, 0)
-    assert ident["version"] == torch.__version__.split("+")[0] or ident["version"] == torch.__version__
+    assert ident["weights"] == "ego_blur_face.jit"
+    assert ident["weights_sha256"] == hashlib.sha256(open(gen1_file, "rb").read()).hexdigest()
+    assert (ident["threshold"], ident["nms"], ident["short_side"], ident["max_side"]) == (0.9, 0.3, 0, 0)
+    assert (ident["label"], ident["interface"], ident["margin"], ident["preset"]) == (FACE, "forward", 0.0, "default")
+    assert ident["runtime"].startswith("torch ")
+    json.dumps(ident)
 
 
 def test_device_selection(gen1_file):
@@ -230,12 +235,14 @@ def test_missing_and_unreadable_files(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"threshold": "high"}, "egoblur_face: threshold must be a number, got 'high'"),
+    ({"threshold": "high"}, "threshold must be a number, got 'high'"),
     ({"threshold": "1.2"}, "threshold must be in"),
-    ({"nms_iou": "2"}, "nms_iou must be in"),
+    ({"nms": "2"}, "nms must be in"),
     ({"gen": "3"}, "gen must be an integer in \\[1, 2\\], got '3'"),
-    ({"resize": "-1"}, "resize"),
-    ({"max_size": "x"}, "max_size must be an integer, got 'x'"),
+    ({"short_side": "-1"}, "short_side"),
+    ({"max_side": "x"}, "max_side must be an integer, got 'x'"),
+    ({"preset": "huge"}, "preset must be one of default, crowd; got 'huge'"),
+    ({"margin": "-1"}, "margin must be in"),
     ({"device": "gpu"}, "device must be cpu, cuda or cuda:N, got 'gpu'"),
 ])
 def test_options_are_validated(gen1_file, kwargs, match):
@@ -272,3 +279,19 @@ def test_import_is_cheap_and_missing_torch_gives_install_hint(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'veilset[torch]'" in proc.stdout
+
+
+def test_margin_min_size_and_crowd_preset(tmp_path):
+    path = _save(FakeGen1([[40, 40, 60, 50]], [0.99]), tmp_path / "m.jit")
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
+    plain = eb.EgoBlurDetector(FACE, weights=path)
+    assert _boxes(plain.detect(image)) == [[40.0, 40.0, 60.0, 50.0]]
+    grown = eb.EgoBlurDetector(FACE, weights=path, margin="0.5")  # +10 px in x, +5 px in y per side
+    assert _boxes(grown.detect(image)) == [[30.0, 35.0, 70.0, 55.0]]
+    assert eb.EgoBlurDetector(FACE, weights=path, min_size="11").detect(image) == []
+    crowd = eb.EgoBlurDetector(FACE, weights=path, preset="crowd")
+    assert crowd.identity()["passes"] == [{"grid": 1, "max_side": None, "scale": 1.0},
+                                          {"grid": 2, "max_side": None, "scale": 1.0}]
+    boxes = _boxes(crowd.detect(image))
+    # the fixed box is found by the whole image and (at each tile's offset) by the 4 tiles
+    assert [40.0, 40.0, 60.0, 50.0] in boxes and len(boxes) > 1
