@@ -1,13 +1,13 @@
 """Speed of the torch detector backends (retinaface, egoblur) on CPU: milliseconds per 1500-px image.
 
-    python benchmarks/detectors_torch.py [--size 1500] [--repeat 5] [--threads 1] [--max-sizes 960,1500]
+    python benchmarks/detectors_torch.py [--size 1500] [--repeat 5] [--threads 1] [--max-sides 960,1500]
                                          [--egoblur] [--json]
 
 RANDOM WEIGHTS, SPEED ONLY: no real weights ship with veilset, so the networks are randomly initialised and
 the boxes are meaningless. Every model is saved to a temp file and loaded through the same code a user hits
 (``weights=PATH``), and timed through ``detect()`` (resize, normalisation, forward, decoding, NMS, mapping).
 
-- retinaface: the ResNet-50 of retinaface-pytorch at each ``--max-sizes`` value (0 = native size).
+- retinaface: the ResNet-50 of retinaface-pytorch at each ``--max-sides`` value (0 = native size).
   ``threshold=0.5`` on random weights gives thousands of candidates; decoding is capped at the 5000 best before
   NMS, the same as with real weights at a low threshold, so post-processing time is an upper bound.
 - egoblur (``--egoblur``): Meta's files are not redistributable, so a STAND-IN is timed: torchvision's
@@ -64,9 +64,9 @@ def bench_retinaface(image: np.ndarray, max_sizes: list[int], repeat: int, tmp: 
     torch.save(rf.build_network().state_dict(), path)
     rows = []
     for max_size in max_sizes:
-        det = rf.RetinaFaceDetector(weights=path, max_size=max_size)
+        det = rf.RetinaFaceDetector(weights=path, max_side=max_size)
         median, runs = time_ms(lambda: det.detect(image), repeat)
-        rows.append({"detector": "retinaface", "weights": "random", "max_size": max_size,
+        rows.append({"detector": "retinaface", "weights": "random", "max_side": max_size,
                      "network_input": list(det.padded_size(*image.shape[:2])),
                      "ms_per_image": round(median, 1), "runs_ms": [round(r, 1) for r in runs]})
     return rows
@@ -116,16 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1500, help="long side of the test image (default 1500)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1 = one core)")
-    parser.add_argument("--max-sizes", default="960,1500", help="retinaface max_size values, comma-separated")
+    parser.add_argument("--max-sides", default="1280,0",
+                        help="retinaface max_side values, comma-separated (0 = native size; default preset = 1280)")
     parser.add_argument("--egoblur", action="store_true", help="also time the EgoBlur stand-in (slow)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.size < 32 or args.repeat < 1 or args.threads < 1:
         raise SystemExit(f"veilset: bad --size/--repeat/--threads: {args.size}/{args.repeat}/{args.threads}")
     try:
-        max_sizes = [int(v) for v in args.max_sizes.split(",")]
+        max_sizes = [int(v) for v in args.max_sides.split(",")]
     except ValueError:
-        raise SystemExit(f"veilset: --max-sizes must be integers, got {args.max_sizes!r}") from None
+        raise SystemExit(f"veilset: --max-sides must be integers, got {args.max_sides!r}") from None
 
     import torch
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image {image.shape[1]}x{image.shape[0]}, torch {torch.__version__}, {args.threads} thread(s), "
               "RANDOM WEIGHTS (speed only)")
         for row in rows:
-            extra = f" max_size={row['max_size']} input={row['network_input']}" if "max_size" in row else ""
+            extra = f" max_side={row['max_side']} input={row['network_input']}" if "max_side" in row else ""
             print(f"  {row['detector']:<14}{extra}: {row['ms_per_image']:.1f} ms/image (runs {row['runs_ms']})")
     return 0
 
