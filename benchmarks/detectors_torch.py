@@ -1,6 +1,6 @@
 """Speed of the torch detector backends (retinaface, egoblur) on CPU: milliseconds per 1500-px image.
 
-    python benchmarks/detectors_torch.py [--size 1500] [--repeat 5] [--threads 1] [--max-sides 960,1500]
+    python benchmarks/detectors_torch.py [--size 1500] [--repeat 5] [--threads 1] [--max-sides 1280,0]
                                          [--egoblur] [--json]
 
 RANDOM WEIGHTS, SPEED ONLY: no real weights ship with veilset, so the networks are randomly initialised and
