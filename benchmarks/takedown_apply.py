@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> dict:
         ledger = os.path.join(work, "ledger.sqlite")
         ingest_s = timed(["takedown", "ingest", "--ledger", ledger, "--maildir", os.path.join(work, "mail"),
                           "--release", release])
-        apply_s = timed(["takedown", "apply", "--ledger", ledger, "--release", release])
+        apply_s = timed(["takedown", "apply", "--ledger", ledger, "--release", release,
+                         "--workers", str(args.workers)])
         m2 = load_manifest(release)
         remaining = {r["image_id"] for e in m2["index"] for r in read_index(release, e["path"])}
         assert not remaining & set(victims) and len(remaining) == len(all_ids) - len(victims)
@@ -94,7 +95,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--remove", type=int, default=10)
     p.add_argument("--shards", type=int, default=None, help="default: the build's own default")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="build workers and apply worker processes (the same for both, for a fair ratio)")
     p.add_argument("--formats", default="parquet,coco,sa1b")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="also time a full rebuild with --ledger")

@@ -118,8 +118,14 @@ def _fmt_of(rel: str) -> str:
 
 
 def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None, lock_wait_s: float = 0.0,
-                  now: str | None = None) -> ApplyReport:
-    """Apply every ``received`` request of the ledger to the release in ``release_dir`` (a local folder)."""
+                  now: str | None = None, workers: int | None = None) -> ApplyReport:
+    """Apply every ``received`` request of the ledger to the release in ``release_dir`` (a local folder).
+
+    ``workers``: processes that re-encode touched shards in parallel (default: CPU count; 1 = in-process).
+    """
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers!r}")
     if "://" in release_dir:
         raise ValueError(f"--release: takedown apply needs a local release folder, got {release_dir!r}")
     if not os.path.isdir(release_dir):
@@ -176,18 +182,15 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
         old_sha = {e["path"]: e["sha256"] for e in manifest["shards"] + manifest["index"]}
         rewritten, emptied = [], []
         touched = sorted({ids.shard_of(i, num_shards) for i in present})
-        for shard in touched:
-            gone = {i for i in present if ids.shard_of(i, num_shards) == shard}
-            images = shards.read_shard(release_dir, manifest, shard)
-            keep = [im for im in images if im.image_id not in gone]
+        jobs = [(release_dir, manifest, shard, frozenset(i for i in present if ids.shard_of(i, num_shards) == shard),
+                 stage) for shard in touched]
+        for shard, gone, staged in _map(_stage_shard, jobs, workers):
             old_paths = [e["path"] for e in manifest["shards"] + manifest["index"] if int(e["shard"]) == shard]
-            if keep:
-                payloads = shards.shard_payloads(shard, num_shards, formats, keep)
-                for rel, data in payloads.items():
-                    atomic_write_bytes(join(stage, rel), data)
-                    moves.append(rel)
-                    new_entries[rel] = _entry(_fmt_of(rel), shard, rel, data, len(keep))
-                deletes.extend(p for p in old_paths if p not in payloads)
+            if staged:
+                for entry in staged:
+                    moves.append(entry["path"])
+                    new_entries[entry["path"]] = entry
+                deletes.extend(p for p in old_paths if p not in new_entries)
                 rewritten.append(shard)
             else:
                 deletes.extend(old_paths)
@@ -236,6 +239,37 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
         _roll_forward(ledger, release_dir, journal, hook)
         return ApplyReport(before, after, len(pending), tuple(sorted(present)), _not_found(outcomes),
                            tuple(rewritten), tuple(emptied), recovered, time.perf_counter() - t0)
+
+
+def _stage_shard(job: tuple) -> tuple[int, frozenset[str], list[dict[str, Any]]]:
+    """Read one shard, drop ``gone``, encode every format with the pipeline's writers into the stage folder."""
+    release_dir, manifest, shard, gone, stage = job
+    num_shards, formats = int(manifest["num_shards"]), list(manifest["formats"])
+    keep = [im for im in shards.read_shard(release_dir, manifest, shard) if im.image_id not in gone]
+    staged = []
+    if keep:
+        for rel, data in shards.shard_payloads(shard, num_shards, formats, keep).items():
+            atomic_write_bytes(join(stage, rel), data)
+            staged.append(_entry(_fmt_of(rel), shard, rel, data, len(keep)))
+    return shard, gone, staged
+
+
+def _map(fn: Callable[[tuple], Any], jobs: list[tuple], workers: int) -> list[Any]:
+    """``map`` over shards, in worker processes when there is more than one shard and one worker (GIL-bound
+    encoders); results in job order. Workers only stage files: a crash there leaves the release untouched."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import threading
+
+    # fork is cheap but unsafe with other threads alive (a lock held at fork time stays held in the child)
+    fork_ok = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    method = "fork" if fork_ok else "spawn"
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                             mp_context=multiprocessing.get_context(method)) as pool:
+        return list(pool.map(fn, jobs))
 
 
 def _shard_of_path(rel: str) -> int:

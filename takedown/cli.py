@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "completes an interrupted apply). Exit 3 when another apply holds the lock.")
     ap.add_argument("--ledger", required=True)
     ap.add_argument("--release", required=True, help="release folder (local)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes re-encoding touched shards in parallel (default: CPU count)")
     ap.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
                     help="wait this long for another apply to finish (default: fail at once)")
 
@@ -178,7 +180,9 @@ def _run_apply(args: argparse.Namespace) -> int:
         raise ValueError(f"--lock-wait must be >= 0, got {args.lock_wait}")
     ledger = _ledger(args.ledger, must_exist=True)
     try:
-        kwargs = {"lock_wait_s": args.lock_wait} if args.lock_wait is not None else {}
+        kwargs: dict[str, Any] = {"lock_wait_s": args.lock_wait} if args.lock_wait is not None else {}
+        if args.workers is not None:
+            kwargs["workers"] = args.workers
         report = apply_pending(ledger, args.release, **kwargs)
     except ApplyLocked as err:
         print(f"veilset takedown apply: {err}", file=sys.stderr)

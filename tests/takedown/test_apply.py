@@ -200,9 +200,24 @@ def test_killed_process_leaves_a_recoverable_release(rel, tmp_path):
     assert_gone(root, victims, [im.jpeg for im in images if im.image_id in victims])
 
 
-def test_remote_release_is_refused(tmp_path):
+def test_remote_release_and_bad_workers_are_refused(rel, tmp_path):
     with pytest.raises(ValueError, match="local release"):
         apply_pending(Ledger(str(tmp_path / "l.sqlite")), "gs://bucket/release")
+    with pytest.raises(ValueError, match="--workers"):
+        apply_pending(Ledger(str(tmp_path / "l.sqlite")), rel[0], workers=0)
+
+
+def test_parallel_and_serial_apply_give_identical_releases(tmp_path):
+    roots = []
+    for workers in (1, 2):
+        root = str(tmp_path / f"r{workers}")
+        _, images = make_release(root, n=24, num_shards=4)
+        ledger = Ledger(str(tmp_path / f"l{workers}.sqlite"))
+        add(ledger, "<r1@x>", [images[k].image_id for k in (0, 1, 2, 3, 7)])
+        report = apply_pending(ledger, root, now=NOW, workers=workers)
+        assert len(report.shards_rewritten) + len(report.shards_deleted) >= 2
+        roots.append(root)
+    assert tree(roots[0]) == tree(roots[1])
 
 
 @pytest.mark.parametrize("formats", [("parquet",), ("sa1b",), ("coco", "sa1b")])
@@ -211,10 +226,10 @@ def test_apply_on_every_format_combination(tmp_path, formats):
     _, images = make_release(root, n=10, num_shards=2, formats=formats)
     ledger = Ledger(str(tmp_path / "l.sqlite"))
     victim = images[4]
-    add(ledger, "<r1@x>", [victim.image_id])
-    apply_pending(ledger, root, now=NOW)
+    add(ledger, "<r1@x>", [victim.image_id, images[5].image_id])
+    apply_pending(ledger, root, now=NOW, workers=1)  # in-process path (the other tests use worker processes)
     assert set(tree(root)) == expected_files(root)
-    assert_gone(root, [victim.image_id], [victim.jpeg])
+    assert_gone(root, [victim.image_id, images[5].image_id], [victim.jpeg, images[5].jpeg])
     m = load_manifest(root)
     kept = {im.image_id for e in m["index"] for im in shards.read_shard(root, m, e["shard"])}
-    assert kept == {im.image_id for im in images} - {victim.image_id}
+    assert kept == {im.image_id for im in images} - {victim.image_id, images[5].image_id}
