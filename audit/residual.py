@@ -6,8 +6,9 @@ single-pass run does not. Every face it finds outside the anonymized regions is 
 whose face box is pixelated before it is stored.
 
 Anonymized patches have edges and block patterns that a detector sometimes reads as a face right next to the
-patch. A candidate is therefore confirmed on a copy of the image whose anonymized regions are filled flat grey:
-a real face outside the regions does not depend on those pixels; an artefact of the patch disappears. Unconfirmed
+patch. A candidate near a region is therefore confirmed on a copy of the image whose anonymized regions are
+filled flat grey: a real face outside the regions does not depend on those pixels; an artefact of the patch
+disappears. Candidates away from every region are reported as they are. Unconfirmed
 candidates are counted in the stats (``artefacts``), not reported as findings.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from detectors.ops import iou_matrix
 
 CONFIRM_IOU = 0.5  # a candidate is confirmed when the grey-filled image still gives a box this close to it
 REGION_FILL = 128
+NEAR = 0.5  # a candidate whose box, enlarged by half its size on every side, touches a region is "near" it
 
 RETINAFACE_SPEC = "retinaface"
 FALLBACK_SPEC = "centerface:preset=upscale,threshold=0.4"
@@ -56,20 +58,27 @@ def build_residual_detector(spec: str | None = None) -> ResidualDetector:
     return ResidualDetector(FALLBACK_SPEC, build_detector(FALLBACK_SPEC), why)
 
 
+def _near_region(box_xyxy: Any, region_mask_: np.ndarray) -> bool:
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    mx, my = (x1 - x0) * NEAR, (y1 - y0) * NEAR
+    return coverage((x0 - mx, y0 - my, x1 + mx, y1 + my), region_mask_) > 0.0
+
+
 def confirm(detector: Any, pixels: np.ndarray, region_mask_: np.ndarray, candidates: list[Any]) -> list[bool]:
-    """For each candidate, whether the detector still finds it once the anonymized regions are flat grey."""
-    if not candidates:
-        return []
-    if not region_mask_.any():
+    """For each candidate, whether it is a face independent of the anonymized patches: candidates away from
+    every region are confirmed as they are; those near a region must still be detected once the regions are
+    flat grey."""
+    near = [_near_region(c.box_xyxy, region_mask_) for c in candidates]
+    if not any(near):
         return [True] * len(candidates)
     grey = pixels.copy()
     grey[region_mask_] = REGION_FILL
     again = [d for d in detector.detect(grey)]
     if not again:
-        return [False] * len(candidates)
+        return [not n for n in near]
     ious = iou_matrix(np.array([c.box_xyxy for c in candidates], dtype=float),
                       np.array([d.box_xyxy for d in again], dtype=float))
-    return [bool(row.max() >= CONFIRM_IOU) for row in ious]
+    return [not n or bool(row.max() >= CONFIRM_IOU) for n, row in zip(near, ious)]
 
 
 def check_residual(release: Release, residual: ResidualDetector, sample: int | None = None) -> CheckResult:
