@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from audit.report import report_dict, summary_text, write_report
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 1:
         raise ValueError(f"--sample must be >= 1, got {args.sample}")
+    if args.report:
+        release, report = os.path.realpath(args.release), os.path.realpath(args.report)
+        if report == release or report.startswith(release + os.sep):
+            raise ValueError(f"--report {args.report!r} is inside the release {args.release!r}: the audit never "
+                             f"writes into what it audits (the report would be an unlisted file)")
     try:
         report = run_audit(args.release, ledger=args.ledger, sample=args.sample, face_detector=args.face_detector)
     except FileNotFoundError as err:

@@ -33,5 +33,9 @@ def test_cli_rejects_bad_options(built, tmp_path, capsys):
     assert main(["audit", "--release", built.root, "--sample", "0"]) == 2
     assert "--sample" in capsys.readouterr().err
     assert main(["audit", "--release", str(tmp_path)]) == 2
+    assert main(["audit", "--release", built.root, "--report", os.path.join(built.root, "audit")]) == 2
+    assert "inside the release" in capsys.readouterr().err
+    assert main(["audit", "--release", built.root, "--face-detector", "nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
     assert main(["audit", "--release", built.root, "--ledger", str(tmp_path / "missing.sqlite")]) == 2
     assert "missing.sqlite" in capsys.readouterr().err

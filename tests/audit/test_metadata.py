@@ -84,3 +84,24 @@ def test_release_with_exif_added_to_a_published_jpeg_fails(built, copy_release):
     [finding] = result.findings
     assert (finding.check, finding.file, finding.image_id) == (METADATA, row["file_name"], row["image_id"])
     assert "APP1" in finding.message and "EXIF" in finding.message
+
+
+def test_comment_in_a_tar_member_is_found(built, copy_release):
+    import tarfile
+
+    root = copy_release()
+    rel = next(f"sa1b/{n}" for n in sorted(os.listdir(os.path.join(root, "sa1b"))))
+    path = os.path.join(root, rel)
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    name = next(m.name for m, _ in members if m.name.endswith(".jpg"))
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            if m.name == name:
+                data = _with_segment(data, 0xFE, b"taken at 12 Main Street")
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    result = check_metadata(Release(root))
+    [finding] = result.findings
+    assert finding.file == f"{rel}:{name}" and finding.image_id == name[:-4]
+    assert "COM" in finding.message and "comment" in finding.message
