@@ -295,3 +295,15 @@ def test_margin_min_size_and_crowd_preset(tmp_path):
     boxes = _boxes(crowd.detect(image))
     # the fixed box is found by the whole image and (at each tile's offset) by the 4 tiles
     assert [40.0, 40.0, 60.0, 50.0] in boxes and len(boxes) > 1
+
+
+def test_runs_through_the_beam_model_handler(gen1_file):
+    pytest.importorskip("apache_beam")
+    from detectors.handler import DetectorModelHandler
+
+    handler = DetectorModelHandler(f"egoblur_face:weights={gen1_file}", max_batch_size=2)
+    model = handler.load_model()
+    images = [np.zeros((80, 100, 3), dtype=np.uint8), np.zeros((40, 40, 3), dtype=np.uint8)]
+    results = list(handler.run_inference(images, model))
+    assert [r.inference for r in results] == model.detect_batch(images)
+    assert _boxes(results[0].inference)[0] == [0.0, 0.0, 10.0, 10.0]
