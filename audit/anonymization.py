@@ -27,6 +27,17 @@ class ProductionDetector:
     detector: Any
 
 
+def pin_threshold(spec: str, threshold: Any) -> str:
+    """``spec`` with the recorded production threshold made explicit, so a later change of the library's
+    default threshold cannot change what the audit re-runs."""
+    from detectors.base import DetectorSpec
+
+    parsed = DetectorSpec.parse(spec)
+    if not isinstance(threshold, (int, float)) or any(k == "threshold" for k, _ in parsed.kwargs):
+        return spec
+    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threshold", repr(float(threshold))),)))
+
+
 def build_production_detectors(release: Release) -> tuple[list[ProductionDetector], list[str]]:
     """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems)."""
     from detectors.registry import build_detector
@@ -38,6 +49,8 @@ def build_production_detectors(release: Release) -> tuple[list[ProductionDetecto
         spec = config.get(key)
         if not spec or spec == "none":
             continue
+        ident = models.get(key) or {}
+        spec = pin_threshold(spec, ident.get("threshold"))
         try:
             det = build_detector(spec)
         except Exception as err:  # missing weights/package: the check cannot be done, say why
@@ -45,7 +58,6 @@ def build_production_detectors(release: Release) -> tuple[list[ProductionDetecto
             continue
         if det is None:
             continue
-        ident = models.get(key) or {}
         mine = det.identity()
         for field in ("name", "weights_sha256", "threshold"):
             if field in ident and ident.get(field) != mine.get(field):

@@ -119,7 +119,7 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fff}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:6px 0} th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:left;vertical-align:top;overflow-wrap:anywhere} th{background:#f2f2f2}
+text-align:left;vertical-align:top} th{background:#f2f2f2} td code,table.findings td{overflow-wrap:anywhere}
 table.findings{table-layout:fixed;width:100%} table.findings col.thumbcol{width:112px}
 .pass{background:#dfd;color:#060;font-weight:bold} .fail{background:#fdd;color:#a00;font-weight:bold}
 .skipped{background:#eee;color:#555;font-weight:bold} .banner{padding:10px 14px;font-size:16px;margin:10px 0}

@@ -73,3 +73,12 @@ def test_score_below_recorded_threshold_and_format_disagreement_are_found(built,
     messages = [f.message for f in result.findings if f.image_id == iid]
     assert any("below the recorded threshold" in m for m in messages)
     assert any("differ from" in m for m in messages)
+
+
+def test_production_threshold_is_pinned_from_the_record():
+    from audit.anonymization import pin_threshold
+
+    assert pin_threshold("centerface", 0.3) == "centerface:threshold=0.3"
+    assert pin_threshold("centerface:preset=crowd", 0.25) == "centerface:preset=crowd,threshold=0.25"
+    assert pin_threshold("centerface:threshold=0.5", 0.3) == "centerface:threshold=0.5"  # explicit: as built
+    assert pin_threshold("plates", None) == "plates"
