@@ -47,7 +47,6 @@ WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit,
 FACE_NAME = "egoblur_face"
 PLATE_NAME = "egoblur_plate"
 CLASS_IDS = {FACE: 0, LICENSE_PLATE: 1}  # gen2/script/predictor.py ClassID
-INTERFACES = ("forward", "script")
 
 
 @dataclass(frozen=True)
@@ -251,10 +250,22 @@ class EgoBlurDetector(MultiPassDetector):
 @register(FACE_NAME)
 def egoblur_face(**kwargs: Any) -> EgoBlurDetector:
     """``egoblur_face:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
+    _check_options(FACE_NAME, kwargs)
     return EgoBlurDetector(FACE, **kwargs)
 
 
 @register(PLATE_NAME)
 def egoblur_plate(**kwargs: Any) -> EgoBlurDetector:
     """``egoblur_plate:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
+    _check_options(PLATE_NAME, kwargs)
     return EgoBlurDetector(LICENSE_PLATE, **kwargs)
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Unknown spec keys are a ValueError naming the accepted ones (not a TypeError from the constructor)."""
+    import inspect
+
+    accepted = [k for k in inspect.signature(EgoBlurDetector.__init__).parameters if k not in ("self", "label")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")

@@ -421,4 +421,15 @@ class RetinaFaceDetector(MultiPassDetector):
 
 @register(NAME)
 def build(**kwargs: Any) -> RetinaFaceDetector:
+    _check_options(NAME, kwargs)
     return RetinaFaceDetector(**kwargs)
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Unknown spec keys are a ValueError naming the accepted ones (not a TypeError from the constructor)."""
+    import inspect
+
+    accepted = [k for k in inspect.signature(RetinaFaceDetector.__init__).parameters if k not in ("self", "label")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")

@@ -307,3 +307,10 @@ def test_runs_through_the_beam_model_handler(gen1_file):
     results = list(handler.run_inference(images, model))
     assert [r.inference for r in results] == model.detect_batch(images)
     assert _boxes(results[0].inference)[0] == [0.0, 0.0, 10.0, 10.0]
+
+
+def test_unknown_spec_option_is_a_value_error(gen1_file):
+    with pytest.raises(ValueError, match="unknown option\\(s\\) face_threshold; accepted: weights, gen, threshold"):
+        build_detector(f"egoblur_face:weights={gen1_file},face_threshold=0.5")
+    with pytest.raises(ValueError, match="unknown option\\(s\\) label"):
+        build_detector(f"egoblur_plate:weights={gen1_file},label=face")

@@ -347,3 +347,8 @@ def test_import_is_cheap_and_missing_torch_gives_install_hint(weights_file):
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'veilset[torch]'" in proc.stdout and "retinaface-pytorch" in proc.stdout
+
+
+def test_unknown_spec_option_is_a_value_error(weights_file):
+    with pytest.raises(ValueError, match="retinaface: unknown option\\(s\\) max_size; accepted: weights, network"):
+        build_detector(f"retinaface:weights={weights_file},max_size=960")
