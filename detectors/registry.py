@@ -11,6 +11,10 @@ BACKEND_MODULES = ("detectors.centerface", "detectors.plates", "detectors.retina
 
 NONE = "none"
 
+# The default detectors (``veilset build`` and ``veilset eval`` use these when no --detector is given).
+DEFAULT_FACE = "centerface"
+DEFAULT_PLATE = "plates"
+
 
 def _load_backends() -> None:
     for module in BACKEND_MODULES:
@@ -30,4 +34,9 @@ def build_detector(spec: str | DetectorSpec) -> Detector | None:
     _load_backends()
     if parsed.name not in _REGISTRY:
         raise ValueError(f"unknown detector {parsed.name!r}; available: {', '.join(sorted(_REGISTRY))}, none")
-    return _REGISTRY[parsed.name](**dict(parsed.kwargs))
+    try:
+        return _REGISTRY[parsed.name](**dict(parsed.kwargs))
+    except TypeError as err:  # an unknown key=value in the spec
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise ValueError(f"detector {str(parsed)!r}: {err}") from None

