@@ -129,7 +129,8 @@ class EgoBlurDetector(MultiPassDetector):
         self.threshold = defaults.threshold(label) if threshold is None else option_float("threshold", threshold, 0, 1)
         self.nms_iou = defaults.nms_iou if nms is None else option_float("nms", nms, 0.0, 1.0)
         self.merge_iou = self.nms_iou
-        self.short_side = defaults.short_side if short_side is None else option_int("short_side", short_side, 0, 100_000)
+        self.short_side = (defaults.short_side if short_side is None
+                           else option_int("short_side", short_side, 0, 100_000))
         self.max_side = defaults.max_side if max_side is None else option_int("max_side", max_side, 0, 100_000)
         self.preset = option_choice("preset", preset, tuple(PRESETS))
         self.passes = PRESETS[self.preset]
