@@ -123,6 +123,22 @@ def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
     assert calls == [rf.WEIGHTS_URL]
 
 
+def test_download_only_when_allowed_goes_to_hub_cache(random_net, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls = []
+
+    def fake_download(url, dst, **kwargs):  # stands in for the network: writes the file torch hub would
+        calls.append((url, dst))
+        torch.save(random_net.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    det = rf.RetinaFaceDetector(download="yes")
+    target = str(tmp_path / "hub" / "checkpoints" / rf.WEIGHTS_FILE)
+    assert calls == [(rf.WEIGHTS_URL, target)] and det.weights_path == target
+    rf.RetinaFaceDetector()  # now cached: found offline, no second download
+    assert len(calls) == 1
+
+
 def test_weights_that_do_not_fit_are_rejected(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, bad)
