@@ -37,7 +37,7 @@ def collect_images(paths: Sequence[str], limit: int | None = None) -> list[Path]
             found.append(p)
         else:
             raise SystemExit(f"benchmark: input {str(p)!r} does not exist")
-    found = sorted(set(found))
+    found = sorted({f.resolve() for f in found})
     if not found:
         raise SystemExit(f"benchmark: no images under {list(paths)}")
     return found[:limit] if limit else found
@@ -136,12 +136,12 @@ class Timed:
 
 def run_timed(cmd: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
               sample_s: float = 0.1, sampler: TreeSampler | None = None) -> Timed:
-    """Run ``cmd``; wall time, CPU time and the peak RSS of its whole process tree (sampled every ``sample_s``)."""
+    """Run ``cmd`` (in the repository root unless ``cwd``); wall time, CPU time and the peak RSS of its whole process tree (sampled every ``sample_s``)."""
     before = os.times()
     load = os.getloadavg()[0]
     sampler = sampler or TreeSampler()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(list(cmd), cwd=cwd or str(REPO), env=env or child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     done = threading.Event()
 

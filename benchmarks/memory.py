@@ -15,10 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, Python puts benchmarks/ first on sys.path, where other scripts' names (detectors.py,
+# audit.py) would shadow the project's packages: import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-import common  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 
 def write_synthetic(folder: Path, n: int, side: int) -> None:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"benchmark: --sizes must be comma-separated integers, got {args.sizes!r}") from None
     if not sizes or min(sizes) < 1:
         raise SystemExit(f"benchmark: --sizes needs positive counts, got {args.sizes!r}")
-    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-memory-"))
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-memory-")).resolve()
     runs = []
     try:
         for n in sizes:

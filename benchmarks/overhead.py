@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, Python puts benchmarks/ first on sys.path, where other scripts' names (detectors.py,
+# audit.py) would shadow the project's packages: import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-import common  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 STAGES = ("read", "decode", "detect", "anonymize", "encode", "write")
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     files = common.collect_images(args.images or common.default_photo_dirs(), args.limit)
-    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-overhead-"))
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-overhead-")).resolve()
     floors, pipes = [], []
     try:
         for i in range(args.repeat):

@@ -17,10 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, Python puts benchmarks/ first on sys.path, where other scripts' names (detectors.py,
+# audit.py) would shadow the project's packages: import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-import common  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not workers or min(workers) < 1 or args.repeat < 1:
         raise SystemExit(f"benchmark: need --workers >= 1 and --repeat >= 1, got {args.workers!r}, {args.repeat}")
     files = common.collect_images(args.images or common.default_photo_dirs(), args.limit)
-    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-throughput-"))
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-throughput-")).resolve()
     runs: dict[int, list[common.Timed]] = {w: [] for w in workers}
     published = 0
     try:

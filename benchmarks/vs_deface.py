@@ -10,7 +10,7 @@ median of ``--repeat`` alternating runs. Ratio = deface wall / veilset wall (> 1
 
 Recall: both detectors on the COCO set of ``--eval`` through the project's matcher (``detectors.evaluate``):
 deface = its own ``deface.centerface.CenterFace`` (onnxruntime, threshold 0.2, its resize-to-/32 handling) on
-images read as its CLI reads them (imageio); veilset = the face detector ``veilset build`` runs (the library
+the same decoded images; veilset = the face detector ``veilset build`` runs (the library
 default, or ``--face-detector``).
 """
 from __future__ import annotations
@@ -22,10 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, Python puts benchmarks/ first on sys.path, where other scripts' names (detectors.py,
+# audit.py) would shadow the project's packages: import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-import common  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 DEFACE_THRESHOLD = 0.2  # deface's CLI default (--thresh)
 
@@ -71,9 +74,16 @@ class DefaceDetector:
 
 def face_recall(detector: Any, eval_dir: Path) -> dict[str, Any]:
     """Recall (IoU >= 0.5) of ``detector`` on the COCO set in ``eval_dir`` with the project's matcher."""
+    import json
+
     from detectors import evaluate
 
-    return evaluate.evaluate_detector(detector, str(eval_dir / "annotations.json"), str(eval_dir / "images"))
+    coco = json.loads((eval_dir / "annotations.json").read_text())
+    tally = evaluate.evaluate(detector, str(eval_dir / "images"), coco, iou=evaluate.DEFAULT_IOU)
+    out = evaluate.report(tally, "faces", getattr(detector, "spec", detector.name), detector.identity(),
+                          evaluate.DEFAULT_IOU)
+    keep = ("images", "boxes", "recall", "tp", "fp", "detections_per_image", "ms_per_image_median", "recall_by_group")
+    return {k: out[k] for k in keep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,16 +93,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face-detector", default=None, help="veilset face detector spec (default: the library default)")
     ap.add_argument("--workers", type=int, default=None, help="veilset --workers (default: veilset's default)")
     ap.add_argument("--limit", type=int, default=None, help="time at most this many photos")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each tool (median reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each tool (median reported; 0: recall only)")
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp dir, removed)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
-    if args.repeat < 1:
-        raise SystemExit(f"benchmark: --repeat must be >= 1, got {args.repeat}")
+    if args.repeat < 0:
+        raise SystemExit(f"benchmark: --repeat must be >= 0, got {args.repeat}")
+    if args.repeat == 0 and args.skip_recall:
+        raise SystemExit("benchmark: --repeat 0 with --skip-recall measures nothing")
+    result: dict[str, Any] = {"benchmark": "vs_deface", "machine": common.machine()}
+    if args.repeat:
+        result.update(time_both(args))
+    if not args.skip_recall:
+        from detectors.registry import build_detector
+        from pipeline.options import DEFAULT_FACE_DETECTOR
+
+        spec = args.face_detector or DEFAULT_FACE_DETECTOR
+        eval_dir = Path(args.eval)
+        if not (eval_dir / "annotations.json").is_file():
+            raise SystemExit(f"benchmark: --eval {str(eval_dir)!r} has no annotations.json (COCO); "
+                             "use --skip-recall to time only")
+        result["recall"] = {"eval": str(eval_dir), "deface": face_recall(DefaceDetector(), eval_dir),
+                            "veilset": face_recall(build_detector(spec), eval_dir), "veilset_spec": spec}
+    common.write_json(args.json, result)
+    return 0
+
+
+def time_both(args: argparse.Namespace) -> dict[str, Any]:
     exe = deface_executable()
     files = common.collect_images(args.images or common.default_photo_dirs(), args.limit)
-    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-vs-deface-"))
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="veilset-vs-deface-")).resolve()
     try:
         src = common.flat_copy(files, scratch / "photos")
         veilset_args = ["build", str(src), "--output", str(scratch / "release"), "--plate-detector", "none",
@@ -117,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         d_wall = common.median([r.wall_s for r in runs["deface"]])
         v_wall = common.median([r.wall_s for r in runs["veilset"]])
         result: dict[str, Any] = {
-            "benchmark": "vs_deface",
-            "machine": common.machine(),
             "photos": len(files),
             "deface": {"wall_s": [round(r.wall_s, 2) for r in runs["deface"]], "median_wall_s": round(d_wall, 2),
                        "images_per_s": round(len(files) / d_wall, 2), "outputs": produced,
@@ -132,19 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                         "load_before": [r.load_before for r in runs["veilset"]]},
             "speedup_deface_over_veilset": round(d_wall / v_wall, 3),
         }
-        if not args.skip_recall:
-            from detectors.registry import build_detector
-            from pipeline.options import DEFAULT_FACE_DETECTOR
-
-            spec = args.face_detector or DEFAULT_FACE_DETECTOR
-            eval_dir = Path(args.eval)
-            result["recall"] = {"eval": str(eval_dir), "deface": face_recall(DefaceDetector(), eval_dir),
-                                "veilset": face_recall(build_detector(spec), eval_dir), "veilset_spec": spec}
     finally:
         if not args.scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    common.write_json(args.json, result)
-    return 0
+    return result
 
 
 if __name__ == "__main__":
