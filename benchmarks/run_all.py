@@ -86,7 +86,7 @@ def render(out: Path) -> str:
         recall = (f"face recall deface {d.get('tp')}/{d.get('boxes')}, veilset {v.get('tp')}/{v.get('boxes')} "
                   f"(`{rec.get('veilset_spec')}`)") if rec else ""
         rows.append(f"| {name} | {timing}; {recall} | load before runs "
-                    f"{_loads(r, "deface")} / {_loads(r, "veilset")} |")
+                    f"{_loads(r, 'deface')} / {_loads(r, 'veilset')} |")
     t = _load(out, "throughput")
     if t:
         cells = "; ".join(f"{x['workers']} worker(s): {x['images_per_s']} img/s (eff. {x['scaling_efficiency']})"
