@@ -82,3 +82,13 @@ def test_production_threshold_is_pinned_from_the_record():
     assert pin_threshold("centerface:preset=crowd", 0.25) == "centerface:preset=crowd,threshold=0.25"
     assert pin_threshold("centerface:threshold=0.5", 0.3) == "centerface:threshold=0.5"  # explicit: as built
     assert pin_threshold("plates", None) == "plates"
+
+
+def test_a_weak_redetection_of_an_anonymized_outline_is_counted_not_failed():
+    from audit.anonymization import RETAINED_FRACTION, Redetection
+
+    outline = Redetection("face", (0, 0, 10, 10), 0.22, 1.0, 0.91, "face_detector", "centerface")
+    unblurred = Redetection("face", (0, 0, 10, 10), 0.90, 1.0, 0.91, "face_detector", "centerface")
+    unrecorded = Redetection("face", (0, 0, 10, 10), 0.25, 1.0, None, "face_detector", "centerface")
+    assert outline.retained < RETAINED_FRACTION and not outline.is_finding
+    assert unblurred.is_finding and unrecorded.is_finding
