@@ -37,6 +37,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segmentation.base import MaskAnnotation
+from segmentation.rle import upsampled_window_rle
 from segmentation.spec import convert_options, to_float, to_floats, to_int
 
 ALGORITHM_VERSION = 1
@@ -242,7 +243,7 @@ class FelzenszwalbMaskGenerator:
         crop = _fill_small_holes(crop, min_area_low)
         fy0, fy1 = np.searchsorted(row_map, [ys[0], ys[1]])
         fx0, fx1 = np.searchsorted(col_map, [xs[0], xs[1]])
-        rle = _upsampled_rle(crop, row_map[fy0:fy1] - ys[0], col_map[fx0:fx1] - xs[0], fy0, fx0, H, W)
+        rle = upsampled_window_rle(crop, row_map[fy0:fy1] - ys[0], col_map[fx0:fx1] - xs[0], fy0, fx0, H, W)
         area = int(mask_utils.area(rle))
         bbox = tuple(float(v) for v in mask_utils.toBbox(rle))
         # deepest pixel of the working-resolution mask, mapped to the middle of its full-resolution cell
@@ -260,33 +261,6 @@ class FelzenszwalbMaskGenerator:
             point_coords=(point,),
             crop_box_xywh=(0.0, 0.0, float(W), float(H)),
         )
-
-
-def _upsampled_rle(crop: np.ndarray, rows: np.ndarray, cols: np.ndarray, fy0: int, fx0: int,
-                   H: int, W: int) -> dict[str, Any]:
-    """COCO RLE of the H x W mask whose box [fy0:, fx0:] is ``crop[rows][:, cols]`` (zeros elsewhere).
-
-    Built from the run boundaries of the working-resolution crop instead of materialising and scanning the
-    full-resolution mask (pycocotools.encode over H*W bytes dominated the run time). Column-major order, as COCO.
-    """
-    up = crop[rows].astype(np.int8)  # full-resolution rows, working-resolution columns
-    edges = np.diff(np.pad(up, ((1, 1), (0, 0))), axis=0)  # +1 run start, -1 run end, per column
-    c, r = np.nonzero(edges.T)  # ordered by working column, then row
-    # full-resolution columns that show working column c: [first[c], first[c] + reps[c])
-    reps = np.bincount(cols, minlength=crop.shape[1])
-    first = np.concatenate([[0], np.cumsum(reps)[:-1]])
-    n = reps[c]
-    k = np.repeat(np.arange(len(c)), n)
-    offset = np.arange(len(k)) - np.repeat(np.cumsum(n) - n, n)
-    x = fx0 + first[c][k] + offset
-    toggles = x.astype(np.int64) * H + fy0 + r[k]
-    # a run that ends at the bottom of one column and restarts at the top of the next is one COCO run
-    toggles, times = np.unique(toggles, return_counts=True)
-    toggles = toggles[times % 2 == 1]
-    counts = np.diff(np.concatenate([[0], toggles, [H * W]])).tolist()
-    if len(counts) > 1 and counts[-1] == 0:  # the mask reaches the last pixel: no trailing zero run (as COCO)
-        counts.pop()
-    return mask_utils.frPyObjects({"size": [H, W], "counts": counts}, H, W)
 
 
 def build(positional: str, options: dict[str, str]) -> FelzenszwalbMaskGenerator:

@@ -17,6 +17,9 @@ NONE = "none"
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "felzenszwalb": ("segmentation.felzenszwalb", "build",
                      "felzenszwalb[:scales=100,300,1000,sigma=0.8,...] (offline, no model)"),
+    "sam": ("segmentation.sam", "build",
+            "sam:vit_h|vit_l|vit_b:CHECKPOINT[:preset=sa1b|default,device=cuda,key=value,...]"),
+    "sam2": ("segmentation.sam", "build_sam2", "sam2:CONFIG:CHECKPOINT[:key=value,...] (needs the sam2 package)"),
 }
 
 

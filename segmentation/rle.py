@@ -59,3 +59,43 @@ def rle_to_bbox_xywh(rle: dict[str, Any]) -> tuple[float, float, float, float]:
         return (0.0, 0.0, 0.0, 0.0)
     x, y, bw, bh = (float(v) for v in mask_utils.toBbox(_to_coco(rle)))
     return (x, y, bw, bh)
+
+
+def upsampled_window_rle(crop: np.ndarray, rows: np.ndarray, cols: np.ndarray, fy0: int, fx0: int,
+                   H: int, W: int) -> dict[str, Any]:
+    """pycocotools RLE (bytes counts) of the H x W mask that is ``crop[rows][:, cols]`` at (fy0, fx0), 0 elsewhere.
+
+    ``rows``/``cols`` map every output row/column of the window to a row/column of ``crop`` (non-decreasing,
+    e.g. nearest-neighbour upsampling). Built from the run boundaries instead of materialising and scanning the
+    full H x W mask (pycocotools.encode over H*W bytes dominates otherwise). Column-major order, as COCO.
+    """
+    up = crop[rows].astype(np.int8)  # full-resolution rows, working-resolution columns
+    edges = np.diff(np.pad(up, ((1, 1), (0, 0))), axis=0)  # +1 run start, -1 run end, per column
+    c, r = np.nonzero(edges.T)  # ordered by working column, then row
+    # full-resolution columns that show working column c: [first[c], first[c] + reps[c])
+    reps = np.bincount(cols, minlength=crop.shape[1])
+    first = np.concatenate([[0], np.cumsum(reps)[:-1]])
+    n = reps[c]
+    k = np.repeat(np.arange(len(c)), n)
+    offset = np.arange(len(k)) - np.repeat(np.cumsum(n) - n, n)
+    x = fx0 + first[c][k] + offset
+    toggles = x.astype(np.int64) * H + fy0 + r[k]
+    # a run that ends at the bottom of one column and restarts at the top of the next is one COCO run
+    toggles, times = np.unique(toggles, return_counts=True)
+    toggles = toggles[times % 2 == 1]
+    counts = np.diff(np.concatenate([[0], toggles, [H * W]])).tolist()
+    if len(counts) > 1 and counts[-1] == 0:  # the mask reaches the last pixel: no trailing zero run (as COCO)
+        counts.pop()
+    return mask_utils.frPyObjects({"size": [H, W], "counts": counts}, H, W)
+
+
+def encode_rle_window(window: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict[str, Any]:
+    """``encode_rle`` of the height x width mask that equals ``window`` at (y0, x0) and is empty elsewhere."""
+    window = np.asarray(window, dtype=bool)
+    h, w = window.shape
+    if not (0 <= y0 and 0 <= x0 and y0 + h <= height and x0 + w <= width):
+        raise ValueError(f"window {h}x{w} at (y={y0}, x={x0}) does not fit in {height}x{width}")
+    if height == 0 or width == 0:
+        return encode_rle(np.zeros((height, width), dtype=bool))
+    rle = upsampled_window_rle(window, np.arange(h), np.arange(w), y0, x0, height, width)
+    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}

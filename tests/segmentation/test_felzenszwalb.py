@@ -4,7 +4,8 @@ import skimage.data
 from pycocotools import mask as mask_utils
 
 from segmentation.base import MaskAnnotation
-from segmentation.felzenszwalb import FelzenszwalbMaskGenerator, FelzenszwalbOptions, _upsampled_rle
+from segmentation.felzenszwalb import FelzenszwalbMaskGenerator, FelzenszwalbOptions
+from segmentation.rle import upsampled_window_rle
 from segmentation.rle import decode_rle
 
 
@@ -97,7 +98,7 @@ def test_upsampled_rle_matches_pycocotools():
         low = rng.random((h, w)) < rng.random()
         rows, cols = (np.arange(H) * h) // H, (np.arange(W) * w) // W
         ref = mask_utils.encode(np.asfortranarray(low[np.ix_(rows, cols)].astype(np.uint8)))
-        assert _upsampled_rle(low, rows, cols, 0, 0, H, W)["counts"] == ref["counts"]
+        assert upsampled_window_rle(low, rows, cols, 0, 0, H, W)["counts"] == ref["counts"]
 
 
 def test_identity_is_json_and_named_honestly():

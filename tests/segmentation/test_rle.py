@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from segmentation.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
+from segmentation.rle import decode_rle, encode_rle, encode_rle_window, rle_area, rle_to_bbox_xywh
 
 
 def _random_masks():
@@ -42,3 +42,17 @@ def test_empty_shapes_and_bad_rank():
     assert decode_rle(rle).shape == (0, 5) and rle_area(rle) == 0
     with pytest.raises(ValueError, match="H x W"):
         encode_rle(np.zeros((2, 2, 3), bool))
+
+
+def test_window_encoding_equals_full_mask_encoding():
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        H, W = (int(v) for v in rng.integers(1, 25, 2))
+        h, w = int(rng.integers(0, H + 1)), int(rng.integers(0, W + 1))
+        y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+        window = rng.random((h, w)) < rng.random()
+        full = np.zeros((H, W), bool)
+        full[y0:y0 + h, x0:x0 + w] = window
+        assert encode_rle_window(window, y0, x0, H, W) == encode_rle(full)
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_rle_window(np.ones((3, 3), bool), 2, 0, 4, 4)

@@ -1,0 +1,396 @@
+"""Our automatic mask generator for SAM: the same masks as ``segment_anything.SamAutomaticMaskGenerator``, faster.
+
+Pure torch/numpy (no Beam). Same model calls, same prompt batches, same filters, same NMS calls on the same
+tensors in the same order, so the output is the stock generator's (verified in
+``tests/segmentation/test_amg.py``). What is different is only where the stock code does needless work:
+
+* **predicted-IoU filter before upscaling.** The stock code upsamples all 3 x points_per_batch low-res logits
+  to the full crop resolution (two bilinear resizes, H x W floats each) and only then drops the masks below
+  ``pred_iou_thresh``; the filter only reads ``iou_preds``, so we drop first and upscale the survivors only.
+* **Provably empty masks skipped.** Bilinear upsampling is a convex combination of low-res logits; if every
+  low-res logit is below ``mask_threshold - stability_score_offset - 1e-3`` the upscaled mask has no pixel
+  above the low cutoff, its stability score is 0/0 (NaN) and the stock filter drops it. We skip its upscaling
+  (only when ``stability_score_thresh > 0``, where that filter runs; the 1e-3 margin covers float rounding).
+* **Chunked upscaling, no full-image tensors per candidate.** The stock code pads every crop mask to the full
+  image, encodes *every* candidate to RLE (a Python loop + full-image XOR) and only then runs NMS. We keep
+  the low-res logits (256 x 256) of candidates, run the NMS on boxes, and rebuild + RLE-encode (pycocotools, C)
+  only the masks that survive, inside their crop.
+* **Small-region cleanup on a window.** ``min_mask_region_area`` is applied with OpenCV on the mask's
+  bounding box plus a one-pixel ring instead of the full image (exact: the ring component's size is corrected
+  by the pixels outside the window; a fall back to the full image covers the case where that outside
+  component itself would be removed).
+* The image encoder runs once per crop (as stock): SAM resizes each crop to 1024 px, so the embedding of the
+  full image cannot be reused for crops without changing the masks.
+
+On GPU, ``autocast_dtype=torch.bfloat16`` runs the image encoder under autocast (faster, no longer identical
+to the fp32 stock output) and ``compile=True`` wraps the image encoder in ``torch.compile``; both refused on
+CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torchvision.ops.boxes import batched_nms, box_area
+
+from segmentation.rle import encode_rle_window
+
+
+@dataclass
+class _CropCandidates:
+    """Survivors of one crop, in stock order (batch, point, multimask index)."""
+
+    low_res: torch.Tensor  # (N, h, w) float logits from the decoder
+    iou_preds: torch.Tensor  # (N,)
+    stability: torch.Tensor  # (N,)
+    points: torch.Tensor  # (N, 2) float64, crop coordinates
+    boxes: torch.Tensor  # (N, 4) int64 xyxy (inclusive max), crop coordinates
+
+
+def _empty_like_crop(h: int, w: int, device: torch.device) -> _CropCandidates:
+    return _CropCandidates(torch.zeros((0, h, w), device=device), torch.zeros(0, device=device),
+                           torch.zeros(0, device=device), torch.zeros((0, 2), dtype=torch.float64),
+                           torch.zeros((0, 4), dtype=torch.int64, device=device))
+
+
+def _mask_box_xyxy(mask: torch.Tensor) -> torch.Tensor:
+    """Same result as ``segment_anything.utils.amg.batched_mask_to_box`` for (N, H, W) bool masks."""
+    n, h, w = mask.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.int64, device=mask.device)
+    rows = mask.any(dim=2)  # (N, H)
+    cols = mask.any(dim=1)  # (N, W)
+    ar_h = torch.arange(h, device=mask.device)
+    ar_w = torch.arange(w, device=mask.device)
+    bottom = torch.where(rows, ar_h, -1).amax(dim=1)
+    top = torch.where(rows, ar_h, h).amin(dim=1)
+    right = torch.where(cols, ar_w, -1).amax(dim=1)
+    left = torch.where(cols, ar_w, w).amin(dim=1)
+    empty = ~rows.any(dim=1)
+    out = torch.stack([left, top, right, bottom], dim=1)
+    return torch.where(empty[:, None], torch.zeros_like(out), out)
+
+
+def _np_box_xyxy(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    if len(rows) == 0:
+        return (0, 0, 0, 0)
+    return (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+
+
+def _remove_small_regions_window(window: np.ndarray, area_thresh: float, mode: str,
+                                 outside_by_edge: dict[str, int]) -> tuple[np.ndarray, bool, bool]:
+    """``segment_anything.utils.amg.remove_small_regions`` on a window of a larger mask.
+
+    ``window`` covers the mask's box plus a one-pixel ring of zeros on every side that is not the image edge;
+    ``outside_by_edge`` gives, for each ring side present ("top", "bottom", "left", "right"), the number of
+    image pixels beyond it. Returns (mask, changed, exact); exact is False when the result would differ from
+    the full-image computation (then the caller recomputes on the full image).
+    """
+    import cv2
+
+    correct_holes = mode == "holes"
+    working = (correct_holes ^ window).astype(np.uint8)
+    n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(working, 8)
+    sizes = stats[:, -1][1:].astype(np.int64).copy()
+    if correct_holes and outside_by_edge:
+        h, w = window.shape
+        edge_pixel = {"top": (0, w // 2), "bottom": (h - 1, w // 2), "left": (h // 2, 0), "right": (h // 2, w - 1)}
+        extra: dict[int, int] = {}
+        for side, count in outside_by_edge.items():
+            label = int(regions[edge_pixel[side]])
+            assert label > 0, "ring pixels are background of the mask"
+            extra[label] = extra.get(label, 0) + count
+        for label, count in extra.items():
+            sizes[label - 1] += count
+            if sizes[label - 1] < area_thresh:  # stock would fill the outside as well: not windowable
+                return window, False, False
+    small_regions = [i + 1 for i, s in enumerate(sizes) if s < area_thresh]
+    if len(small_regions) == 0:
+        return window, False, True
+    fill_labels = [0] + small_regions
+    if not correct_holes:
+        fill_labels = [i for i in range(n_labels) if i not in fill_labels]
+        if len(fill_labels) == 0:
+            fill_labels = [int(np.argmax(sizes)) + 1]
+    return np.isin(regions, fill_labels), True, True
+
+
+class FastSamAutomaticMaskGenerator:
+    """Drop-in for ``SamAutomaticMaskGenerator(..., output_mode="coco_rle")`` (same arguments, same output)."""
+
+    def __init__(
+        self,
+        model: Any,
+        points_per_side: Optional[int] = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Optional[list[np.ndarray]] = None,
+        min_mask_region_area: int = 0,
+        upscale_chunk: int = 16,
+        autocast_dtype: Optional[torch.dtype] = None,
+        compile: bool = False,
+    ) -> None:
+        from segment_anything import SamPredictor
+        from segment_anything.utils.amg import build_all_layer_point_grids
+
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("exactly one of points_per_side or point_grids must be given")
+        if points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers,
+                                                           crop_n_points_downscale_factor)
+        else:
+            self.point_grids = point_grids
+        if points_per_batch < 1 or upscale_chunk < 1:
+            raise ValueError(f"points_per_batch and upscale_chunk must be >= 1, got {points_per_batch}, "
+                             f"{upscale_chunk}")
+        device = next(model.parameters()).device
+        if (autocast_dtype is not None or compile) and device.type != "cuda":
+            raise ValueError(f"autocast/compile are GPU-only (model is on {device})")
+        self.predictor = SamPredictor(model)
+        self.model = model
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.upscale_chunk = upscale_chunk
+        self.autocast_dtype = autocast_dtype
+        if compile:
+            model.image_encoder = torch.compile(model.image_encoder)
+
+    # ------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        from segment_anything.utils.amg import generate_crop_boxes
+
+        orig_h, orig_w = image.shape[:2]
+        if orig_h == 0 or orig_w == 0:
+            return []
+        crop_boxes, layer_idxs = generate_crop_boxes((orig_h, orig_w), self.crop_n_layers,
+                                                     self.crop_overlap_ratio)
+        per_crop = []
+        for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
+            per_crop.append(self._process_crop(image, crop_box, layer_idx, (orig_h, orig_w)))
+
+        # concatenate in stock order (crop by crop)
+        crop_of = torch.cat([torch.full((len(c["iou_preds"]),), i, dtype=torch.int64)
+                             for i, c in enumerate(per_crop)])
+        index_in_crop = torch.cat([torch.arange(len(c["iou_preds"])) for c in per_crop])
+        boxes = torch.cat([c["boxes"] for c in per_crop])
+        iou_preds = torch.cat([c["iou_preds"] for c in per_crop])
+        stability = torch.cat([c["stability"] for c in per_crop])
+        points = torch.cat([c["points"] for c in per_crop])
+        crop_box_t = torch.cat([torch.tensor([c["crop_box"] for _ in range(len(c["iou_preds"]))],
+                                             dtype=torch.int64).reshape(-1, 4) for c in per_crop])
+        if len(crop_boxes) > 1:
+            scores = 1 / box_area(crop_box_t)
+            scores = scores.to(boxes.device)
+            keep = batched_nms(boxes.float(), scores, torch.zeros(len(boxes)), iou_threshold=self.crop_nms_thresh)
+            crop_of, index_in_crop, boxes = crop_of[keep], index_in_crop[keep], boxes[keep]
+            iou_preds, stability, points, crop_box_t = iou_preds[keep], stability[keep], points[keep], crop_box_t[keep]
+
+        masks = self._rebuild_masks(per_crop, crop_of, index_in_crop, orig_h, orig_w)
+        boxes_np = boxes.cpu().numpy()
+        if self.min_mask_region_area > 0 and masks:
+            order, masks, boxes_np = self._postprocess_small_regions(masks, boxes_np, orig_h, orig_w)
+        else:
+            order = list(range(len(masks)))
+        iou_np = iou_preds.cpu().numpy()
+        stab_np = stability.cpu().numpy()
+        points_np = points.cpu().numpy()
+        crop_np = crop_box_t.cpu().numpy()
+
+        out = []
+        for j, i in enumerate(order):
+            y0, x0, window = masks[j]
+            rle = encode_rle_window(window, y0, x0, orig_h, orig_w)
+            box = boxes_np[j]
+            cb = crop_np[i]
+            out.append({
+                "segmentation": rle,
+                "area": int(window.sum()),
+                "bbox": [int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1])],
+                "predicted_iou": iou_np[i].item(),
+                "point_coords": [points_np[i].tolist()],
+                "stability_score": stab_np[i].item(),
+                "crop_box": [int(cb[0]), int(cb[1]), int(cb[2] - cb[0]), int(cb[3] - cb[1])],
+            })
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    def _set_image(self, cropped: np.ndarray) -> None:
+        if self.autocast_dtype is not None:
+            with torch.autocast("cuda", dtype=self.autocast_dtype):
+                self.predictor.set_image(cropped)
+            self.predictor.features = self.predictor.features.float()
+        else:
+            self.predictor.set_image(cropped)
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer_idx: int,
+                      orig_size: tuple[int, int]) -> dict[str, Any]:
+        from segment_anything.utils.amg import calculate_stability_score, is_box_near_crop_edge
+
+        x0, y0, x1, y1 = crop_box
+        cropped = image[y0:y1, x0:x1, :]
+        im_size = cropped.shape[:2]
+        self._set_image(cropped)
+        predictor, model = self.predictor, self.model
+        device = predictor.device
+        input_size, original_size = predictor.input_size, predictor.original_size
+        points_for_image = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
+        orig_h, orig_w = orig_size
+        low_cut = model.mask_threshold - self.stability_score_offset - 1e-3
+        dense_pe = model.prompt_encoder.get_dense_pe()
+
+        kept_low, kept_iou, kept_stab, kept_points, kept_boxes = [], [], [], [], []
+        for start in range(0, len(points_for_image), self.points_per_batch):
+            points = points_for_image[start:start + self.points_per_batch]
+            in_points = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=device)
+            in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=device)
+            sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]),
+                                                 boxes=None, masks=None)
+            low_res, iou_preds = model.mask_decoder(image_embeddings=predictor.features, image_pe=dense_pe,
+                                                    sparse_prompt_embeddings=sparse,
+                                                    dense_prompt_embeddings=dense, multimask_output=True)
+            low_res = low_res.flatten(0, 1)
+            iou_preds = iou_preds.flatten(0, 1)
+            pts = torch.as_tensor(points.repeat(3, axis=0))
+            keep = torch.ones_like(iou_preds, dtype=torch.bool)
+            if self.pred_iou_thresh > 0.0:
+                keep &= iou_preds > self.pred_iou_thresh
+            if self.stability_score_thresh > 0.0:
+                keep &= low_res.flatten(1).amax(dim=1) >= low_cut
+            idx = torch.nonzero(keep).flatten()
+            for c in range(0, len(idx), self.upscale_chunk):
+                sel = idx[c:c + self.upscale_chunk]
+                up = model.postprocess_masks(low_res[sel][:, None], input_size, original_size)[:, 0]
+                stab = calculate_stability_score(up, model.mask_threshold, self.stability_score_offset)
+                ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
+                    torch.ones_like(stab, dtype=torch.bool)
+                if not bool(ok.any()):
+                    continue
+                binary = up[ok] > model.mask_threshold
+                boxes = _mask_box_xyxy(binary)
+                near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+                ok_idx = torch.nonzero(ok).flatten()[~near]
+                boxes = boxes[~near]
+                keep_sel = sel[ok_idx.to(sel.device)]
+                kept_low.append(low_res[keep_sel])
+                kept_iou.append(iou_preds[keep_sel])
+                kept_stab.append(stab[ok_idx])
+                kept_points.append(pts[keep_sel.cpu()])
+                kept_boxes.append(boxes)
+        predictor.reset_image()
+        predictor.input_size, predictor.original_size = input_size, original_size  # reset_image clears them
+
+        if kept_low:
+            low = torch.cat(kept_low)
+            iou_t, stab_t = torch.cat(kept_iou), torch.cat(kept_stab)
+            pts_t, boxes_t = torch.cat(kept_points), torch.cat(kept_boxes)
+        else:
+            side = model.prompt_encoder.mask_input_size
+            low = torch.zeros((0, *side), device=device)
+            iou_t = torch.zeros(0, device=device)
+            stab_t = torch.zeros(0, device=device)
+            pts_t = torch.zeros((0, 2), dtype=torch.float64)
+            boxes_t = torch.zeros((0, 4), dtype=torch.int64, device=device)
+        keep = batched_nms(boxes_t.float(), iou_t, torch.zeros(len(boxes_t)), iou_threshold=self.box_nms_thresh)
+        offset_box = torch.tensor([[x0, y0, x0, y0]], device=boxes_t.device)
+        offset_pt = torch.tensor([[x0, y0]])
+        return {
+            "low_res": low[keep], "iou_preds": iou_t[keep], "stability": stab_t[keep],
+            "points": pts_t[keep.cpu()] + offset_pt, "boxes": boxes_t[keep] + offset_box,
+            "crop_box": list(crop_box), "input_size": input_size, "original_size": original_size,
+        }
+
+    def _rebuild_masks(self, per_crop: list[dict[str, Any]], crop_of: torch.Tensor, index_in_crop: torch.Tensor,
+                       orig_h: int, orig_w: int) -> list[tuple[int, int, np.ndarray]]:
+        """Full-resolution binary masks of the kept candidates, each as (y0, x0, window) in image pixels."""
+        out: list[Optional[tuple[int, int, np.ndarray]]] = [None] * len(crop_of)
+        crop_of_l, index_l = crop_of.tolist(), index_in_crop.tolist()
+        for ci, crop in enumerate(per_crop):
+            positions = [k for k, c in enumerate(crop_of_l) if c == ci]
+            x0, y0 = crop["crop_box"][0], crop["crop_box"][1]
+            for c in range(0, len(positions), self.upscale_chunk):
+                pos = positions[c:c + self.upscale_chunk]
+                sel = torch.tensor([index_l[k] for k in pos], device=crop["low_res"].device)
+                up = self.model.postprocess_masks(crop["low_res"][sel][:, None], crop["input_size"],
+                                                  crop["original_size"])[:, 0]
+                binary = (up > self.model.mask_threshold).cpu().numpy()
+                for k, m in zip(pos, binary):
+                    bx0, by0, bx1, by1 = _np_box_xyxy(m)
+                    out[k] = (y0 + by0, x0 + bx0, np.ascontiguousarray(m[by0:by1 + 1, bx0:bx1 + 1]))
+        return out  # type: ignore[return-value]
+
+    def _postprocess_small_regions(self, masks, boxes_np, orig_h, orig_w):
+        """Stock ``postprocess_small_regions`` on windows: fill holes, drop islands, NMS by box, same order."""
+        from segment_anything.utils.amg import remove_small_regions
+
+        area = self.min_mask_region_area
+        new_masks, scores, new_boxes = [], [], []
+        for y0, x0, win in masks:
+            h, w = win.shape
+            # one-pixel ring where the image continues
+            top, left = int(y0 > 0), int(x0 > 0)
+            bottom, right = int(y0 + h < orig_h), int(x0 + w < orig_w)
+            padded = np.pad(win, ((top, bottom), (left, right)))
+            py0, px0 = y0 - top, x0 - left
+            ph, pw = padded.shape
+            outside = {}
+            if top:
+                outside["top"] = py0 * orig_w
+            if bottom:
+                outside["bottom"] = (orig_h - py0 - ph) * orig_w
+            if left:
+                outside["left"] = ph * px0
+            if right:
+                outside["right"] = ph * (orig_w - px0 - pw)
+            m, ch1, exact = _remove_small_regions_window(padded, area, "holes", outside)
+            if exact:
+                m, ch2, _ = _remove_small_regions_window(m, area, "islands", {})
+                bx0, by0, bx1, by1 = _np_box_xyxy(m)
+                if bx1 >= bx0 and m.any():
+                    new = (py0 + by0, px0 + bx0, np.ascontiguousarray(m[by0:by1 + 1, bx0:bx1 + 1]))
+                else:
+                    new = (py0, px0, m[:0, :0])
+            else:  # rare: do exactly what the stock code does on the full image
+                full = np.zeros((orig_h, orig_w), dtype=bool)
+                full[y0:y0 + h, x0:x0 + w] = win
+                full, ch1 = remove_small_regions(full, area, mode="holes")
+                full, ch2 = remove_small_regions(full, area, mode="islands")
+                bx0, by0, bx1, by1 = _np_box_xyxy(full)
+                new = (by0, bx0, np.ascontiguousarray(full[by0:by1 + 1, bx0:bx1 + 1]))
+            ny0, nx0, nwin = new
+            if nwin.size and nwin.any():
+                bx0, by0, bx1, by1 = _np_box_xyxy(nwin)
+                new_boxes.append([nx0 + bx0, ny0 + by0, nx0 + bx1, ny0 + by1])
+            else:
+                new_boxes.append([0, 0, 0, 0])
+            new_masks.append(new)
+            scores.append(float(not (ch1 or ch2)))
+        boxes_t = torch.as_tensor(np.array(new_boxes, dtype=np.int64).reshape(-1, 4))
+        keep = batched_nms(boxes_t.float(), torch.as_tensor(scores), torch.zeros(len(boxes_t)),
+                           iou_threshold=max(self.box_nms_thresh, self.crop_nms_thresh)).tolist()
+        out_masks, out_boxes = [], boxes_np.copy()
+        for i in keep:
+            if scores[i] == 0.0:
+                out_boxes[i] = new_boxes[i]
+                out_masks.append(new_masks[i])
+            else:
+                out_masks.append(masks[i])
+        return keep, out_masks, out_boxes[keep] if keep else out_boxes[:0]

@@ -1,0 +1,128 @@
+"""Our generator returns exactly the stock SamAutomaticMaskGenerator's output (same model, same settings)."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segment_anything")
+
+import cv2  # noqa: E402
+import skimage.data  # noqa: E402
+from segment_anything import SamAutomaticMaskGenerator  # noqa: E402
+from segment_anything.utils.amg import generate_crop_boxes  # noqa: E402
+
+from segmentation.amg import FastSamAutomaticMaskGenerator, _mask_box_xyxy, _remove_small_regions_window  # noqa: E402
+from segmentation.rle import decode_rle  # noqa: E402
+from segmentation.sam import random_sam  # noqa: E402
+
+# Thresholds lowered (and NMS loosened) so that a randomly initialised model leaves tens of masks to compare.
+CROPS = dict(points_per_side=12, crop_n_layers=1, crop_n_points_downscale_factor=2, min_mask_region_area=50,
+             pred_iou_thresh=0.5, stability_score_thresh=0.6, box_nms_thresh=0.9, crop_nms_thresh=0.9)
+NO_CROPS = dict(points_per_side=8, pred_iou_thresh=0.6, stability_score_thresh=0.7, box_nms_thresh=0.9)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_sam("vit_tiny", seed=0, img_size=256)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return cv2.resize(skimage.data.astronaut(), (240, 160), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def crops_outputs(model, image):
+    stock = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **CROPS).generate(image)
+    ours = FastSamAutomaticMaskGenerator(model, **CROPS).generate(image)
+    return stock, ours
+
+
+def test_identical_to_stock_with_crops_and_small_region_cleanup(crops_outputs):
+    stock, ours = crops_outputs
+    assert len(stock) >= 20
+    assert len(ours) == len(stock)
+    for a, b in zip(stock, ours):
+        # every field, in order: RLE string, area, XYWH box, scores, prompt point, crop box
+        assert a == b
+
+
+def test_identical_to_stock_without_crops(model, image):
+    stock = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **NO_CROPS).generate(image)
+    ours = FastSamAutomaticMaskGenerator(model, **NO_CROPS).generate(image)
+    assert len(stock) >= 5 and ours == stock
+
+
+def test_crop_box_geometry(crops_outputs, image):
+    _, ours = crops_outputs
+    h, w = image.shape[:2]
+    boxes, _ = generate_crop_boxes((h, w), CROPS["crop_n_layers"], 512 / 1500)
+    allowed = {(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}
+    assert {tuple(a["crop_box"]) for a in ours} <= allowed
+    assert len({tuple(a["crop_box"]) for a in ours}) > 1  # masks from crops survived
+    for ann in ours:
+        cx, cy, cw, ch = ann["crop_box"]
+        (px, py), = ann["point_coords"]
+        assert cx <= px <= cx + cw and cy <= py <= cy + ch
+        mask = decode_rle(ann["segmentation"])
+        assert mask.shape == (h, w) and int(mask.sum()) == ann["area"]
+        if ann["area"]:
+            ys, xs = np.nonzero(mask)
+            # SAM's bbox convention: XYWH with W = max_x - min_x (inclusive max), as SamAutomaticMaskGenerator
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+
+
+def test_deterministic(model, image, crops_outputs):
+    _, ours = crops_outputs
+    assert FastSamAutomaticMaskGenerator(model, **CROPS).generate(image.copy()) == ours
+
+
+def test_empty_and_tiny_images(model):
+    gen = FastSamAutomaticMaskGenerator(model, **NO_CROPS)
+    assert gen.generate(np.zeros((0, 0, 3), np.uint8)) == []
+    for shape in [(1, 1, 3), (2, 2, 3)]:
+        out = gen.generate(np.zeros(shape, np.uint8))
+        assert isinstance(out, list)
+        assert all(a["segmentation"]["size"] == list(shape[:2]) for a in out)
+
+
+def test_mask_box_matches_library():
+    from segment_anything.utils.amg import batched_mask_to_box
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand((20, 13, 17), generator=g) > 0.97
+    masks[3] = False
+    assert torch.equal(_mask_box_xyxy(masks), batched_mask_to_box(masks))
+
+
+def test_window_small_region_removal_matches_full_image():
+    from segment_anything.utils.amg import remove_small_regions
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(60):
+        H, W = 40, 50
+        full = np.zeros((H, W), bool)
+        y0, x0 = int(rng.integers(0, 20)), int(rng.integers(0, 25))
+        h, w = int(rng.integers(3, H - y0 + 1)), int(rng.integers(3, W - x0 + 1))
+        full[y0:y0 + h, x0:x0 + w] = rng.random((h, w)) < 0.7
+        ys, xs = np.nonzero(full)
+        if not len(ys):
+            continue
+        by0, by1, bx0, bx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        top, left, bottom, right = int(by0 > 0), int(bx0 > 0), int(by1 < H), int(bx1 < W)
+        win = np.pad(full[by0:by1, bx0:bx1], ((top, bottom), (left, right)))
+        py0, px0 = by0 - top, bx0 - left
+        ph, pw = win.shape
+        outside = {k: v for k, v, present in [("top", py0 * W, top), ("bottom", (H - py0 - ph) * W, bottom),
+                                              ("left", ph * px0, left), ("right", ph * (W - px0 - pw), right)]
+                   if present}
+        for area in (3, 10, 40):
+            got, changed, exact = _remove_small_regions_window(win, area, "holes", outside)
+            want, want_changed = remove_small_regions(full, area, "holes")
+            if not exact:
+                continue
+            out = np.zeros((H, W), bool)
+            out[py0:py0 + ph, px0:px0 + pw] = got
+            assert changed == want_changed and np.array_equal(out, want)
+            checked += 1
+    assert checked > 100
