@@ -6,7 +6,9 @@ Builds a release of N small synthetic photos with ``veilset build`` (no detector
 build there is, so the ratio is a conservative upper bound), mails one request with K IDs into a Maildir,
 runs ``veilset takedown ingest`` and ``veilset takedown apply`` (timed), checks the result, and prints one JSON
 line with the wall-clock and CPU seconds of each step (each runs as its own ``veilset`` process, imports
-included) and ``apply_vs_build`` / ``apply_vs_build_cpu`` (target <= 0.05). ``--rebuild`` also times
+included) and ``apply_vs_build`` / ``apply_vs_build_cpu`` (target <= 0.05). CPU seconds are complete only with
+``--workers 1`` (Beam's in-memory runner, one process): the multi-process DirectRunner's workers are not
+reaped into this process's accounting, so with more workers ``build_cpu_s`` is an undercount. ``--rebuild`` also times
 the alternative: a full rebuild with ``--ledger`` that skips the removed images.
 """
 from __future__ import annotations
