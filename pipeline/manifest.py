@@ -65,6 +65,11 @@ def dumps_json(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, indent=1) + "\n").encode("utf-8")
 
 
+def dumps_compact(obj: Any) -> bytes:
+    """Canonical compact JSON (C encoder: ~3x faster than the indented form) for shard payloads."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
     atomic_write_bytes(path, dumps_json(obj))
 

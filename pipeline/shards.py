@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from detectors.base import Detection
 from pipeline import ids
-from pipeline.manifest import atomic_write_bytes, delete, dumps_json, exists, join, list_files, read_bytes
+from pipeline.manifest import atomic_write_bytes, delete, dumps_compact, exists, join, list_files, read_bytes
 from pipeline.records import PublishedImage, ShardFile
 from segmentation.base import MaskAnnotation
 
@@ -152,7 +152,7 @@ def tar_bytes(images: Sequence[PublishedImage]) -> bytes:
     with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for im in images:
             for name, data in ((_jpeg_name(im.image_id), im.jpeg),
-                               (f"{im.image_id}.json", dumps_json(sa1b_json(im)))):
+                               (f"{im.image_id}.json", dumps_compact(sa1b_json(im)))):
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 info.uid = info.gid = 0
@@ -214,7 +214,7 @@ def shard_payloads(shard: int, num_shards: int, formats: Sequence[str],
     if "parquet" in formats:
         out[ids.shard_path("parquet", shard, num_shards)] = parquet_bytes(images)
     if "coco" in formats:
-        out[ids.shard_path("coco", shard, num_shards)] = dumps_json(coco_dict(images, shard))
+        out[ids.shard_path("coco", shard, num_shards)] = dumps_compact(coco_dict(images, shard))
     if "sa1b" in formats:
         out[ids.shard_path("sa1b", shard, num_shards)] = tar_bytes(images)
     return out
