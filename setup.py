@@ -17,6 +17,7 @@ CORE = [
     "shapely>=2.0",
     "pyyaml>=6",
     "dkimpy>=1.1",
+    "dnspython>=2.4",  # dkimpy looks DKIM keys up in DNS with it
     "matplotlib>=3.7",
 ]
 
