@@ -19,6 +19,8 @@ tensors in the same order, so the output is the stock generator's (verified in
   bounding box plus a one-pixel ring instead of the full image (exact: the ring component's size is corrected
   by the pixels outside the window; a fall back to the full image covers the case where that outside
   component itself would be removed).
+* **The image is not copied per prompt in the decoder** (``decode_shared_image``): the first two-way block's
+  image-side projections are computed once per batch instead of once per prompt; bit-identical outputs.
 * The image encoder runs once per crop (as stock): SAM resizes each crop to 1024 px, so the embedding of the
   full image cannot be reused for crops without changing the masks.
 
@@ -264,9 +266,7 @@ class FastSamAutomaticMaskGenerator:
             in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=device)
             sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]),
                                                  boxes=None, masks=None)
-            low_res, iou_preds = model.mask_decoder(image_embeddings=predictor.features, image_pe=dense_pe,
-                                                    sparse_prompt_embeddings=sparse,
-                                                    dense_prompt_embeddings=dense, multimask_output=True)
+            low_res, iou_preds = decode_shared_image(model.mask_decoder, predictor.features, dense_pe, sparse, dense)
             low_res = low_res.flatten(0, 1)
             iou_preds = iou_preds.flatten(0, 1)
             pts = torch.as_tensor(points.repeat(3, axis=0))
@@ -394,3 +394,90 @@ class FastSamAutomaticMaskGenerator:
             else:
                 out_masks.append(masks[i])
         return keep, out_masks, out_boxes[keep] if keep else out_boxes[:0]
+
+
+def decode_shared_image(decoder: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                        sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.forward(..., multimask_output=True)`` for B point prompts on one image, without B copies.
+
+    The stock decoder repeats the image embedding B times and runs the first two-way block's image-side
+    projections (token-to-image keys/values, image-to-token queries) on B identical copies. Here those are
+    computed once and broadcast; every other operation is the library's, in the library's order, so the
+    outputs are the same numbers (checked bit for bit in tests/segmentation/test_amg.py). Only valid when the
+    dense prompt embedding is the same for all prompts (point prompts without mask input, as in the AMG).
+    """
+    import math
+
+    transformer = decoder.transformer
+    b = sparse.size(0)
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(b, -1, -1)
+    tokens = torch.cat((output_tokens, sparse), dim=1)
+    src1 = image_embeddings + dense[:1]  # (1, C, h, w): the same for every prompt
+    _, c, h, w = src1.shape
+    keys1 = src1.flatten(2).permute(0, 2, 1)  # (1, N, C)
+    pe1 = image_pe.flatten(2).permute(0, 2, 1)  # (1, N, C)
+
+    def split(x: torch.Tensor, heads: int) -> torch.Tensor:
+        bb, n, cc = x.shape
+        return x.reshape(bb, n, heads, cc // heads).transpose(1, 2)
+
+    def merge(x: torch.Tensor) -> torch.Tensor:
+        bb, nh, nt, cp = x.shape
+        return x.transpose(1, 2).reshape(bb, nt, nh * cp)
+
+    def attend(attn_mod: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``Attention.forward`` on already projected q, k, v (k/v may have batch 1: broadcast)."""
+        q, k, v = split(q, attn_mod.num_heads), split(k, attn_mod.num_heads), split(v, attn_mod.num_heads)
+        if k.size(0) != q.size(0):
+            k = k.expand(q.size(0), -1, -1, -1)
+            v = v.expand(q.size(0), -1, -1, -1)
+        c_per_head = q.shape[-1]
+        attn = q @ k.permute(0, 1, 3, 2)
+        attn = attn / math.sqrt(c_per_head)
+        attn = torch.softmax(attn, dim=-1)
+        return attn_mod.out_proj(merge(attn @ v))
+
+    queries, point_embedding = tokens, tokens
+    keys: torch.Tensor = keys1
+    for i, layer in enumerate(transformer.layers):
+        shared = i == 0
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + point_embedding
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+
+        mod = layer.cross_attn_token_to_image
+        q = queries + point_embedding
+        k = keys + pe1
+        attn_out = attend(mod, mod.q_proj(q), mod.k_proj(k), mod.v_proj(keys)) if shared else mod(q=q, k=k, v=keys)
+        queries = layer.norm2(queries + attn_out)
+        queries = layer.norm3(queries + layer.mlp(queries))
+
+        mod = layer.cross_attn_image_to_token
+        q = queries + point_embedding
+        k = keys + pe1
+        if shared:
+            attn_out = attend(mod, mod.q_proj(k).expand(b, -1, -1), mod.k_proj(q), mod.v_proj(queries))
+            keys = keys.expand(b, -1, -1)
+        else:
+            attn_out = mod(q=k, k=q, v=queries)
+        keys = layer.norm4(keys + attn_out)
+
+    q = queries + point_embedding
+    k = keys + pe1
+    queries = transformer.norm_final_attn(queries + transformer.final_attn_token_to_image(q=q, k=k, v=keys))
+    hs, src = queries, keys
+
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1:(1 + decoder.num_mask_tokens), :]
+    src = src.transpose(1, 2).view(b, c, h, w)
+    upscaled = decoder.output_upscaling(src)
+    hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
+                            for i in range(decoder.num_mask_tokens)], dim=1)
+    bb, cc, hh, ww = upscaled.shape
+    masks = (hyper_in @ upscaled.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
+    iou_pred = decoder.iou_prediction_head(iou_token_out)
+    return masks[:, 1:, :, :], iou_pred[:, 1:]

@@ -126,3 +126,22 @@ def test_window_small_region_removal_matches_full_image():
             assert changed == want_changed and np.array_equal(out, want)
             checked += 1
     assert checked > 100
+
+
+def test_shared_image_decoder_is_bit_identical(model, image):
+    from segment_anything import SamPredictor
+
+    from segmentation.amg import decode_shared_image
+
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    rng = np.random.default_rng(0)
+    points = torch.as_tensor(predictor.transform.apply_coords(rng.random((16, 2)) * [240, 160], (160, 240)))
+    labels = torch.ones(16, dtype=torch.int)
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(points=(points[:, None], labels[:, None]), boxes=None, masks=None)
+        pe = model.prompt_encoder.get_dense_pe()
+        want = model.mask_decoder(image_embeddings=predictor.features, image_pe=pe, sparse_prompt_embeddings=sparse,
+                                  dense_prompt_embeddings=dense, multimask_output=True)
+        got = decode_shared_image(model.mask_decoder, predictor.features, pe, sparse, dense)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
