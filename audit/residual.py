@@ -1,9 +1,9 @@
 """Residual-face scan: a second, differently built face detector looks for faces the build missed.
 
 Default second detector: RetinaFace (ResNet-50, PyTorch) when its weights are present offline; otherwise
-CenterFace in its multi-scale preset (native + 2x upscale), which sees small faces that the production
-single-pass run does not. Every face it finds outside the anonymized regions is a finding, with a thumbnail
-whose face box is pixelated before it is stored.
+CenterFace in its tiled preset (whole image + 2x2 overlapping tiles upscaled 2x), which sees small faces
+that the production single-pass run does not. Every face it finds outside the anonymized regions is a
+finding, with a thumbnail whose face box is pixelated before it is stored.
 
 Anonymized patches have edges and block patterns that a detector sometimes reads as a face right next to the
 patch. A candidate near a region is therefore confirmed on a copy of the image whose anonymized regions are
@@ -29,7 +29,7 @@ REGION_FILL = 128
 NEAR = 0.5  # a candidate whose box, enlarged by half its size on every side, touches a region is "near" it
 
 RETINAFACE_SPEC = "retinaface"
-FALLBACK_SPEC = "centerface:preset=upscale,threshold=0.4"
+FALLBACK_SPEC = "centerface:preset=crowd,threshold=0.4"
 
 
 @dataclass(frozen=True)
