@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from audit import findings as F
 from audit.runner import AuditReport, mask_emails
-from pipeline.manifest import dumps_json, write_json_atomic, atomic_write_bytes
+from pipeline.manifest import atomic_write_bytes, write_json_atomic
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -201,5 +201,3 @@ def summary_text(report: AuditReport) -> str:
     lines.append("audit PASSED" if report.passed else f"audit FAILED: {len(report.findings)} findings")
     return "\n".join(lines)
 
-
-__all__ = ["report_dict", "write_report", "render_html", "summary_text", "dumps_json"]

@@ -126,5 +126,6 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
         RESIDUAL, findings, f"{residual.spec} ({residual.why}) on {what} images: {len(findings)} faces outside the "
                            f"anonymized regions, {inside} inside, {artefacts} unconfirmed patch artefacts",
         {"detector": residual.spec, "why": residual.why, "images_scanned": len(chosen),
-         "faces_inside_regions": inside, "artefacts": artefacts, "residual_faces": len(findings), "scores": [round(s, 4) for s in scores],
+         "faces_inside_regions": inside, "artefacts": artefacts, "residual_faces": len(findings),
+         "scores": [round(s, 4) for s in scores],
          "residual_per_image": per_image})

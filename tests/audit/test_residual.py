@@ -48,3 +48,25 @@ def test_sample_is_deterministic_and_limits_the_scan(built, residual):
     b = check_residual(Release(built.root), residual, sample=2)
     assert a.stats["images_scanned"] == 2
     assert a.stats["residual_per_image"].keys() == b.stats["residual_per_image"].keys()
+
+
+def test_second_detector_is_retinaface_when_its_weights_load_else_centerface_tiled(monkeypatch):
+    import detectors.registry as registry
+    from audit import residual as R
+
+    built = []
+
+    def fake_build(spec):
+        built.append(spec)
+        if spec.startswith("retinaface") and not weights_present:
+            raise FileNotFoundError("retinaface: no weights found")
+        return object()
+
+    monkeypatch.setattr(registry, "build_detector", fake_build)
+    weights_present = True
+    assert R.build_residual_detector().spec == R.RETINAFACE_SPEC
+    weights_present = False
+    chosen = R.build_residual_detector()
+    assert chosen.spec == R.FALLBACK_SPEC and "RetinaFace unavailable" in chosen.why
+    assert R.build_residual_detector("centerface:threshold=0.5").spec == "centerface:threshold=0.5"
+    assert built[-1] == "centerface:threshold=0.5"  # an explicit spec is used as given, no fallback
