@@ -20,7 +20,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script, Python puts benchmarks/ first on sys.path, where this file's own name would shadow the
+# ``detectors`` package: drop that entry and import from the repository root.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 DEFAULT_DETECTORS = ("centerface", "clpdet", "pptext", "plates")
 
