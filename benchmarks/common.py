@@ -180,7 +180,12 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "git_commit": commit,
             "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
