@@ -74,7 +74,8 @@ def built(tmp_path_factory) -> Built:
     ledger = make_ledger(str(folder / "ledger.sqlite"), removed_id, removed_sha)
     out = folder / "release"
     rc = main(["build", str(photos), "--output", str(out), "--workers", "1", "--shards", "2",
-               "--formats", "parquet,coco,sa1b", "--plate-detector", "none", "--ledger", ledger])
+               "--formats", "parquet,coco,sa1b", "--plate-detector", "none", "--masks", "felzenszwalb",
+               "--ledger", ledger])
     assert rc == 0, "veilset build failed"
     return Built(str(out), ledger, local, image_ids, removed_id)
 
