@@ -28,6 +28,13 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _same(a: list, b: list) -> bool:
+    """Equal outputs, NaN stability scores (0/0, kept when stability_score_thresh=0) counting as equal."""
+    import json
+
+    return json.dumps(a) == json.dumps(b)
+
+
 def _image(h: int, w: int) -> np.ndarray:
     import cv2
     import skimage.data
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_stock:
             print(f"{h:>5}x{w:<5} {'-':>11} {len(b):>10} {'-':>9} {'-':>8} {min(t_ours):>8.2f} {'-':>6}")
         else:
-            print(f"{h:>5}x{w:<5} {len(a):>11} {len(b):>10} {str(a == b):>9} {min(t_stock):>8.2f} "
+            print(f"{h:>5}x{w:<5} {len(a):>11} {len(b):>10} {str(_same(a, b)):>9} {min(t_stock):>8.2f} "
                   f"{min(t_ours):>8.2f} {min(t_stock) / min(t_ours):>6.2f}", flush=True)
     return 0
 
