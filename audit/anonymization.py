@@ -279,7 +279,8 @@ def check_anonymization(release: Release, sample: int | None = None,
     scanned = 0
     weak: list[float] = []
     if detectors:
-        for image_id, copies in release.iter_copies_of(chosen):
+        with_regions = [i for i in chosen if regions.get(i)]  # nothing to re-detect in an image without any
+        for image_id, copies in release.iter_copies_of(with_regions):
             seen: set[bytes] = set()
             for copy in copies:
                 if copy.data in seen:
