@@ -28,11 +28,16 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _same(a: list, b: list) -> bool:
-    """Equal outputs, NaN stability scores (0/0, kept when stability_score_thresh=0) counting as equal."""
-    import json
-
-    return json.dumps(a) == json.dumps(b)
+def _same(a, b) -> bool:
+    """Equal outputs; NaN == NaN (stability 0/0 is kept when stability_score_thresh=0) and 0 == 0.0 (the stock
+    code turns crop boxes into floats when a crop keeps no mask)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
 
 
 def _image(h: int, w: int) -> np.ndarray:

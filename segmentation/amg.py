@@ -187,6 +187,10 @@ class FastSamAutomaticMaskGenerator:
                                                      self.crop_overlap_ratio)
         per_crop = []
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
+            if crop_box[2] <= crop_box[0] or crop_box[3] <= crop_box[1]:
+                # generate_crop_boxes gives empty windows for images of a few pixels (the stock generator
+                # then fails in set_image); an empty window has no masks
+                continue
             per_crop.append(self._process_crop(image, crop_box, layer_idx, (orig_h, orig_w)))
 
         # concatenate in stock order (crop by crop)
@@ -296,7 +300,6 @@ class FastSamAutomaticMaskGenerator:
                 kept_points.append(pts[keep_sel.cpu()])
                 kept_boxes.append(boxes)
         predictor.reset_image()
-        predictor.input_size, predictor.original_size = input_size, original_size  # reset_image clears them
 
         if kept_low:
             low = torch.cat(kept_low)
