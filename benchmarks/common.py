@@ -81,32 +81,49 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def tree_rss(root_pid: int) -> list[int]:
-    """RSS in bytes of ``root_pid`` and of each of its descendants (one entry per live process)."""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_stats(root_pid: int) -> dict[int, tuple[int, float]]:
+    """pid -> (RSS bytes, user + sys CPU seconds) for ``root_pid`` and all its live descendants."""
     kids = _children_map()
-    todo, out = [root_pid], []
+    todo, out = [root_pid], {}
     while todo:
         pid = todo.pop()
         try:
             with open(f"/proc/{pid}/statm") as fh:
-                out.append(int(fh.read().split()[1]) * PAGE)
-        except OSError:
+                rss = int(fh.read().split()[1]) * PAGE
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read().decode("latin-1")
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[pid] = (rss, (int(fields[11]) + int(fields[12])) / TICKS)  # utime, stime
+        except (OSError, ValueError, IndexError):
             pass
         todo += kids.get(pid, [])
     return out
 
 
 class TreeSampler:
-    """Peaks of a process tree: summed RSS, largest single process, number of processes."""
+    """Peaks of a process tree: summed RSS, largest single process, number of processes; and its CPU seconds
+    (the last sampled user + sys time of every process that appeared, so up to one sampling interval is missed
+    per process)."""
 
     def __init__(self) -> None:
         self.peak_total = self.peak_single = self.peak_processes = 0
+        self._cpu: dict[int, float] = {}
 
     def sample(self, root_pid: int) -> None:
-        rss = tree_rss(root_pid)
+        stats = tree_stats(root_pid)
+        rss = [r for r, _ in stats.values()]
         self.peak_total = max(self.peak_total, sum(rss))
         self.peak_single = max(self.peak_single, max(rss, default=0))
         self.peak_processes = max(self.peak_processes, len(rss))
+        for pid, (_, cpu) in stats.items():
+            self._cpu[pid] = max(cpu, self._cpu.get(pid, 0.0))
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu.values())
 
 
 @dataclass
@@ -116,7 +133,8 @@ class Timed:
     wall_s: float
     peak_tree_rss_mb: float  # peak of the summed RSS of the process tree (sampled)
     peak_processes: int
-    cpu_s: float  # user + sys of the child and its waited-for descendants
+    cpu_s: float  # user + sys of the child and its waited-for descendants (os.times)
+    tree_cpu_s: float  # user + sys summed over every process of the tree (sampled from /proc)
     load_before: float  # 1-minute load average before the run (noise indicator on a shared machine)
     stdout: str = field(repr=False, default="")
     stderr: str = field(repr=False, default="")
@@ -158,7 +176,8 @@ def run_timed(cmd: Sequence[str], *, cwd: str | None = None, env: dict[str, str]
     thread.join()
     after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return Timed(list(cmd), proc.returncode, wall, sampler.peak_total / 2**20, sampler.peak_processes, cpu, load, out, err)
+    return Timed(list(cmd), proc.returncode, wall, sampler.peak_total / 2**20, sampler.peak_processes, cpu,
+                 sampler.cpu_s, load, out, err)
 
 
 def build_seconds(stdout: str) -> float | None:
