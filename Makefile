@@ -31,9 +31,10 @@ demo: $(VENV)/.core
 	rm -rf $(DEMO_IN) && $(PY) -m pipeline.samples write $(DEMO_IN)
 	$(VENV)/bin/veilset build $(DEMO_IN) --output $(DEMO_OUT)
 	$(PY) -m pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)-before-after.jpg
+	$(VENV)/bin/veilset audit --release $(DEMO_OUT) --report $(DEMO_OUT)-audit
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(DEMO_IN) $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)-audit $(DEMO_OUT)-before-after.jpg .pytest_cache
