@@ -11,6 +11,7 @@ import importlib.util
 import os
 from typing import Any
 
+import cv2
 import numpy as np
 
 from detectors import ops
@@ -129,7 +130,7 @@ class CenterFaceDetector(MultiPassDetector):
         }
 
     def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
-        blob = np.ascontiguousarray(image_rgb.transpose(2, 0, 1)[None].astype(np.float32))
+        blob = cv2.dnn.blobFromImage(image_rgb, 1.0)  # HWC uint8 -> NCHW float32 (no cv2.dnn inference)
         heatmap, scale, offset = self._session.run(list(OUTPUT_NAMES[:3]), {INPUT_NAME: blob})
         return decode(heatmap[0, 0], scale[0], offset[0], max(self.threshold, 0.01), self.nms_iou)
 

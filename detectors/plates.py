@@ -106,8 +106,8 @@ class ClpDetDetector(MultiPassDetector):
 
     def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
         h, w = image_rgb.shape[:2]
-        blob = image_rgb[:, :, ::-1].astype(np.float32) - CLP_MEAN_BGR
-        blob = np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+        # RGB -> BGR, minus the BGR mean, NCHW float32 in one pass
+        blob = cv2.dnn.blobFromImage(image_rgb, 1.0, None, tuple(float(v) for v in CLP_MEAN_BGR), swapRB=True)
         loc, conf, _ = self._session.run(None, {"image": blob})
         scores = conf[0, :, 1].astype(np.float64)
         idx = np.nonzero(scores > self._floor)[0]
@@ -196,8 +196,8 @@ class TextLineDetector(MultiPassDetector):
                 "max_height_frac": self.max_height_frac}
 
     def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
-        blob = (image_rgb[:, :, ::-1].astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
-        prob = self._session.run(None, {"x": np.ascontiguousarray(blob)})[0][0, 0]
+        blob = cv2.dnn.blobFromImage(image_rgb, 2.0 / 255.0, None, (127.5, 127.5, 127.5), swapRB=True)  # BGR, [-1, 1]
+        prob = self._session.run(None, {"x": blob})[0][0, 0]
         boxes, scores, sizes = db_boxes(prob, self.bin_thresh, min(self.threshold, 0.5), self.unclip)
         if not len(boxes):
             return boxes, scores
