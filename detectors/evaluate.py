@@ -157,8 +157,14 @@ def _group_of(file_name: str) -> str:
 
 def evaluate(detector: Detector, images_dir: str, coco: dict[str, Any], iou: float = DEFAULT_IOU,
              limit: int | None = None) -> Tally:
+    """Run ``detector`` on every image and match. When the file names a category after the detector's label
+    ("face" / "license_plate"), only that category's boxes are ground truth; otherwise every box is."""
+    named = {c.get("id"): c.get("name") for c in coco.get("categories", []) if isinstance(c, dict)}
+    wanted = {cid for cid, name in named.items() if name == detector.label}
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in coco.get("annotations", []):
+        if wanted and ann.get("category_id") not in wanted:
+            continue
         by_image.setdefault(ann["image_id"], []).append(ann)
     images = sorted(coco.get("images", []), key=lambda im: im["id"])
     if limit is not None:

@@ -137,3 +137,20 @@ def test_evaluate_reports_missing_image(tmp_path):
 
     with pytest.raises(ValueError, match="gone.jpg"):
         evaluate.evaluate(Never(), str(tmp_path), coco)
+
+
+def test_only_the_detectors_category_is_ground_truth(tiny_coco):
+    root, ann = tiny_coco
+    coco = json.loads(ann.read_text())
+    coco["categories"].append({"id": 2, "name": "license_plate"})
+    coco["annotations"].append({"id": 3, "image_id": 2, "category_id": 2, "bbox": [10, 10, 50, 20], "iscrowd": 0})
+
+    class Fixed:
+        label = "face"
+
+        def detect(self, rgb):
+            from detectors.base import Detection
+            return [Detection("face", (180.0, 60.0, 270.0, 175.0), 0.9, "fixed")] if rgb.shape[0] == 512 else []
+
+    tally = evaluate.evaluate(Fixed(), str(root), coco)
+    assert tally.gt_total == 1 and tally.summary()["recall"] == 1.0
