@@ -11,8 +11,8 @@ from pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
 from pipeline.encode import DEFAULT_QUALITY
 from pipeline.shards import DEFAULT_FORMATS, validate_formats
 
-DEFAULT_FACE_DETECTOR = "centerface"
-DEFAULT_PLATE_DETECTOR = "plates"
+from detectors.registry import DEFAULT_FACE as DEFAULT_FACE_DETECTOR  # noqa: E402  (single source of truth)
+from detectors.registry import DEFAULT_PLATE as DEFAULT_PLATE_DETECTOR  # noqa: E402
 DEFAULT_MASKS = "felzenszwalb"
 IMAGES_PER_SHARD = 1000  # --shards default: ceil(inputs / 1000), as SA-1B's ~11k images per tar, smaller
 MAX_FILE_BYTES = 256 * 1024 * 1024
