@@ -75,6 +75,34 @@ def _mask_box_xyxy(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(empty[:, None], torch.zeros_like(out), out)
 
 
+def _window_stats(up: torch.Tensor, windows: list, mask_threshold: float, offset: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``calculate_stability_score`` and ``batched_mask_to_box(up > mask_threshold)``, looking only inside each
+    mask's window (every pixel outside it is below all three cutoffs). Exact: integer counts, same float32
+    division of int32 tensors as the library."""
+    inter, union, boxes = [], [], []
+    hi, lo = mask_threshold + offset, mask_threshold - offset
+    for j, win in enumerate(windows):
+        if win is None:
+            inter.append(0)
+            union.append(0)
+            boxes.append((0, 0, 0, 0))
+            continue
+        y0, y1, x0, x1 = win
+        sub = up[j, y0:y1, x0:x1]
+        inter.append(int((sub > hi).sum()))
+        union.append(int((sub > lo).sum()))
+        binary = sub > mask_threshold
+        rows = torch.nonzero(binary.any(dim=1)).flatten()
+        cols = torch.nonzero(binary.any(dim=0)).flatten()
+        if len(rows) == 0:
+            boxes.append((0, 0, 0, 0))
+        else:
+            boxes.append((x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])))
+    stab = torch.tensor(inter, dtype=torch.int32) / torch.tensor(union, dtype=torch.int32)
+    return stab, torch.tensor(boxes, dtype=torch.int64).reshape(-1, 4)
+
+
 def _np_box_xyxy(mask: np.ndarray) -> tuple[int, int, int, int]:
     rows = np.nonzero(mask.any(axis=1))[0]
     cols = np.nonzero(mask.any(axis=0))[0]
@@ -117,6 +145,10 @@ def _remove_small_regions_window(window: np.ndarray, area_thresh: float, mode: s
     if not correct_holes:
         fill_labels = [i for i in range(n_labels) if i not in fill_labels]
         if len(fill_labels) == 0:
+            if int((sizes == sizes.max()).sum()) > 1:
+                # "keep the largest" with a tie: the library keeps the first label of OpenCV's numbering of
+                # the *full* image, which is not guaranteed to be raster order (parallel labelling)
+                return window, False, False
             fill_labels = [int(np.argmax(sizes)) + 1]
     return np.isin(regions, fill_labels), True, True
 
@@ -283,13 +315,16 @@ class FastSamAutomaticMaskGenerator:
             for c in range(0, len(idx), self.upscale_chunk):
                 sel = idx[c:c + self.upscale_chunk]
                 up = model.postprocess_masks(low_res[sel][:, None], input_size, original_size)[:, 0]
-                stab = calculate_stability_score(up, model.mask_threshold, self.stability_score_offset)
+                windows = self._windows(low_res[sel], input_size, original_size)
+                if windows is None:  # GPU: vectorised over the whole crop, as the library does
+                    stab = calculate_stability_score(up, model.mask_threshold, self.stability_score_offset)
+                else:
+                    stab, boxes_all = _window_stats(up, windows, model.mask_threshold, self.stability_score_offset)
                 ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
                     torch.ones_like(stab, dtype=torch.bool)
                 if not bool(ok.any()):
                     continue
-                binary = up[ok] > model.mask_threshold
-                boxes = _mask_box_xyxy(binary)
+                boxes = _mask_box_xyxy(up[ok] > model.mask_threshold) if windows is None else boxes_all[ok]
                 near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
                 ok_idx = torch.nonzero(ok).flatten()[~near]
                 boxes = boxes[~near]
@@ -321,6 +356,36 @@ class FastSamAutomaticMaskGenerator:
             "crop_box": list(crop_box), "input_size": input_size, "original_size": original_size,
         }
 
+    def _windows(self, low: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]):
+        """Per mask, the (y0, y1, x0, x1) part of the upscaled crop outside which every upscaled logit is
+        <= mask_threshold - stability_score_offset (so it is in no thresholded mask); None for a mask with
+        no such pixel. Bilinear interpolation is local (each output pixel is a convex combination of the 2 x 2
+        nearest inputs, in both resizes), so the window is the low-res support (logits >= that cut - 1e-3,
+        the margin covering float rounding) mapped through both resizes with 2 pixels of slack per resize.
+        Returns None (no windows) on GPU or with a negative offset, where the library's full-crop path runs."""
+        import math
+
+        if low.device.type != "cpu" or self.stability_score_offset < 0:
+            return None
+        cut = self.model.mask_threshold - self.stability_score_offset - 1e-3
+        above = low >= cut
+        rows = above.any(dim=2).numpy()
+        cols = above.any(dim=1).numpy()
+        n, lh, lw = low.shape
+        img = self.model.image_encoder.img_size
+        (ih, iw), (hc, wc) = input_size, original_size
+        fy, fx = (img / lh) * (hc / ih), (img / lw) * (wc / iw)
+        my, mx = math.ceil(2 * hc / ih) + 2, math.ceil(2 * wc / iw) + 2
+        out: list[Optional[tuple[int, int, int, int]]] = []
+        for r, c in zip(rows, cols):
+            ry, cx = np.nonzero(r)[0], np.nonzero(c)[0]
+            if len(ry) == 0:
+                out.append(None)
+                continue
+            out.append((max(0, math.floor((ry[0] - 2) * fy) - my), min(hc, math.ceil((ry[-1] + 3) * fy) + my),
+                        max(0, math.floor((cx[0] - 2) * fx) - mx), min(wc, math.ceil((cx[-1] + 3) * fx) + mx)))
+        return out
+
     def _rebuild_masks(self, per_crop: list[dict[str, Any]], crop_of: torch.Tensor, index_in_crop: torch.Tensor,
                        orig_h: int, orig_w: int) -> list[tuple[int, int, np.ndarray]]:
         """Full-resolution binary masks of the kept candidates, each as (y0, x0, window) in image pixels."""
@@ -332,12 +397,18 @@ class FastSamAutomaticMaskGenerator:
             for c in range(0, len(positions), self.upscale_chunk):
                 pos = positions[c:c + self.upscale_chunk]
                 sel = torch.tensor([index_l[k] for k in pos], device=crop["low_res"].device)
-                up = self.model.postprocess_masks(crop["low_res"][sel][:, None], crop["input_size"],
-                                                  crop["original_size"])[:, 0]
-                binary = (up > self.model.mask_threshold).cpu().numpy()
-                for k, m in zip(pos, binary):
+                low = crop["low_res"][sel]
+                up = self.model.postprocess_masks(low[:, None], crop["input_size"], crop["original_size"])[:, 0]
+                windows = self._windows(low, crop["input_size"], crop["original_size"])
+                for j, k in enumerate(pos):
+                    wy0, wy1, wx0, wx1 = windows[j] if windows is not None and windows[j] is not None else \
+                        (0, up.shape[1], 0, up.shape[2])
+                    m = (up[j, wy0:wy1, wx0:wx1] > self.model.mask_threshold).cpu().numpy()
                     bx0, by0, bx1, by1 = _np_box_xyxy(m)
-                    out[k] = (y0 + by0, x0 + bx0, np.ascontiguousarray(m[by0:by1 + 1, bx0:bx1 + 1]))
+                    if not m.any():
+                        out[k] = (y0, x0, np.zeros((0, 0), dtype=bool))
+                        continue
+                    out[k] = (y0 + wy0 + by0, x0 + wx0 + bx0, np.ascontiguousarray(m[by0:by1 + 1, bx0:bx1 + 1]))
         return out  # type: ignore[return-value]
 
     def _postprocess_small_regions(self, masks, boxes_np, orig_h, orig_w):
@@ -365,7 +436,8 @@ class FastSamAutomaticMaskGenerator:
                 outside["right"] = ph * (orig_w - px0 - pw)
             m, ch1, exact = _remove_small_regions_window(padded, area, "holes", outside)
             if exact:
-                m, ch2, _ = _remove_small_regions_window(m, area, "islands", {})
+                m, ch2, exact = _remove_small_regions_window(m, area, "islands", {})
+            if exact:
                 bx0, by0, bx1, by1 = _np_box_xyxy(m)
                 if bx1 >= bx0 and m.any():
                     new = (py0 + by0, px0 + bx0, np.ascontiguousarray(m[by0:by1 + 1, bx0:bx1 + 1]))

@@ -147,3 +147,30 @@ def test_shared_image_decoder_is_bit_identical(model, image):
                                   dense_prompt_embeddings=dense, multimask_output=True)
         got = decode_shared_image(model.mask_decoder, predictor.features, pe, sparse, dense)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_window_stats_equal_full_crop_stats(model):
+    """Stability and boxes computed inside the support windows equal the library's over the whole crop."""
+    from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
+
+    from segmentation.amg import _window_stats
+
+    gen = FastSamAutomaticMaskGenerator(model, **NO_CROPS)
+    g = torch.Generator().manual_seed(3)
+    low = torch.full((12, 64, 64), -8.0)
+    for j in range(12):  # blobs of varying size and sharpness at random places, one mask left empty
+        if j == 5:
+            continue
+        y, x = (int(v) for v in torch.randint(0, 64, (2,), generator=g))
+        r = int(torch.randint(1, 12, (1,), generator=g))
+        yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+        low[j] = 6.0 - ((yy - y) ** 2 + (xx - x) ** 2).float().sqrt() * (j + 1) / r
+    for input_size, original_size in [((256, 171), (300, 200)), ((171, 256), (120, 180)), ((256, 256), (33, 33))]:
+        up = model.postprocess_masks(low[:, None], input_size, original_size)[:, 0]
+        windows = gen._windows(low, input_size, original_size)
+        assert windows[5] is None and any(w is not None for w in windows)
+        stab, boxes = _window_stats(up, windows, model.mask_threshold, 1.0)
+        want = calculate_stability_score(up, model.mask_threshold, 1.0)
+        assert torch.equal(torch.isnan(stab), torch.isnan(want))
+        assert torch.equal(stab[~torch.isnan(stab)], want[~torch.isnan(want)])
+        assert torch.equal(boxes, batched_mask_to_box(up > model.mask_threshold))
