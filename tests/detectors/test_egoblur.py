@@ -290,8 +290,8 @@ def test_margin_min_size_and_crowd_preset(tmp_path):
     assert _boxes(grown.detect(image)) == [[30.0, 35.0, 70.0, 55.0]]
     assert eb.EgoBlurDetector(FACE, weights=path, min_size="11").detect(image) == []
     crowd = eb.EgoBlurDetector(FACE, weights=path, preset="crowd")
-    assert crowd.identity()["passes"] == [{"grid": 1, "max_side": None, "scale": 1.0},
-                                          {"grid": 2, "max_side": None, "scale": 1.0}]
+    assert crowd.identity()["passes"] == [{"grid": 1, "max_side": None, "scale": 1.0, "max_upscale": 1.0},
+                                          {"grid": 2, "max_side": None, "scale": 1.0, "max_upscale": 1.0}]
     boxes = _boxes(crowd.detect(image))
     # the fixed box is found by the whole image and (at each tile's offset) by the 4 tiles
     assert [40.0, 40.0, 60.0, 50.0] in boxes and len(boxes) > 1
