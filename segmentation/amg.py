@@ -81,7 +81,10 @@ def _window_stats(up: torch.Tensor, windows: list, mask_threshold: float, offset
     mask's window (every pixel outside it is below all three cutoffs). Exact: integer counts, same float32
     division of int32 tensors as the library."""
     inter, union, boxes = [], [], []
-    hi, lo = mask_threshold + offset, mask_threshold - offset
+    # numpy on the CPU tensor's memory (no copy): float32 compared with the thresholds as float32, like torch
+    up_np = up.numpy()
+    hi, lo, thr = (np.float32(mask_threshold + offset), np.float32(mask_threshold - offset),
+                   np.float32(mask_threshold))
     for j, win in enumerate(windows):
         if win is None:
             inter.append(0)
@@ -89,16 +92,16 @@ def _window_stats(up: torch.Tensor, windows: list, mask_threshold: float, offset
             boxes.append((0, 0, 0, 0))
             continue
         y0, y1, x0, x1 = win
-        sub = up[j, y0:y1, x0:x1]
-        inter.append(int((sub > hi).sum()))
-        union.append(int((sub > lo).sum()))
-        binary = sub > mask_threshold
-        rows = torch.nonzero(binary.any(dim=1)).flatten()
-        cols = torch.nonzero(binary.any(dim=0)).flatten()
+        sub = up_np[j, y0:y1, x0:x1]
+        inter.append(int(np.count_nonzero(sub > hi)))
+        union.append(int(np.count_nonzero(sub > lo)))
+        binary = sub > thr
+        rows = np.flatnonzero(binary.any(axis=1))
         if len(rows) == 0:
             boxes.append((0, 0, 0, 0))
-        else:
-            boxes.append((x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])))
+            continue
+        cols = np.flatnonzero(binary[rows[0]:rows[-1] + 1].any(axis=0))
+        boxes.append((x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])))
     stab = torch.tensor(inter, dtype=torch.int32) / torch.tensor(union, dtype=torch.int32)
     return stab, torch.tensor(boxes, dtype=torch.int64).reshape(-1, 4)
 
