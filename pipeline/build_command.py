@@ -125,9 +125,13 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     blocked_ids, blocked_hashes = load_blocklist(opts.ledger)
     LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
              num_shards, ",".join(opts.formats), opts.workers)
+    local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
+    # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
+    # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
+    detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
     with beam.Pipeline(options=beam_options(opts, beam_args or [], verbose)) as p:
         build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocked_ids,
-                    blocked_hashes=blocked_hashes)
+                    blocked_hashes=blocked_hashes, detector_threads=detector_threads)
     return load_manifest(opts.output)
 
 

@@ -24,6 +24,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
+from detectors.base import DetectorSpec
 from detectors.handler import DetectorModelHandler
 from pipeline import ids, shards
 from pipeline.anonymize import anonymize
@@ -276,10 +277,22 @@ def _shard_entry(f: ShardFile) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ the graph
+def with_threads(spec: str, threads: int | None) -> str:
+    """``spec`` with ``threads=N`` added unless the user set it (N worker processes x N threads = the cores)."""
+    parsed = DetectorSpec.parse(spec)
+    if threads is None or any(k == "threads" for k, _ in parsed.kwargs):
+        return spec
+    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
+
+
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
-                blocked_hashes: frozenset[str] = frozenset()) -> beam.PCollection:
-    """Compose the build. Returns the PCollection holding the single manifest dict."""
+                blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None) -> beam.PCollection:
+    """Compose the build. Returns the PCollection holding the single manifest dict.
+
+    ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
+    ``--workers`` processes share this machine's cores; None leaves each detector's default).
+    """
     read = (
         p
         | "ListInputs" >> beam.Create(sorted(inputs))
@@ -301,7 +314,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
     for label, spec in (("Faces", opts.face_detector), ("Plates", opts.plate_detector)):
         if spec == "none":
             continue
-        handler = KeyedModelHandler(DetectorModelHandler(spec))
+        handler = KeyedModelHandler(DetectorModelHandler(with_threads(spec, detector_threads)))
         result, dlq = detected | f"Detect{label}" >> RunInference(handler).with_exception_handling()
         reject_parts.append(dlq.failed_inferences
                             | f"Detect{label}Failures" >> _failed_batches_to_rejects(f"detect_{label.lower()}"))
