@@ -1,8 +1,8 @@
 """Detector speed: ms per image at a given long side (default 1500 px), one onnxruntime thread and default threads.
 
-    python benchmarks/detectors.py                                   # synthetic 1500x1000 images, default detectors
-    python benchmarks/detectors.py --images ../shared/eval/plates/images --limit 20 --detectors centerface plates
-    python benchmarks/detectors.py --threads 1 --json
+    python benchmarks/detector_speed.py                                   # synthetic 1500x1000 images, default detectors
+    python benchmarks/detector_speed.py --images ../shared/eval/plates/images --limit 20 --detectors centerface plates
+    python benchmarks/detector_speed.py --threads 1 --json
 
 Images: photos under --images (any depth, resized so the long side is --side), else synthetic scenes built from
 skimage.data photos (astronaut, coffee, chelsea) tiled to --side x 2/3 --side. Each detector is built once per
@@ -70,7 +70,7 @@ def folder_images(folder: str, side: int, limit: int) -> list[np.ndarray]:
         bgr = cv2.resize(bgr, (round(bgr.shape[1] * f), round(bgr.shape[0] * f)), interpolation=cv2.INTER_AREA)
         out.append(np.ascontiguousarray(bgr[:, :, ::-1]))
     if not out:
-        raise SystemExit(f"benchmarks/detectors.py: --images: no images under {folder!r}")
+        raise SystemExit(f"benchmarks/detector_speed.py: --images: no images under {folder!r}")
     return out
 
 

@@ -1,7 +1,7 @@
 """Time each audit check on a release.
 
-    python benchmarks/audit.py --release DIR [--ledger L.sqlite] [--sample N] [--repeat 3]
-    python benchmarks/audit.py                  # builds the package sample photos into a temp release first
+    python benchmarks/audit_speed.py --release DIR [--ledger L.sqlite] [--sample N] [--repeat 3]
+    python benchmarks/audit_speed.py                  # builds the package sample photos into a temp release first
 
 Detectors are built once (as ``veilset audit`` does per run) and reused across repeats; the figures are the
 median wall time per check over the repeats, plus the detector build time.
