@@ -27,56 +27,16 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-import numpy as np  # noqa: E402
-
-OPSET = 13
-
-
-def calibration_blobs(long_side: int) -> list[np.ndarray]:
-    from PIL import Image
-
-    from detectors import ops
-    from pipeline.samples import SAMPLES, _package_file
-
-    blobs = []
-    for name, (package, *parts) in sorted(SAMPLES.items()):
-        try:
-            path = _package_file(package, *parts)
-        except FileNotFoundError:
-            continue
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        mapping = ops.fit_size(rgb.shape[1], rgb.shape[0], long_side, 32, 1.0)
-        resized = ops.resize_to(rgb, mapping)
-        blobs.append(np.ascontiguousarray(resized.transpose(2, 0, 1)[None].astype(np.float32)))
-    if len(blobs) < 3:
-        raise SystemExit("quantize: fewer than 3 calibration photos found (need scikit-image and matplotlib)")
-    return blobs
 
 
 def quantize(out_path: str, fmt: str = "qoperator", calib_side: int = 1024) -> str:
-    import onnx
-    from onnx import version_converter
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """Write the int8 model that ``centerface:precision=int8`` builds in memory; returns its sha256."""
+    from detectors.centerface import _dynamic_model_bytes, default_model_path
+    from detectors.quantize import quantize_centerface
 
-    from detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(calibration_blobs(calib_side))
-
-        def get_next(self):
-            blob = next(self._it, None)
-            return None if blob is None else {INPUT_NAME: blob}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "centerface_dynamic_opset13.onnx"
-        model = onnx.load_from_string(_dynamic_model_bytes(default_model_path()))
-        onnx.save(version_converter.convert_version(model, OPSET), str(fp32))
-        quantize_static(str(fp32), out_path, Reader(),
-                        quant_format=QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return hashlib.sha256(Path(out_path).read_bytes()).hexdigest()
+    data = quantize_centerface(_dynamic_model_bytes(default_model_path()), fmt, calib_side)
+    Path(out_path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

