@@ -17,6 +17,26 @@ def test_quantization_is_deterministic():
     assert a == b and len(a) < len(fp32) / 2  # int8 weights: well under half the fp32 size
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    from detectors import centerface
+
+    monkeypatch.setenv("VEILSET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(centerface, "_INT8_CACHE", {})
+
+
+def test_int8_model_is_cached_per_machine(tmp_path):
+    from detectors import centerface
+
+    first = build_detector("centerface:precision=int8").identity()["int8_sha256"]
+    [cached] = list((tmp_path / "cache").iterdir())
+    assert cached.name.startswith("centerface-int8-") and hashlib.sha256(cached.read_bytes()).hexdigest() == first
+    centerface._INT8_CACHE.clear()  # a new process reads the file instead of quantizing again: plant a marker
+    planted = _dynamic_model_bytes(default_model_path())  # a valid model with another hash
+    cached.write_bytes(planted)
+    assert build_detector("centerface:precision=int8").identity()["int8_sha256"] == hashlib.sha256(planted).hexdigest()
+
+
 def test_int8_detector_finds_the_face_where_fp32_does_and_records_its_model():
     int8 = build_detector("centerface:precision=int8")
     fp32 = build_detector("centerface")
