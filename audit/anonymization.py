@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from audit.findings import ANONYMIZATION, CheckResult, Finding
-from audit.imaging import anonymized_thumbnail, coverage, decode_rgb, deterministic_sample, region_mask
+from audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
 from audit.release import ImageRecord, Release
 from detectors.ops import iou_matrix
 
@@ -280,22 +280,13 @@ def check_anonymization(release: Release, sample: int | None = None,
     weak: list[float] = []
     if detectors:
         with_regions = [i for i in chosen if regions.get(i)]  # nothing to re-detect in an image without any
-        for image_id, copies in release.iter_copies_of(with_regions):
-            seen: set[bytes] = set()
-            for copy in copies:
-                if copy.data in seen:
-                    continue
-                seen.add(copy.data)
-                try:
-                    pixels = decode_rgb(copy.data)
-                except Exception:  # integrity reports undecodable images
-                    continue
-                scanned += 1
-                for hit in redetect(pixels, regions.get(image_id, []), recorded.get(image_id, []), detectors):
-                    if hit.is_finding:
-                        findings.append(redetection_finding(image_id, copy.file, pixels, hit))
-                    else:
-                        weak.append(round(hit.retained, 3))
+        for image_id, copy, pixels in release.iter_decoded_copies(with_regions):
+            scanned += 1
+            for hit in redetect(pixels, regions.get(image_id, []), recorded.get(image_id, []), detectors):
+                if hit.is_finding:
+                    findings.append(redetection_finding(image_id, copy.file, pixels, hit))
+                else:
+                    weak.append(round(hit.retained, 3))
     specs = ", ".join(f"{d.key}={d.spec}" for d in detectors) or "none"
     return CheckResult.from_findings(
         ANONYMIZATION, findings,

@@ -261,6 +261,23 @@ class Release:
     def image_files(self) -> list[str]:
         return [f for f in self.all_files() if f.startswith(IMAGES_DIR + "/") and f.endswith(".jpg")]
 
+    def iter_decoded_copies(self, image_ids: Iterable[str]) -> Iterator[tuple[str, "ImageCopy", Any]]:
+        """(image_id, copy, RGB pixels) for each distinct published copy of these images (identical bytes in
+        several formats are decoded once); undecodable copies are skipped: the integrity check reports them."""
+        from audit.imaging import decode_rgb
+
+        for image_id, copies in self.iter_copies_of(image_ids):
+            seen: set[bytes] = set()
+            for copy in copies:
+                if copy.data in seen:
+                    continue
+                seen.add(copy.data)
+                try:
+                    pixels = decode_rgb(copy.data)
+                except Exception:  # noqa: BLE001 - integrity reports undecodable images
+                    continue
+                yield image_id, copy, pixels
+
     def iter_copies_of(self, image_ids: Iterable[str]) -> Iterator[tuple[str, list[ImageCopy]]]:
         """(image_id, its published copies in every format), one index shard at a time, so memory holds one
         shard's worth of the wanted images, not the release."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from audit.anonymization import INSIDE_COVERAGE, image_regions
 from audit.findings import RESIDUAL, CheckResult, Finding
-from audit.imaging import anonymized_thumbnail, coverage, decode_rgb, deterministic_sample, region_mask
+from audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
 from audit.release import Release
 from detectors.ops import iou_matrix
 
@@ -88,39 +88,30 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
     per_image: dict[str, int] = {}
     scores: list[float] = []
     inside = artefacts = 0
-    for image_id, copies in release.iter_copies_of(chosen):
-        seen: set[bytes] = set()
-        for copy in copies:
-            if copy.data in seen:
+    for image_id, copy, pixels in release.iter_decoded_copies(chosen):
+        h, w = pixels.shape[:2]
+        mask = region_mask(regions.get(image_id, []), w, h)
+        found = 0
+        candidates = []
+        for det in residual.detector.detect(pixels):
+            scores.append(float(det.score))
+            cov = coverage(det.box_xyxy, mask)
+            if cov >= INSIDE_COVERAGE:
+                inside += 1
+            else:
+                candidates.append((det, cov))
+        confirmed = confirm(residual.detector, pixels, mask, [d for d, _ in candidates])
+        for (det, cov), ok in zip(candidates, confirmed):
+            if not ok:
+                artefacts += 1
                 continue
-            seen.add(copy.data)
-            try:
-                pixels = decode_rgb(copy.data)
-            except Exception:  # integrity reports undecodable images
-                continue
-            h, w = pixels.shape[:2]
-            mask = region_mask(regions.get(image_id, []), w, h)
-            found = 0
-            candidates = []
-            for det in residual.detector.detect(pixels):
-                scores.append(float(det.score))
-                cov = coverage(det.box_xyxy, mask)
-                if cov >= INSIDE_COVERAGE:
-                    inside += 1
-                else:
-                    candidates.append((det, cov))
-            confirmed = confirm(residual.detector, pixels, mask, [d for d, _ in candidates])
-            for (det, cov), ok in zip(candidates, confirmed):
-                if not ok:
-                    artefacts += 1
-                    continue
-                found += 1
-                findings.append(Finding(
-                    check=RESIDUAL, file=copy.file, image_id=image_id, box_xyxy=tuple(det.box_xyxy),
-                    score=det.score, thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
-                    message=f"face (score {det.score:.2f}, {residual.spec}) outside the anonymized regions "
-                            f"({cov:.0%} covered)"))
-            per_image[image_id] = max(per_image.get(image_id, 0), found)
+            found += 1
+            findings.append(Finding(
+                check=RESIDUAL, file=copy.file, image_id=image_id, box_xyxy=tuple(det.box_xyxy),
+                score=det.score, thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
+                message=f"face (score {det.score:.2f}, {residual.spec}) outside the anonymized regions "
+                        f"({cov:.0%} covered)"))
+        per_image[image_id] = max(per_image.get(image_id, 0), found)
     what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
     return CheckResult.from_findings(
         RESIDUAL, findings, f"{residual.spec} ({residual.why}) on {what} images: {len(findings)} faces outside the "
