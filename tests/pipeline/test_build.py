@@ -207,3 +207,42 @@ def test_clean_jpeg_with_nothing_to_anonymize_is_published_losslessly(release, i
     astro_id = _id_of(str(inputs / "astronaut.png"))
     [astro] = [i for i in read_shard(str(release), m, ids.shard_of(astro_id, m["num_shards"])) if i.image_id == astro_id]
     assert astro.anonymization["encoding"] == "reencoded"
+
+
+class _ExplodingFaceDetector:
+    """Fails on very bright images (a model error in production): those must be rejected, never published."""
+
+    name, label = "test_exploding_faces", "face"
+
+    def identity(self):
+        return {"name": self.name, "threshold": 0.5}
+
+    def detect(self, image_rgb):
+        if image_rgb.mean() > 200:
+            raise RuntimeError("simulated model failure")
+        return []
+
+    def detect_batch(self, images_rgb):
+        return [self.detect(im) for im in images_rgb]
+
+
+def test_a_failing_detector_rejects_its_images_and_counts_still_add_up(tmp_path):
+    from detectors.base import register
+
+    register(_ExplodingFaceDetector.name)(lambda **kw: _ExplodingFaceDetector())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((40, 60, 3), 250, np.uint8)).save(photos / "bright.png")
+    Image.fromarray(np.full((40, 60, 3), 20, np.uint8)).save(photos / "dark.png")
+    out = tmp_path / "r"
+    assert main(["build", str(photos), "--output", str(out), "--workers", "1", "--masks", "none",
+                 "--plate-detector", "none", "--face-detector", _ExplodingFaceDetector.name]) == 0
+    m = load_manifest(str(out))
+    c = m["counts"]
+    assert c["input"] == 2 == c["published"] + c["rejected"] and c["rejected"] >= 1
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    bright = [r for r in rejects if r["source"].endswith("bright.png")]
+    assert bright and bright[0]["stage"] == "detect_faces" and bright[0]["reason"] == "model_error"
+    assert "simulated model failure" in bright[0]["detail"]
+    published = {r["image_id"] for e in m["index"] for r in map(json.loads, (out / e["path"]).read_text().splitlines())}
+    assert _id_of(str(photos / "bright.png")) not in published
