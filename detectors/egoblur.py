@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detectors import ops
 from detectors.base import (FACE, LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256,
                             option_choice, option_float, option_int, package_version, register)
 
@@ -99,15 +100,6 @@ def resize_shortest_edge(height: int, width: int, short: int, max_size: int) -> 
 def to_model_input(image_rgb: np.ndarray) -> np.ndarray:
     """H x W x 3 RGB uint8 -> contiguous 3 x H x W BGR uint8 (what EgoBlur's TorchScript models take)."""
     return np.ascontiguousarray(image_rgb[:, :, ::-1].transpose(2, 0, 1))
-
-
-def map_and_clip(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    (ih, iw), (sh, sw) = input_hw, source_hw
-    out = boxes * np.array([sw / iw, sh / ih, sw / iw, sh / ih])
-    out[:, 0::2] = np.clip(out[:, 0::2], 0.0, float(sw))
-    out[:, 1::2] = np.clip(out[:, 1::2], 0.0, float(sh))
-    return out
 
 
 # -------------------------------------------------------------------------------------------- detector
@@ -213,7 +205,7 @@ class EgoBlurDetector(MultiPassDetector):
             kept = nms(boxes, scores, self.nms_iou)
             boxes, scores = boxes[kept], scores[kept]
         above = scores > self.threshold
-        boxes_np = map_and_clip(boxes[above].cpu().numpy().astype(np.float64).reshape(-1, 4), input_hw, source_hw)
+        boxes_np = ops.map_boxes_to_source(boxes[above].cpu().numpy().astype(np.float64).reshape(-1, 4), input_hw, source_hw)
         scores_np = scores[above].cpu().numpy().astype(np.float64)
         nonempty = (boxes_np[:, 2] > boxes_np[:, 0]) & (boxes_np[:, 3] > boxes_np[:, 1])
         return boxes_np[nonempty], scores_np[nonempty]

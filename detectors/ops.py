@@ -85,6 +85,17 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return b
 
 
+def map_boxes_to_source(boxes_xyxy: np.ndarray, resized_hw: tuple[int, int],
+                        source_hw: tuple[int, int]) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from a resized image back to the source image and clip them to it."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    (rh, rw), (sh, sw) = resized_hw, source_hw
+    out = boxes * np.array([sw / rw, sh / rh, sw / rw, sh / rh])
+    out[:, 0::2] = np.clip(out[:, 0::2], 0.0, float(sw))
+    out[:, 1::2] = np.clip(out[:, 1::2], 0.0, float(sh))
+    return out
+
+
 def expand_boxes(boxes: np.ndarray, margin: float, width: int, height: int) -> np.ndarray:
     """Grow every box by ``margin`` x its own width/height on each side, then clip to the image."""
     if margin < 0:

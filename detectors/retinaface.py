@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detectors import ops
 from detectors.base import (FACE, Detection, MultiPassDetector, Pass, check_image, file_sha256, option_bool,
                             option_choice, option_float, option_int, package_version, register, to_detections)
 
@@ -112,17 +113,6 @@ def pass_size(height: int, width: int, p: Pass) -> tuple[int, int]:
 
 def padded(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
-
-
-def map_boxes_to_source(boxes_xyxy: np.ndarray, resized_hw: tuple[int, int],
-                        source_hw: tuple[int, int]) -> np.ndarray:
-    """Map (N, 4) boxes from a resized image back to the source image and clip them to it."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    (rh, rw), (sh, sw) = resized_hw, source_hw
-    out = boxes * np.array([sw / rw, sh / rh, sw / rw, sh / rh])
-    out[:, 0::2] = np.clip(out[:, 0::2], 0.0, float(sw))
-    out[:, 1::2] = np.clip(out[:, 1::2], 0.0, float(sh))
-    return out
 
 
 def normalize_image(image_rgb: np.ndarray, normalize: str) -> np.ndarray:
@@ -381,7 +371,7 @@ class RetinaFaceDetector(MultiPassDetector):
         results = []
         for i, (resized_hw, source_hw) in enumerate(sizes):
             boxes, scores = decode_detections(loc[i], conf[i], priors, input_hw, self.threshold, self.nms_iou)
-            boxes = map_boxes_to_source(boxes, resized_hw, source_hw)
+            boxes = ops.map_boxes_to_source(boxes, resized_hw, source_hw)
             nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # boxes wholly in the padding
             results.append((boxes[nonempty], scores[nonempty]))
         return results
@@ -410,8 +400,6 @@ class RetinaFaceDetector(MultiPassDetector):
     def _finish(self, image_rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> list[Detection]:
         """What MultiPassDetector.detect does after a single pass: merge (NMS on the clipped boxes), threshold,
         min_size, margin, records -- so batched and per-image results are identical."""
-        from detectors import ops
-
         boxes, scores = ops.merge_passes([(boxes, scores)], self.merge_iou)
         keep = scores >= self.threshold
         boxes, scores = ops.drop_small(boxes[keep], scores[keep], self.min_size)

@@ -19,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("retinaface.network")
 
+from detectors import ops  # noqa: E402
 from detectors import retinaface as rf  # noqa: E402
 from detectors.base import FACE  # noqa: E402
 from detectors.registry import build_detector  # noqa: E402
@@ -257,7 +258,7 @@ def test_pass_size_caps_long_side_and_scales():
 
 def test_map_boxes_to_source_is_exact_and_clipped():
     boxes = np.array([[10.0, 20.0, 30.0, 40.0], [-5.0, -5.0, 70.0, 50.0]])
-    out = rf.map_boxes_to_source(boxes, (48, 64), (150, 200))  # x ratio 200/64, y ratio 150/48
+    out = ops.map_boxes_to_source(boxes, (48, 64), (150, 200))  # x ratio 200/64, y ratio 150/48
     np.testing.assert_allclose(out[0], [10 * 200 / 64, 20 * 150 / 48, 30 * 200 / 64, 40 * 150 / 48])
     np.testing.assert_allclose(out[1], [0.0, 0.0, 200.0, 150.0])
 
