@@ -216,25 +216,29 @@ class Release:
                 yield ImageRecord(img.get("image_id"), entry["path"], img.get("width"), img.get("height"),
                                   img.get("sha256"), None, tuple(dets) if dets is not None else None,
                                   img.get("anonymization"), tuple(by_int.get(img.get("id"), ())))
+        for member, name, data in self.iter_tar_members(".json"):
+            try:
+                meta = json.loads(data)
+                image = meta["image"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                continue  # integrity reports unreadable members
+            dets = meta.get("detections")
+            yield ImageRecord(image.get("image_id"), member, image.get("width"), image.get("height"),
+                              meta.get("sha256"), meta.get("content_sha256"),
+                              tuple(dets) if dets is not None else None, meta.get("anonymization"),
+                              tuple(meta.get("annotations") or ()))
+
+    def iter_tar_members(self, suffix: str) -> Iterator[tuple[str, str, bytes]]:
+        """("shard.tar:member", member name, bytes) of every readable SA-1B tar member ending in ``suffix``
+        (unreadable tars are skipped here: the integrity check reports them)."""
         for entry in self.shard_entries("sa1b"):
             try:
                 members = self.tar_members(entry["path"])
             except ReleaseReadError:
                 continue
             for name, data in members:
-                if not name.endswith(".json"):
-                    continue
-                member = f"{entry['path']}:{name}"
-                try:
-                    meta = json.loads(data)
-                    image = meta["image"]
-                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                    continue  # integrity reports unreadable members
-                dets = meta.get("detections")
-                yield ImageRecord(image.get("image_id"), member, image.get("width"), image.get("height"),
-                                  meta.get("sha256"), meta.get("content_sha256"),
-                                  tuple(dets) if dets is not None else None, meta.get("anonymization"),
-                                  tuple(meta.get("annotations") or ()))
+                if name.endswith(suffix):
+                    yield f"{entry['path']}:{name}", name, data
 
     def iter_copies(self) -> Iterator[ImageCopy]:
         """Every published JPEG: Parquet image bytes, COCO images/ files, SA-1B tar members."""
@@ -249,14 +253,8 @@ class Release:
                     yield ImageCopy(row.get("image_id") or "", entry["path"], data)
         for rel in self.image_files():
             yield ImageCopy(image_id_of_name(rel), rel, self.read(rel))
-        for entry in self.shard_entries("sa1b"):
-            try:
-                members = self.tar_members(entry["path"])
-            except ReleaseReadError:
-                continue
-            for name, data in members:
-                if name.endswith(".jpg"):
-                    yield ImageCopy(image_id_of_name(name), f"{entry['path']}:{name}", data)
+        for member, name, data in self.iter_tar_members(".jpg"):
+            yield ImageCopy(image_id_of_name(name), member, data)
 
     def image_files(self) -> list[str]:
         return [f for f in self.all_files() if f.startswith(IMAGES_DIR + "/") and f.endswith(".jpg")]
