@@ -37,7 +37,7 @@ def measure_floors(files: list[Path], scratch: Path) -> dict[str, Any]:
     from pipeline.anonymize import anonymize
     from pipeline.decode import decode_image, resize_shortest_side
     from pipeline.encode import encode_jpeg
-    from pipeline.graph import seed_for
+    from pipeline.anonymize import seed_for_image
     from pipeline.options import BuildOptions
     from pipeline.records import PublishedImage
 
@@ -66,7 +66,7 @@ def measure_floors(files: list[Path], scratch: Path) -> dict[str, Any]:
             decode_image(data, max_pixels=opts.max_pixels), opts.max_short_side))
         dets = timed("detect", lambda: tuple(x for d in detectors for x in d.detect(pixels)))
         out, record = timed("anonymize", lambda: anonymize(pixels, dets, method=opts.anonymize_method,
-                                                           margin=opts.margin, seed=seed_for(image_id)))
+                                                           margin=opts.margin, seed=seed_for_image(image_id)))
         jpeg = timed("encode", lambda: encode_jpeg(out, quality=opts.jpeg_quality))
         published.append(PublishedImage(image_id=image_id, content_sha256=content, width=out.shape[1],
                                         height=out.shape[0], jpeg=jpeg, sha256=ids.sha256_hex(jpeg),

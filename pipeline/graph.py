@@ -27,17 +27,17 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from detectors.base import DetectorSpec
 from detectors.handler import DetectorModelHandler
 from pipeline import ids, shards
-from pipeline.anonymize import anonymize
+from pipeline.anonymize import anonymize, seed_for_image
 from pipeline.decode import DecodeError, decode_resized
 from pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete, dumps_json,
                                join, read_bytes)
 from pipeline.options import BuildOptions
+from pipeline.release import STAGING, remove_unlisted
 from pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
 
 LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
-STAGING = ".staging"
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,6 @@ class StagedImage:
     image_id: str
     shard: int
     staging_path: str
-
-
-def seed_for(image_id: str) -> int:
-    """Deterministic per-image seed (anonymization noise) derived from the image ID."""
-    return int(image_id[len(ids.ID_PREFIX) : len(ids.ID_PREFIX) + 16], 16)
 
 
 def _open_read(path: str, limit: int) -> bytes:
@@ -167,7 +162,7 @@ class Anonymize(beam.DoFn):
         image = detected.image
         try:
             pixels, record = anonymize(image.pixels, detected.detections, method=self._opts.anonymize_method,
-                                       margin=self._opts.margin, seed=seed_for(image.image_id))
+                                       margin=self._opts.margin, seed=seed_for_image(image.image_id))
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "anonymize", "anonymize_error", f"{type(err).__name__}: {err}"))
             return
@@ -266,8 +261,6 @@ class WriteManifest(beam.DoFn):
             "log": [],
         }
         atomic_write_bytes(join(self._opts.output, MANIFEST_NAME), dumps_json(manifest))
-        from pipeline.release import remove_unlisted
-
         remove_unlisted(self._opts.output, manifest)
         yield manifest
 

@@ -23,16 +23,6 @@ class Reject:
         return {"source": self.source, "stage": self.stage, "reason": self.reason, "detail": self.detail}
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """Bytes of one input file and their identity."""
-
-    path: str
-    data: bytes = field(repr=False)
-    content_sha256: str
-    image_id: str
-
-
 @dataclass(frozen=True, eq=False)
 class DecodedImage:
     """Orientation-corrected 8-bit RGB pixels after the resize policy (what gets published)."""
