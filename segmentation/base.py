@@ -56,6 +56,14 @@ class MaskAnnotation:
         )
 
 
+def check_rgb(image_rgb: np.ndarray, who: str) -> np.ndarray:
+    """The input as an H x W x 3 uint8 array, or a ValueError naming the generator and what it got."""
+    image = np.asarray(image_rgb)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{who}: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+    return image
+
+
 class MaskGenerator(Protocol):
     name: str  # registry name, e.g. "felzenszwalb" or "sam"
 

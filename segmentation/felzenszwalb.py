@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segmentation.base import MaskAnnotation
+from segmentation.base import MaskAnnotation, check_rgb
 from segmentation.rle import upsampled_window_rle
 from segmentation.spec import convert_options, to_float, to_floats, to_int
 
@@ -149,9 +149,7 @@ class FelzenszwalbMaskGenerator:
     def generate(self, image_rgb: np.ndarray) -> list[MaskAnnotation]:
         from skimage.segmentation import felzenszwalb
 
-        image = np.asarray(image_rgb)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"felzenszwalb: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        image = check_rgb(image_rgb, "felzenszwalb")
         H, W = image.shape[:2]
         if H == 0 or W == 0:
             return []

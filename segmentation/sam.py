@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from segmentation.base import MaskAnnotation
+from segmentation.base import MaskAnnotation, check_rgb
 from segmentation.spec import convert_options, to_bool, to_float, to_int
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
@@ -245,9 +245,7 @@ class SamMaskGenerator:
 
     def generate_raw(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
         """The generator's dicts (stock ``coco_rle`` format), before the coverage filter."""
-        image = np.asarray(image_rgb)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"sam: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        image = check_rgb(image_rgb, "sam")
         if image.shape[0] == 0 or image.shape[1] == 0:
             return []
         return self._amg.generate(image)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from segmentation.base import MaskAnnotation
+from segmentation.base import MaskAnnotation, check_rgb
 from segmentation.sam import file_sha256, resolve_device, to_annotation
 from segmentation.spec import convert_options, to_bool, to_float, to_int
 
@@ -51,9 +51,7 @@ class Sam2MaskGenerator:
                 "max_mask_coverage": self.max_mask_coverage}
 
     def generate(self, image_rgb: np.ndarray) -> list[MaskAnnotation]:
-        image = np.asarray(image_rgb)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"sam2: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        image = check_rgb(image_rgb, "sam2")
         h, w = image.shape[:2]
         if h == 0 or w == 0:
             return []
