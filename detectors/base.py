@@ -224,7 +224,7 @@ class Pass:
 
 
 class MultiPassDetector:
-    """Common ``detect`` for single-network backends: passes (whole image / tiles) -> merge (NMS) -> score
+    """Common ``detect`` for single-network backends: passes (whole image / tiles) -> merge (NMS or voting) -> score
     threshold -> box margin -> clip -> ``Detection``. Subclasses set ``name``, ``label``, ``passes``,
     ``threshold``, ``margin``, ``merge_iou``, ``min_size`` and implement ``_infer(rgb, mapping)`` returning
     (boxes in network pixels, scores) for an RGB array resized to ``mapping``."""
@@ -236,6 +236,7 @@ class MultiPassDetector:
     threshold: float = 0.5
     margin: float = 0.0
     merge_iou: float = 0.4
+    merge: str = "nms"  # how overlapping boxes of all passes are de-duplicated: "nms" or "vote" (ops.merge)
     min_size: float = 0.0
 
     def _infer(self, image_rgb: np.ndarray, mapping: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +261,7 @@ class MultiPassDetector:
                 results.append(self._run_one(image_rgb, p))
             else:
                 results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_one(crop, p), p.grid))
-        return ops.merge_passes(results, self.merge_iou)
+        return ops.merge_passes(results, self.merge_iou, self.merge)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         from detectors import ops

@@ -77,6 +77,59 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
+def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> BoxesScores:
+    """Greedy NMS with box voting: each kept box is replaced by the score-weighted mean of itself and the boxes it
+    suppresses (IoU > ``iou_threshold``), and keeps its own (the group's highest) score. The groups are exactly
+    those of ``nms``, so the kept count and scores are the same; only the coordinates move (the box refinement
+    of Gidaris & Komodakis 2015, used in the WIDER FACE test code of SSH, PyramidBox, DSFD). Returns (boxes,
+    scores), highest score first."""
+    b = as_boxes(boxes)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(b) != len(s):
+        raise ValueError(f"{len(b)} boxes but {len(s)} scores")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    order = np.argsort(-s, kind="stable")
+    areas = box_areas(b)
+    out_boxes: list[np.ndarray] = []
+    out_scores: list[float] = []
+    while order.size:
+        i = int(order[0])
+        xx0 = np.maximum(b[i, 0], b[order, 0])
+        yy0 = np.maximum(b[i, 1], b[order, 1])
+        xx1 = np.minimum(b[i, 2], b[order, 2])
+        yy1 = np.minimum(b[i, 3], b[order, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        union = areas[i] + areas[order] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        group = iou > iou_threshold
+        group[0] = True  # the kept box itself (even when empty)
+        members = order[group]
+        weights = s[members]
+        total = float(weights.sum())
+        out_boxes.append((b[members] * weights[:, None]).sum(axis=0) / total if total > 0 else b[i])
+        out_scores.append(float(s[i]))
+        order = order[~group]
+    if not out_boxes:
+        return np.zeros((0, 4)), np.zeros((0,))
+    return np.stack(out_boxes), np.asarray(out_scores)
+
+
+MERGE_METHODS = ("nms", "vote")
+
+
+def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, method: str = "nms") -> BoxesScores:
+    """De-duplicate overlapping boxes: ``nms`` keeps the best box of each group, ``vote`` averages the group."""
+    if method == "vote":
+        return box_vote(boxes, scores, iou_threshold)
+    if method != "nms":
+        raise ValueError(f"merge method must be one of {', '.join(MERGE_METHODS)}, got {method!r}")
+    b = as_boxes(boxes)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    keep = nms(b, s, iou_threshold)
+    return b[keep], s[keep]
+
+
 def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """Clip boxes to the image ``[0, width] x [0, height]``."""
     b = as_boxes(boxes).copy()
@@ -219,8 +272,8 @@ def _span(size: int, grid: int, k: int, overlap: float) -> tuple[int, int]:
     return lo, hi
 
 
-def merge_passes(results: Sequence[BoxesScores], iou_threshold: float) -> BoxesScores:
-    """Concatenate per-pass (boxes, scores) in source pixels and de-duplicate with NMS."""
+def merge_passes(results: Sequence[BoxesScores], iou_threshold: float, method: str = "nms") -> BoxesScores:
+    """Concatenate per-pass (boxes, scores) in source pixels and de-duplicate them (``merge``: nms or vote)."""
     boxes = [as_boxes(b) for b, _ in results]
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for _, s in results]
     if not boxes:
@@ -229,8 +282,7 @@ def merge_passes(results: Sequence[BoxesScores], iou_threshold: float) -> BoxesS
     s = np.concatenate(scores, axis=0)
     if not len(b):
         return b, s
-    keep = nms(b, s, iou_threshold)
-    return b[keep], s[keep]
+    return merge(b, s, iou_threshold, method)
 
 
 def tiled_passes(image: np.ndarray, detect: Callable[[np.ndarray], BoxesScores], grid: int,

@@ -84,3 +84,35 @@ def test_tiled_passes_map_boxes_to_source_and_merge():
     assert all(np.allclose(b, [[480, 280, 520, 320]]) for b, _ in passes)
     boxes, scores = ops.merge_passes(passes, 0.5)
     assert boxes.tolist() == [[480, 280, 520, 320]] and scores.tolist() == [0.9]
+
+
+def test_box_vote_averages_each_nms_group_by_score_and_keeps_its_scores():
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [100, 100, 110, 110], [0, 1, 10, 11]], float)
+    scores = np.array([0.6, 0.2, 0.5, 0.2])
+    voted, vscores = ops.box_vote(boxes, scores, 0.3)
+    keep = ops.nms(boxes, scores, 0.3)
+    assert vscores.tolist() == scores[keep].tolist() == [0.6, 0.5]  # same groups and scores as NMS
+    # group of box 0: boxes 0, 1 (IoU 0.67) and 3 (IoU 0.82), weights 0.6, 0.2, 0.2
+    assert voted[0] == pytest.approx([(0 * .6 + 2 * .2 + 0 * .2), 0.2, (10 * .6 + 12 * .2 + 10 * .2), 10.2])
+    assert voted[1].tolist() == [100, 100, 110, 110]  # alone: unchanged
+
+
+def test_box_vote_edge_cases():
+    b, s = ops.box_vote(np.zeros((0, 4)), np.zeros(0), 0.3)
+    assert b.shape == (0, 4) and s.shape == (0,)
+    b, s = ops.box_vote(np.array([[5, 5, 5, 5.0]]), np.array([0.0]), 0.3)  # empty box, zero score: kept as is
+    assert b.tolist() == [[5, 5, 5, 5]] and s.tolist() == [0.0]
+    with pytest.raises(ValueError, match="2 boxes but 1 scores"):
+        ops.box_vote(np.zeros((2, 4)), np.zeros(1), 0.3)
+    with pytest.raises(ValueError, match="1.5"):
+        ops.box_vote(np.zeros((1, 4)), np.zeros(1), 1.5)
+
+
+def test_merge_passes_by_vote_and_bad_method():
+    passes = [(np.array([[0, 0, 10, 10.0]]), np.array([0.75])), (np.array([[4, 0, 14, 10.0]]), np.array([0.25]))]
+    b, s = ops.merge_passes(passes, 0.3, "vote")
+    assert b.tolist() == [[1, 0, 11, 10]] and s.tolist() == [0.75]
+    b, s = ops.merge_passes(passes, 0.3, "nms")
+    assert b.tolist() == [[0, 0, 10, 10]]
+    with pytest.raises(ValueError, match="'mean'"):
+        ops.merge_passes(passes, 0.3, "mean")
