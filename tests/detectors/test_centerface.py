@@ -34,6 +34,22 @@ def test_decode_known_synthetic_case():
     assert boxes[0] == pytest.approx([cx - 4, cy - 8, cx + 4, cy + 8])
     empty_b, empty_s = centerface.decode(heat, scale, offset, threshold=0.95)
     assert empty_b.shape == (0, 4) and empty_s.shape == (0,)
+    # without NMS every peak above the threshold comes back (box voting merges them later)
+    all_b, all_s = centerface.decode(heat, scale, offset, threshold=0.05, nms_iou=None)
+    assert sorted(all_s.tolist()) == pytest.approx([0.1, 0.5, 0.9])
+
+
+def test_box_voting_is_the_default_and_moves_no_score():
+    image = skimage.data.astronaut()
+    voted = build_detector("centerface")
+    plain = build_detector("centerface:merge=nms")
+    assert voted.identity()["merge"] == "vote" and voted.identity()["candidate_floor"] == centerface.CANDIDATE_FLOOR
+    assert plain.identity()["merge"] == "nms" and "candidate_floor" not in plain.identity()
+    [a], [b] = voted.detect(image), plain.detect(image)
+    assert a.score == b.score and a.box_xyxy != b.box_xyxy  # same face, same score, refined box
+    assert _inside(a.box_xyxy, FACE_BOX, tol=10)
+    with pytest.raises(ValueError, match="'mean'"):
+        build_detector("centerface:merge=mean")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""centerface:precision=int8 — quantized in process from the shipped fp32 weights, deterministic, still finds faces."""
+"""centerface:precision=int8 (the default) — quantized in process from the shipped fp32 weights, deterministic, still
+finds faces."""
 import hashlib
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_int8_model_is_cached_per_machine(tmp_path):
 
 def test_int8_detector_finds_the_face_where_fp32_does_and_records_its_model():
     int8 = build_detector("centerface:precision=int8")
-    fp32 = build_detector("centerface")
+    fp32 = build_detector("centerface:precision=fp32")
     image = imagegen.astronaut()
     [face8] = [d for d in int8.detect(image) if d.score > 0.5]
     [face32] = [d for d in fp32.detect(image) if d.score > 0.5]
@@ -54,3 +55,10 @@ def test_int8_detector_finds_the_face_where_fp32_does_and_records_its_model():
 def test_bad_precision_names_the_value():
     with pytest.raises(ValueError, match="fp16"):
         build_detector("centerface:precision=fp16")
+
+
+def test_int8_is_the_default_precision_and_fp32_runs_the_shipped_weights():
+    from detectors.centerface import DEFAULT_PRECISION
+
+    assert DEFAULT_PRECISION == "int8" and build_detector("centerface").identity()["precision"] == "int8"
+    assert build_detector("centerface:precision=fp32").identity()["precision"] == "fp32"
