@@ -187,6 +187,7 @@ class Redetection:
     original_score: float | None  # recorded score of the overlapping original detection (None: none overlaps)
     detector_key: str
     spec: str
+    paired: str = "box"  # how original_score was found: "box" (IoU), "region" (the region holding it) or ""
 
     @property
     def retained(self) -> float:
@@ -213,27 +214,48 @@ def redetect(pixels: Any, regions_xyxy: Sequence[Sequence[float]], recorded: Seq
     regions = region_mask(regions_xyxy, w, h)
     content_only = np.array(pixels, copy=True)
     content_only[~regions] = CONTEXT_FILL
+    # the region each recorded detection was anonymized with (the record lists them in detection order)
+    region_of = list(regions_xyxy) if len(regions_xyxy) == len(recorded) else [d.get("box_xyxy") for d in recorded]
     out = []
     for prod in detectors:
         for det in prod.detector.detect(content_only):
             cov = coverage(det.box_xyxy, regions)
             if cov < INSIDE_COVERAGE:
                 continue  # faces outside the regions are the residual scan's job (with a second detector)
-            same = [d for d in recorded if d.get("label") == det.label and len(d.get("box_xyxy") or ()) == 4]
-            original = None
-            if same:
-                ious = iou_matrix(np.array([det.box_xyxy], dtype=float),
-                                  np.array([d["box_xyxy"] for d in same], dtype=float))[0]
-                if ious.max() >= MATCH_IOU:
-                    original = float(same[int(ious.argmax())].get("score") or 0.0) or None
+            original, paired = _original_score(det, recorded, region_of, w, h)
             out.append(Redetection(det.label, tuple(det.box_xyxy), float(det.score), cov, original, prod.key,
-                                   prod.spec))
+                                   prod.spec, paired))
     return out
 
 
+def _original_score(det: Any, recorded: Sequence[dict[str, Any]], region_of: Sequence[Any], width: int,
+                    height: int) -> tuple[float | None, str]:
+    """The score the build's detector gave the original pixels where ``det`` now fires: the recorded detection of
+    the same label at IoU >= MATCH_IOU ("box"); else, for a fragment of an anonymized area (a small hit on the
+    pixel blocks of a larger face), the detection whose region holds most of it ("region"; ties: the lower score,
+    the stricter comparison); else None (nothing recorded there: any hit is a finding)."""
+    same = [d for d in recorded if d.get("label") == det.label and len(d.get("box_xyxy") or ()) == 4]
+    if same:
+        ious = iou_matrix(np.array([det.box_xyxy], dtype=float), np.array([d["box_xyxy"] for d in same], dtype=float))[0]
+        if ious.max() >= MATCH_IOU:
+            return float(same[int(ious.argmax())].get("score") or 0.0) or None, "box"
+    best: tuple[float, float] | None = None
+    for d, region in zip(recorded, region_of):
+        if d.get("label") != det.label or not region or len(region) != 4 or not d.get("score"):
+            continue
+        held = coverage(det.box_xyxy, region_mask([region], width, height))
+        if held >= INSIDE_COVERAGE and (best is None or (held, -float(d["score"])) > (best[0], -best[1])):
+            best = (held, float(d["score"]))
+    return (best[1], "region") if best else (None, "")
+
+
 def redetection_finding(image_id: str, file: str, pixels: Any, r: Redetection) -> Finding:
-    was = (f", {r.retained:.0%} of the original detection's {r.original_score:.2f}" if r.original_score
-           else ", no recorded detection there")
+    if r.original_score and r.paired == "region":
+        was = f", {r.retained:.0%} of the {r.original_score:.2f} of the detection whose region holds it"
+    elif r.original_score:
+        was = f", {r.retained:.0%} of the original detection's {r.original_score:.2f}"
+    else:
+        was = ", no recorded detection there"
     return Finding(
         check=ANONYMIZATION, file=file, image_id=image_id, box_xyxy=r.box_xyxy, score=r.score,
         message=f"production {r.detector_key} {r.spec!r} still detects a {r.label} (score {r.score:.2f}{was}) "

@@ -29,7 +29,9 @@ REGION_FILL = 128
 NEAR = 0.5  # a candidate whose box, enlarged by half its size on every side, touches a region is "near" it
 
 RETINAFACE_SPEC = "retinaface"
-FALLBACK_SPEC = "centerface:preset=crowd,threshold=0.4"
+# Without RetinaFace weights: CenterFace in another configuration than the build's default (int8, one pass, box
+# voting): the shipped fp32 weights unchanged, multi-scale, plain NMS, and a stricter threshold (fewer false alarms).
+FALLBACK_SPEC = "centerface:preset=crowd,threshold=0.4,precision=fp32,merge=nms"
 
 
 @dataclass(frozen=True)

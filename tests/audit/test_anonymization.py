@@ -92,3 +92,22 @@ def test_a_weak_redetection_of_an_anonymized_outline_is_counted_not_failed():
     unrecorded = Redetection("face", (0, 0, 10, 10), 0.25, 1.0, None, "face_detector", "centerface")
     assert outline.retained < RETAINED_FRACTION and not outline.is_finding
     assert unblurred.is_finding and unrecorded.is_finding
+
+
+def test_a_hit_on_a_fragment_of_a_region_is_compared_with_the_detection_the_region_was_made_for():
+    from types import SimpleNamespace
+
+    from audit.anonymization import _original_score
+
+    recorded = [{"label": "face", "box_xyxy": [100, 100, 200, 220], "score": 0.8},
+                {"label": "face", "box_xyxy": [300, 50, 310, 60], "score": 0.12},
+                {"label": "license_plate", "box_xyxy": [0, 300, 60, 320], "score": 0.9}]
+    regions = [[75, 70, 225, 250], [297, 47, 313, 63], [0, 300, 60, 320]]
+    same_box = SimpleNamespace(label="face", box_xyxy=(102, 98, 198, 224))
+    fragment = SimpleNamespace(label="face", box_xyxy=(201, 80, 216, 95))  # in the margin of the big face's region
+    elsewhere = SimpleNamespace(label="face", box_xyxy=(400, 400, 420, 420))
+    plate_area = SimpleNamespace(label="face", box_xyxy=(5, 302, 20, 318))  # a face hit on a plate region
+    assert _original_score(same_box, recorded, regions, 500, 500) == (0.8, "box")
+    assert _original_score(fragment, recorded, regions, 500, 500) == (0.8, "region")
+    assert _original_score(elsewhere, recorded, regions, 500, 500) == (None, "")
+    assert _original_score(plate_area, recorded, regions, 500, 500) == (None, "")
