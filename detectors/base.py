@@ -251,7 +251,8 @@ class MultiPassDetector:
         return mapping.to_source(boxes), scores
 
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw merged (boxes, scores) in source pixels, before threshold and margin."""
+        """Merged (boxes, scores) in source pixels, before threshold and margin (with box voting, only the groups led
+        by a box at or above the threshold are formed: the others would be dropped by the threshold anyway)."""
         from detectors import ops
 
         check_image(image_rgb)
@@ -261,7 +262,8 @@ class MultiPassDetector:
                 results.append(self._run_one(image_rgb, p))
             else:
                 results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_one(crop, p), p.grid))
-        return ops.merge_passes(results, self.merge_iou, self.merge)
+        floor = self.threshold if self.merge == "vote" else 0.0
+        return ops.merge_passes(results, self.merge_iou, self.merge, floor)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         from detectors import ops

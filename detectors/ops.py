@@ -77,12 +77,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> BoxesScores:
+def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, min_score: float = 0.0) -> BoxesScores:
     """Greedy NMS with box voting: each kept box is replaced by the score-weighted mean of itself and the boxes it
     suppresses (IoU > ``iou_threshold``), and keeps its own (the group's highest) score. The groups are exactly
     those of ``nms``, so the kept count and scores are the same; only the coordinates move (the box refinement
     of Gidaris & Komodakis 2015, used in the WIDER FACE test code of SSH, PyramidBox, DSFD). Returns (boxes,
-    scores), highest score first."""
+    scores), highest score first. Groups led by a box scoring below ``min_score`` are not formed (greedy order:
+    they cannot change the groups above it), which keeps the cost at (kept groups) x (candidates)."""
     b = as_boxes(boxes)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(b) != len(s):
@@ -93,7 +94,7 @@ def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> Box
     areas = box_areas(b)
     out_boxes: list[np.ndarray] = []
     out_scores: list[float] = []
-    while order.size:
+    while order.size and s[order[0]] >= min_score:
         i = int(order[0])
         xx0 = np.maximum(b[i, 0], b[order, 0])
         yy0 = np.maximum(b[i, 1], b[order, 1])
@@ -118,10 +119,12 @@ def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> Box
 MERGE_METHODS = ("nms", "vote")
 
 
-def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, method: str = "nms") -> BoxesScores:
-    """De-duplicate overlapping boxes: ``nms`` keeps the best box of each group, ``vote`` averages the group."""
+def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, method: str = "nms",
+          min_score: float = 0.0) -> BoxesScores:
+    """De-duplicate overlapping boxes: ``nms`` keeps the best box of each group, ``vote`` averages the group (only
+    groups led by a box scoring >= ``min_score``)."""
     if method == "vote":
-        return box_vote(boxes, scores, iou_threshold)
+        return box_vote(boxes, scores, iou_threshold, min_score)
     if method != "nms":
         raise ValueError(f"merge method must be one of {', '.join(MERGE_METHODS)}, got {method!r}")
     b = as_boxes(boxes)
@@ -272,7 +275,8 @@ def _span(size: int, grid: int, k: int, overlap: float) -> tuple[int, int]:
     return lo, hi
 
 
-def merge_passes(results: Sequence[BoxesScores], iou_threshold: float, method: str = "nms") -> BoxesScores:
+def merge_passes(results: Sequence[BoxesScores], iou_threshold: float, method: str = "nms",
+                 min_score: float = 0.0) -> BoxesScores:
     """Concatenate per-pass (boxes, scores) in source pixels and de-duplicate them (``merge``: nms or vote)."""
     boxes = [as_boxes(b) for b, _ in results]
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for _, s in results]
@@ -282,7 +286,7 @@ def merge_passes(results: Sequence[BoxesScores], iou_threshold: float, method: s
     s = np.concatenate(scores, axis=0)
     if not len(b):
         return b, s
-    return merge(b, s, iou_threshold, method)
+    return merge(b, s, iou_threshold, method, min_score)
 
 
 def tiled_passes(image: np.ndarray, detect: Callable[[np.ndarray], BoxesScores], grid: int,

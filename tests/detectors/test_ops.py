@@ -116,3 +116,14 @@ def test_merge_passes_by_vote_and_bad_method():
     assert b.tolist() == [[0, 0, 10, 10]]
     with pytest.raises(ValueError, match="'mean'"):
         ops.merge_passes(passes, 0.3, "mean")
+
+
+def test_box_vote_min_score_forms_only_the_groups_above_it_and_changes_none_of_them():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 200, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (300, 2))], axis=1)
+    scores = rng.uniform(0, 1, 300)
+    full_b, full_s = ops.box_vote(boxes, scores, 0.3)
+    cut_b, cut_s = ops.box_vote(boxes, scores, 0.3, min_score=0.6)
+    above = full_s >= 0.6
+    assert cut_s.tolist() == full_s[above].tolist() and np.array_equal(cut_b, full_b[above])
