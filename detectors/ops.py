@@ -6,7 +6,7 @@ origin at the top-left corner of the top-left pixel. No Beam, no model code: num
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -49,8 +49,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression. Returns kept indices, highest score first (ties: lower index first)."""
+def _greedy_groups(boxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[float] | np.ndarray,
+                   iou_threshold: float, min_score: float = -np.inf) -> Iterator[tuple[int, np.ndarray]]:
+    """The groups of greedy NMS, best first: (leader index, member indices with the leader first), where the members
+    are the not yet grouped boxes with IoU > ``iou_threshold`` with the leader. Stops before a leader scoring below
+    ``min_score`` (later groups cannot change earlier ones)."""
     b = as_boxes(boxes)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(b) != len(s):
@@ -59,22 +62,23 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
     order = np.argsort(-s, kind="stable")
     areas = box_areas(b)
-    keep: list[int] = []
-    while order.size:
+    while order.size and s[order[0]] >= min_score:
         i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        if not rest.size:
-            break
-        xx0 = np.maximum(b[i, 0], b[rest, 0])
-        yy0 = np.maximum(b[i, 1], b[rest, 1])
-        xx1 = np.minimum(b[i, 2], b[rest, 2])
-        yy1 = np.minimum(b[i, 3], b[rest, 3])
+        xx0 = np.maximum(b[i, 0], b[order, 0])
+        yy0 = np.maximum(b[i, 1], b[order, 1])
+        xx1 = np.minimum(b[i, 2], b[order, 2])
+        yy1 = np.minimum(b[i, 3], b[order, 3])
         inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+        union = areas[i] + areas[order] - inter
+        group = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0) > iou_threshold
+        group[0] = True  # the leader itself (even an empty box)
+        yield i, order[group]
+        order = order[~group]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression. Returns kept indices, highest score first (ties: lower index first)."""
+    return np.asarray([i for i, _ in _greedy_groups(boxes, scores, iou_threshold)], dtype=np.int64)
 
 
 def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, min_score: float = 0.0) -> BoxesScores:
@@ -86,31 +90,13 @@ def box_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, min_sc
     they cannot change the groups above it), which keeps the cost at (kept groups) x (candidates)."""
     b = as_boxes(boxes)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(b) != len(s):
-        raise ValueError(f"{len(b)} boxes but {len(s)} scores")
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    order = np.argsort(-s, kind="stable")
-    areas = box_areas(b)
     out_boxes: list[np.ndarray] = []
     out_scores: list[float] = []
-    while order.size and s[order[0]] >= min_score:
-        i = int(order[0])
-        xx0 = np.maximum(b[i, 0], b[order, 0])
-        yy0 = np.maximum(b[i, 1], b[order, 1])
-        xx1 = np.minimum(b[i, 2], b[order, 2])
-        yy1 = np.minimum(b[i, 3], b[order, 3])
-        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
-        union = areas[i] + areas[order] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        group = iou > iou_threshold
-        group[0] = True  # the kept box itself (even when empty)
-        members = order[group]
+    for i, members in _greedy_groups(b, s, iou_threshold, min_score):
         weights = s[members]
         total = float(weights.sum())
         out_boxes.append((b[members] * weights[:, None]).sum(axis=0) / total if total > 0 else b[i])
         out_scores.append(float(s[i]))
-        order = order[~group]
     if not out_boxes:
         return np.zeros((0, 4)), np.zeros((0,))
     return np.stack(out_boxes), np.asarray(out_scores)
