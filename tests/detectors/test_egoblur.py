@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import warnings
 from typing import Dict, List, Tuple
 
@@ -18,6 +15,7 @@ pytest.importorskip("torchvision")
 from detectors import egoblur as eb  # noqa: E402
 from detectors.base import FACE, LICENSE_PLATE  # noqa: E402
 from detectors.registry import build_detector  # noqa: E402
+from tests.detectors.torchless import import_and_build_without_torch  # noqa: E402
 
 Tensor = torch.Tensor
 # TorchScript is how Meta ships EgoBlur; torch >= 2.10 marks torch.jit.script/save/load as deprecated.
@@ -268,17 +266,8 @@ def test_detect_batch_and_input_check(gen1_file):
 def test_import_is_cheap_and_missing_torch_gives_install_hint(tmp_path):
     model = tmp_path / "ego_blur_face.jit"
     model.write_bytes(b"x")
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import detectors.egoblur as m\n"
-            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
-            "try:\n"
-            f"    m.egoblur_face(weights={str(model)!r})\n"
-            "except ImportError as err:\n"
-            "    print(err)\n")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "pip install 'veilset[torch]'" in proc.stdout
+    out = import_and_build_without_torch("detectors.egoblur", f"m.egoblur_face(weights={str(model)!r})")
+    assert "pip install 'veilset[torch]'" in out
 
 
 def test_margin_min_size_and_crowd_preset(tmp_path):

@@ -9,8 +9,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -23,6 +21,7 @@ from detectors import ops  # noqa: E402
 from detectors import retinaface as rf  # noqa: E402
 from detectors.base import FACE  # noqa: E402
 from detectors.registry import build_detector  # noqa: E402
+from tests.detectors.torchless import import_and_build_without_torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -353,17 +352,8 @@ def test_pad_batch_pads_to_multiple_of_32():
 
 
 def test_import_is_cheap_and_missing_torch_gives_install_hint(weights_file):
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import detectors.retinaface as m\n"
-            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
-            "try:\n"
-            f"    m.RetinaFaceDetector(weights={weights_file!r})\n"
-            "except ImportError as err:\n"
-            "    print(err)\n")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "pip install 'veilset[torch]'" in proc.stdout and "retinaface-pytorch" in proc.stdout
+    out = import_and_build_without_torch("detectors.retinaface", f"m.RetinaFaceDetector(weights={weights_file!r})")
+    assert "pip install 'veilset[torch]'" in out and "retinaface-pytorch" in out
 
 
 def test_unknown_spec_option_is_a_value_error(weights_file):

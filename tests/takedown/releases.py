@@ -40,17 +40,6 @@ def make_release(root: str, n: int = 24, num_shards: int = 4, formats: Sequence[
     return manifest, images
 
 
-def tree(root: str) -> dict[str, str]:
-    """Relative path -> sha256 of every file (hidden ones included) under ``root``."""
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as fh:
-                out[os.path.relpath(full, root).replace(os.sep, "/")] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
 def all_bytes(root: str) -> dict[str, bytes]:
     out = {}
     for dirpath, _dirs, files in os.walk(root):
@@ -59,6 +48,11 @@ def all_bytes(root: str) -> dict[str, bytes]:
             with open(full, "rb") as fh:
                 out[os.path.relpath(full, root).replace(os.sep, "/")] = fh.read()
     return out
+
+
+def tree(root: str) -> dict[str, str]:
+    """Relative path -> sha256 of every file (hidden ones included) under ``root``."""
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in all_bytes(root).items()}
 
 
 def release_ids(root: str) -> set[str]:
