@@ -29,8 +29,9 @@ REGION_FILL = 128
 NEAR = 0.5  # a candidate whose box, enlarged by half its size on every side, touches a region is "near" it
 
 RETINAFACE_SPEC = "retinaface"
-# Without RetinaFace weights: CenterFace in another configuration than the build's default (int8, one pass, box
-# voting): the shipped fp32 weights unchanged, multi-scale, plain NMS, and a stricter threshold (fewer false alarms).
+# Without RetinaFace weights: CenterFace in another configuration than the build's default (one 1280-px pass,
+# threshold 0.1): multi-scale (the crowd preset adds 2x2 tiles at 2x) and a stricter threshold (fewer false alarms).
+# fp32 + NMS are spelled out so that the audit's scan stays the same if the build's defaults change.
 FALLBACK_SPEC = "centerface:preset=crowd,threshold=0.4,precision=fp32,merge=nms"
 
 

@@ -186,6 +186,28 @@ def require_module(module: str, hint: str) -> None:
         raise ImportError(f"{module} is required ({err}); install it with: {hint}") from err
 
 
+# CPU features that decide which kernels onnxruntime (MLAS) runs: int8 GEMM/conv via AVX2 vpmaddubsw (saturating
+# 16-bit pair sums), AVX-512BW, AVX-512 VNNI / AVX-VNNI vpdpbusd (32-bit), AMX; on ARM dot-product / i8mm.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_identity() -> dict[str, Any]:
+    """The machine and the CPU flags that choose onnxruntime's kernels (for the manifest: what actually ran)."""
+    import platform
+
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags.update(value.split())
+                    break
+    except OSError:  # not Linux: the architecture alone
+        pass
+    return {"machine": platform.machine(), "kernel_flags": [f for f in KERNEL_FLAGS if f in flags]}
+
+
 _SESSIONS: dict[tuple, Any] = {}
 
 

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 
 from detectors import ops
-from detectors.base import (FACE, MultiPassDetector, Pass, file_sha256, option_choice, option_float, option_int,
-                            option_path, ort_session, package_version, register, require_module)
+from detectors.base import (FACE, MultiPassDetector, Pass, cpu_identity, file_sha256, option_choice, option_float,
+                            option_int, option_path, ort_session, package_version, register, require_module)
+from detectors.quantize import RECIPE as QUANT_RECIPE, quantize_centerface
 
 NAME = "centerface"
 STRIDE = 4
@@ -40,12 +41,11 @@ PRESETS: dict[str, tuple[Pass, ...]] = {
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_MARGIN = 0.0
 DEFAULT_NMS = 0.3
-# Overlapping candidates are merged by box voting (ops.box_vote): the same groups as NMS at DEFAULT_NMS, but each
-# face's box is the score-weighted mean of every heatmap peak of its group down to CANDIDATE_FLOOR, instead of the
-# single best peak. Voting changes no score, so the threshold and the PR curve keep their meaning. Measured on the
-# dev photos with the int8 default (README, Detectors): WIDER medium 46/52 with voting vs 43/52 with NMS, dlib
-# 18/18 and WIDER valid 136/158 either way; with fp32 it made no difference beyond one face either way.
-DEFAULT_MERGE = "vote"
+# Overlapping candidates are merged by NMS (the best peak of each group) by default; merge=vote averages each group's
+# peaks down to CANDIDATE_FLOOR by score instead (ops.box_vote; no score changes, so the threshold keeps its
+# meaning). Measured on the dev photos with fp32 (README, Detectors): NMS dlib 18/18, WIDER medium 45/52, easy
+# 15/19; voting 17/18, 45/52, 16/19. NMS keeps dlib's target (>= 0.99).
+DEFAULT_MERGE = "nms"
 CANDIDATE_FLOOR = 0.01  # peaks below this never count (and are never reported: the threshold's lower bound)
 
 
@@ -115,10 +115,13 @@ def decode(heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold
 
 
 PRECISIONS = ("fp32", "int8")
-# int8 by default: statically quantized here from the shipped fp32 weights (detectors/quantize.py, calibrated on
-# package photos, never on evaluation data); ~40 % less time per image than fp32 at the same recall on the dev
-# photos (benchmarks/RESULTS.md). precision=fp32 runs the shipped weights unchanged.
-DEFAULT_PRECISION = "int8"
+# fp32 by default: the shipped weights unchanged. Their answers agree on every CPU to float rounding (measured: scores
+# within 4e-7 between AVX-512 VNNI and an emulated AVX2-only Zen 3). precision=int8 is veilset's own quantization
+# (detectors/quantize.py: 7-bit weights, so every CPU's int8 kernel computes the same exact sums: bit-identical
+# outputs on every x86 family); it costs ~40 % less time per image but finds fewer faces on the dev photos (WIDER
+# medium 43 vs 45 of 52, hard 133 vs 134: README, Detectors), so it is an option, not the privacy default. The
+# full-range int8 model that was the default before saturated on CPUs without VNNI (41 of 52 on a Zen 3).
+DEFAULT_PRECISION = "fp32"
 _INT8_CACHE: dict[str, bytes] = {}
 
 
@@ -128,16 +131,15 @@ def _int8_model(path: str) -> bytes:
     the onnx/onnxruntime versions, then once per process in memory."""
     if path in _INT8_CACHE:
         return _INT8_CACHE[path]
-    from detectors.quantize import quantize_centerface
-
-    key = f"{file_sha256(path)[:16]}-onnx{package_version('onnx')}-ort{package_version('onnxruntime')}"
+    key = (f"{file_sha256(path)[:16]}-{QUANT_RECIPE}-onnx{package_version('onnx')}"
+           f"-ort{package_version('onnxruntime')}")
     cache_dir = os.environ.get("VEILSET_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "veilset")
     cached = os.path.join(cache_dir, f"centerface-int8-{key}.onnx")
     try:
         with open(cached, "rb") as fh:
             data = fh.read()
     except OSError:
-        data = quantize_centerface(_dynamic_model_bytes(path))
+        data = quantize_centerface(_dynamic_model_bytes(path), INPUT_NAME)
         try:
             from pipeline.manifest import atomic_write_bytes
 
@@ -191,7 +193,9 @@ class CenterFaceDetector(MultiPassDetector):
             "weights": os.path.basename(self.model_path),
             "weights_sha256": file_sha256(self.model_path),
             "precision": self.precision,
-            **({"int8_sha256": hashlib.sha256(self._int8).hexdigest()} if self._int8 is not None else {}),
+            **({"int8_sha256": hashlib.sha256(self._int8).hexdigest(), "int8_recipe": QUANT_RECIPE}
+               if self._int8 is not None else {}),
+            "cpu": cpu_identity(),
             "threshold": self.threshold,
             "nms": self.nms_iou,
             "merge": self.merge,

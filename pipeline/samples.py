@@ -19,26 +19,13 @@ import sys
 import numpy as np
 from PIL import Image
 
+from detectors.package_photos import PACKAGE_PHOTOS, package_file
 from pipeline import ids
 
 
-def _package_file(package: str, *parts: str) -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed (pip install {package})")
-    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
-
-
-SAMPLES = {
-    "astronaut.png": ("skimage", "data", "astronaut.png"),  # NASA, public domain: a face
-    "grace_hopper.jpg": ("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),  # US Navy: a face
-    "coffee.png": ("skimage", "data", "coffee.png"),
-    "chelsea.png": ("skimage", "data", "chelsea.png"),
-    "rocket.jpg": ("skimage", "data", "rocket.jpg"),
-    "motorcycle.png": ("skimage", "data", "motorcycle_left.png"),
-}
+# The photos and their lookup live with the detector calibration that uses them too (dependencies point one way).
+SAMPLES = PACKAGE_PHOTOS
+_package_file = package_file
 
 
 def write_samples(folder: str) -> list[str]:

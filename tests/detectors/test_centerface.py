@@ -6,6 +6,7 @@ import skimage.data
 
 from detectors import centerface
 from detectors.registry import build_detector
+from tests.detectors.kernels import confident
 
 # the astronaut's face in skimage.data.astronaut() (512 x 512), by eye
 FACE_BOX = (175, 50, 275, 185)
@@ -39,13 +40,13 @@ def test_decode_known_synthetic_case():
     assert sorted(all_s.tolist()) == pytest.approx([0.1, 0.5, 0.9])
 
 
-def test_box_voting_is_the_default_and_moves_no_score():
+def test_nms_is_the_default_and_box_voting_moves_no_score():
     image = skimage.data.astronaut()
-    voted = build_detector("centerface")
-    plain = build_detector("centerface:merge=nms")
+    voted = build_detector("centerface:merge=vote")
+    plain = build_detector("centerface")
     assert voted.identity()["merge"] == "vote" and voted.identity()["candidate_floor"] == centerface.CANDIDATE_FLOOR
     assert plain.identity()["merge"] == "nms" and "candidate_floor" not in plain.identity()
-    [a], [b] = voted.detect(image), plain.detect(image)
+    [a], [b] = confident(voted.detect(image)), confident(plain.detect(image))
     assert a.score == b.score and a.box_xyxy != b.box_xyxy  # same face, same score, refined box
     assert _inside(a.box_xyxy, FACE_BOX, tol=10)
     with pytest.raises(ValueError, match="'mean'"):
@@ -59,8 +60,8 @@ def detector():
 
 def test_finds_the_astronaut(detector):
     dets = detector.detect(skimage.data.astronaut())
-    assert len(dets) == 1
-    d = dets[0]
+    [d] = confident(dets)
+    assert all(other.score < 0.3 for other in dets if other is not d)  # nothing else but low-score background
     assert d.label == "face" and d.detector == "centerface" and d.score > 0.8
     assert _inside(d.box_xyxy, FACE_BOX)
 
@@ -105,7 +106,8 @@ def test_boxes_map_back_across_tiles():
 def test_blank_image_and_batch_of_sizes(detector):
     imgs = [np.zeros((64, 64, 3), np.uint8), skimage.data.astronaut(), np.full((33, 170, 3), 200, np.uint8)]
     out = detector.detect_batch(imgs)
-    assert [len(x) for x in out] == [0, 1, 0]
+    assert [len(x) for x in out][::2] == [0, 0]  # flat images: no peak at all, on any kernel
+    assert len(confident(out[1])) == 1
 
 
 def test_margin_and_threshold_options():
