@@ -15,9 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors import ops
-from detectors.base import (FACE, MultiPassDetector, Pass, file_sha256, option_choice, option_float, option_int,
-                            option_path, ort_session, package_version, register, require_module)
+from veilset.detectors import ops
+from veilset.detectors.base import (FACE, MultiPassDetector, Pass, file_sha256, option_choice, option_float, option_int,
+                                    option_path, ort_session, package_version, register, require_module)
 
 NAME = "centerface"
 STRIDE = 4
@@ -128,7 +128,7 @@ def _int8_model(path: str) -> bytes:
     the onnx/onnxruntime versions, then once per process in memory."""
     if path in _INT8_CACHE:
         return _INT8_CACHE[path]
-    from detectors.quantize import quantize_centerface
+    from veilset.detectors.quantize import quantize_centerface
 
     key = f"{file_sha256(path)[:16]}-onnx{package_version('onnx')}-ort{package_version('onnxruntime')}"
     cache_dir = os.environ.get("VEILSET_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "veilset")
@@ -139,7 +139,7 @@ def _int8_model(path: str) -> bytes:
     except OSError:
         data = quantize_centerface(_dynamic_model_bytes(path))
         try:
-            from pipeline.manifest import atomic_write_bytes
+            from veilset.pipeline.manifest import atomic_write_bytes
 
             atomic_write_bytes(cached, data)
         except OSError:  # a read-only home only costs the next process another 2.5 s

@@ -21,8 +21,8 @@ CALIBRATION_LONG_SIDE = 1024
 def calibration_blobs(long_side: int = CALIBRATION_LONG_SIDE) -> list[np.ndarray]:
     from PIL import Image
 
-    from detectors import ops
-    from pipeline.samples import SAMPLES, _package_file
+    from veilset.detectors import ops
+    from veilset.pipeline.samples import SAMPLES, _package_file
 
     blobs = []
     for name, (package, *parts) in sorted(SAMPLES.items()):
@@ -49,7 +49,7 @@ def quantize_centerface(fp32_dynamic_model: bytes, fmt: str = "qoperator",
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from detectors.centerface import INPUT_NAME
+    from veilset.detectors.centerface import INPUT_NAME
 
     if fmt not in ("qoperator", "qdq"):
         raise ValueError(f"quantization format must be qoperator or qdq, got {fmt!r}")

@@ -5,10 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from detectors import ops
-from detectors.centerface import _dynamic_model_bytes, default_model_path
-from detectors.quantize import quantize_centerface
-from detectors.registry import build_detector
+from veilset.detectors import ops
+from veilset.detectors.centerface import _dynamic_model_bytes, default_model_path
+from veilset.detectors.quantize import quantize_centerface
+from veilset.detectors.registry import build_detector
 from tests import imagegen
 
 
@@ -20,14 +20,14 @@ def test_quantization_is_deterministic():
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    from detectors import centerface
+    from veilset.detectors import centerface
 
     monkeypatch.setenv("VEILSET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(centerface, "_INT8_CACHE", {})
 
 
 def test_int8_model_is_cached_per_machine(tmp_path):
-    from detectors import centerface
+    from veilset.detectors import centerface
 
     first = build_detector("centerface:precision=int8").identity()["int8_sha256"]
     [cached] = list((tmp_path / "cache").iterdir())
@@ -58,7 +58,7 @@ def test_bad_precision_names_the_value():
 
 
 def test_int8_is_the_default_precision_and_fp32_runs_the_shipped_weights():
-    from detectors.centerface import DEFAULT_PRECISION
+    from veilset.detectors.centerface import DEFAULT_PRECISION
 
     assert DEFAULT_PRECISION == "int8" and build_detector("centerface").identity()["precision"] == "int8"
     assert build_detector("centerface:precision=fp32").identity()["precision"] == "fp32"
