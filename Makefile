@@ -28,9 +28,9 @@ install: $(VENV)/.core
 install-test: $(VENV)/.test
 
 demo: $(VENV)/.core
-	rm -rf $(DEMO_IN) && $(PY) -m pipeline.samples write $(DEMO_IN)
+	rm -rf $(DEMO_IN) && $(PY) -m veilset.pipeline.samples write $(DEMO_IN)
 	$(VENV)/bin/veilset build $(DEMO_IN) --output $(DEMO_OUT)
-	$(PY) -m pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)-before-after.jpg
+	$(PY) -m veilset.pipeline.samples before-after $(DEMO_IN) $(DEMO_OUT) $(DEMO_OUT)-before-after.jpg
 	$(VENV)/bin/veilset audit --release $(DEMO_OUT) --report $(DEMO_OUT)-audit
 
 test: $(VENV)/.test

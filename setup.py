@@ -39,9 +39,20 @@ setup(
     version="0.1.0",
     description="Privacy-preserving image-dataset curation: anonymized Beam builds, e-mailed takedowns, audits",
     python_requires=">=3.11",
-    packages=["pipeline", "detectors", "segmentation", "takedown", "audit"],
+    # One import namespace. The rooms stay top-level folders of the repository and install as veilset.<room>;
+    # veilset/ itself only holds the front door (__init__, cli, __main__).
+    packages=["veilset", "veilset.pipeline", "veilset.detectors", "veilset.segmentation", "veilset.takedown",
+              "veilset.audit"],
+    package_dir={
+        "veilset": "veilset",
+        "veilset.pipeline": "pipeline",
+        "veilset.detectors": "detectors",
+        "veilset.segmentation": "segmentation",
+        "veilset.takedown": "takedown",
+        "veilset.audit": "audit",
+    },
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["veilset=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["veilset=veilset.cli:main"]},
     license="Apache-2.0",
 )

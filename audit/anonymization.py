@@ -11,10 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from audit.findings import ANONYMIZATION, CheckResult, Finding
-from audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from audit.release import ImageRecord, Release
-from detectors.ops import iou_matrix
+from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
+from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
+from veilset.audit.release import ImageRecord, Release
+from veilset.detectors.ops import iou_matrix
 
 RECORD_KEYS = ("method", "margin", "regions", "detectors")
 DETECTOR_KEYS = {"face": "face_detector", "license_plate": "plate_detector"}
@@ -39,7 +39,7 @@ class ProductionDetector:
 def pin_threshold(spec: str, threshold: Any) -> str:
     """``spec`` with the recorded production threshold made explicit, so a later change of the library's
     default threshold cannot change what the audit re-runs."""
-    from detectors.base import DetectorSpec
+    from veilset.detectors.base import DetectorSpec
 
     parsed = DetectorSpec.parse(spec)
     if not isinstance(threshold, (int, float)) or any(k == "threshold" for k, _ in parsed.kwargs):
@@ -49,7 +49,7 @@ def pin_threshold(spec: str, threshold: Any) -> str:
 
 def build_production_detectors(release: Release) -> tuple[list[ProductionDetector], list[str]]:
     """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems)."""
-    from detectors.registry import build_detector
+    from veilset.detectors.registry import build_detector
 
     config = release.manifest.get("config") or {}
     models = release.manifest.get("models") or {}

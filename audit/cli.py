@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from audit.report import report_dict, summary_text, write_report
-from audit.runner import run_audit
+from veilset.audit.report import report_dict, summary_text, write_report
+from veilset.audit.runner import run_audit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

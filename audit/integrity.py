@@ -7,10 +7,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from audit.findings import INTEGRITY, CheckResult, Finding
-from audit.release import INDEX, Release, ReleaseReadError, image_id_of_name
-from pipeline import ids
-from pipeline.manifest import MANIFEST_NAME, TMP_MARK
+from veilset.audit.findings import INTEGRITY, CheckResult, Finding
+from veilset.audit.release import INDEX, Release, ReleaseReadError, image_id_of_name
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import MANIFEST_NAME, TMP_MARK
 
 SHARD_FORMATS = ("parquet", "coco", "sa1b")
 COUNT_KEYS = ("published", "rejected", "duplicates", "blocked", "removed")

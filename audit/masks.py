@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from audit.findings import MASKS, CheckResult, Finding
-from audit.release import Release
+from veilset.audit.findings import MASKS, CheckResult, Finding
+from veilset.audit.release import Release
 
 BBOX_TOLERANCE_PX = 1.0  # SAM's XYWH boxes use w = x_max - x_min, pycocotools' toBbox x_max - x_min + 1
 

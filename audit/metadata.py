@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audit.findings import METADATA, CheckResult, Finding
-from audit.release import Release
+from veilset.audit.findings import METADATA, CheckResult, Finding
+from veilset.audit.release import Release
 
 SOI, EOI, SOS, COM = 0xD8, 0xD9, 0xDA, 0xFE
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: no length field

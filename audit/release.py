@@ -13,8 +13,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pipeline import ids
-from pipeline.manifest import MANIFEST_NAME, REJECTS_NAME, load_manifest
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import MANIFEST_NAME, REJECTS_NAME, load_manifest
 
 IMAGES_DIR = "images"
 RECORD_COLUMNS = ["image_id", "width", "height", "sha256", "content_sha256", "detections", "anonymization", "masks"]
@@ -262,7 +262,7 @@ class Release:
     def iter_decoded_copies(self, image_ids: Iterable[str]) -> Iterator[tuple[str, "ImageCopy", Any]]:
         """(image_id, copy, RGB pixels) for each distinct published copy of these images (identical bytes in
         several formats are decoded once); undecodable copies are skipped: the integrity check reports them."""
-        from audit.imaging import decode_rgb
+        from veilset.audit.imaging import decode_rgb
 
         for image_id, copies in self.iter_copies_of(image_ids):
             seen: set[bytes] = set()

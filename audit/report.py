@@ -10,9 +10,9 @@ import os
 from collections import Counter
 from typing import Any, Sequence
 
-from audit import findings as F
-from audit.runner import AuditReport, mask_emails
-from pipeline.manifest import atomic_write_bytes, write_json_atomic
+from veilset.audit import findings as F
+from veilset.audit.runner import AuditReport, mask_emails
+from veilset.pipeline.manifest import atomic_write_bytes, write_json_atomic
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"

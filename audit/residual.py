@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from audit.anonymization import INSIDE_COVERAGE, image_regions
-from audit.findings import RESIDUAL, CheckResult, Finding
-from audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from audit.release import Release
-from detectors.ops import iou_matrix
+from veilset.audit.anonymization import INSIDE_COVERAGE, image_regions
+from veilset.audit.findings import RESIDUAL, CheckResult, Finding
+from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
+from veilset.audit.release import Release
+from veilset.detectors.ops import iou_matrix
 
 CONFIRM_IOU = 0.5  # a candidate is confirmed when the grey-filled image still gives a box this close to it
 REGION_FILL = 128
@@ -45,7 +45,7 @@ class ResidualDetector:
 def build_residual_detector(spec: str | None = None) -> ResidualDetector:
     """The scan's detector: ``spec`` when given; else RetinaFace if its weights are present, else CenterFace
     multi-scale. A missing model for an explicit spec is an error (no silent substitute)."""
-    from detectors.registry import build_detector
+    from veilset.detectors.registry import build_detector
 
     if spec:
         det = build_detector(spec)

@@ -7,15 +7,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from audit import findings as F
-from audit.anonymization import ProductionDetector, check_anonymization
-from audit.findings import CheckResult
-from audit.integrity import check_integrity
-from audit.masks import check_masks
-from audit.metadata import check_metadata
-from audit.release import Release
-from audit.residual import ResidualDetector, build_residual_detector, check_residual
-from audit.takedowns import check_takedowns, open_ledger
+from veilset.audit import findings as F
+from veilset.audit.anonymization import ProductionDetector, check_anonymization
+from veilset.audit.findings import CheckResult
+from veilset.audit.integrity import check_integrity
+from veilset.audit.masks import check_masks
+from veilset.audit.metadata import check_metadata
+from veilset.audit.release import Release
+from veilset.audit.residual import ResidualDetector, build_residual_detector, check_residual
+from veilset.audit.takedowns import check_takedowns, open_ledger
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-]+)@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 

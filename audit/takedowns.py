@@ -9,10 +9,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from audit.findings import TAKEDOWNS, CheckResult, Finding
-from audit.release import Release, ReleaseReadError
-from pipeline import ids
-from pipeline.manifest import MANIFEST_NAME
+from veilset.audit.findings import TAKEDOWNS, CheckResult, Finding
+from veilset.audit.release import Release, ReleaseReadError
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import MANIFEST_NAME
 
 _HEX_RUN = re.compile(rb"[0-9a-fA-F]{32,}")
 
@@ -36,7 +36,7 @@ def open_ledger(path: str) -> Any:
     """The takedown ledger, read-only use. A missing file is an error (opening would create an empty one)."""
     if not os.path.isfile(path):
         raise ValueError(f"--ledger: no ledger file at {path!r}")
-    from takedown.ledger import Ledger
+    from veilset.takedown.ledger import Ledger
 
     return Ledger(path)
 

@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from segment_anything import SamAutomaticMaskGenerator
 
-    from segmentation.amg import FastSamAutomaticMaskGenerator
-    from segmentation.sam import PRESETS, random_sam
-    from segmentation.spec import convert_options
+    from veilset.segmentation.amg import FastSamAutomaticMaskGenerator
+    from veilset.segmentation.sam import PRESETS, random_sam
+    from veilset.segmentation.spec import convert_options
     from dataclasses import replace
-    from segmentation.sam import _SETTING_CONVERTERS
+    from veilset.segmentation.sam import _SETTING_CONVERTERS
 
     torch.set_num_threads(args.threads)
     if args.preset not in PRESETS:

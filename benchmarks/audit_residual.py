@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from audit.anonymization import INSIDE_COVERAGE, image_regions  # noqa: E402
-from audit.imaging import coverage, region_mask  # noqa: E402
-from audit.release import Release  # noqa: E402
-from audit.residual import build_residual_detector, check_residual  # noqa: E402
-from detectors.ops import iou_matrix  # noqa: E402
-from pipeline import ids  # noqa: E402
+from veilset.audit.anonymization import INSIDE_COVERAGE, image_regions  # noqa: E402
+from veilset.audit.imaging import coverage, region_mask  # noqa: E402
+from veilset.audit.release import Release  # noqa: E402
+from veilset.audit.residual import build_residual_detector, check_residual  # noqa: E402
+from veilset.detectors.ops import iou_matrix  # noqa: E402
+from veilset.pipeline import ids  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,16 +17,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from audit import findings as F  # noqa: E402
-from audit.anonymization import build_production_detectors  # noqa: E402
-from audit.release import Release  # noqa: E402
-from audit.residual import build_residual_detector  # noqa: E402
-from audit.runner import run_audit  # noqa: E402
+from veilset.audit import findings as F  # noqa: E402
+from veilset.audit.anonymization import build_production_detectors  # noqa: E402
+from veilset.audit.release import Release  # noqa: E402
+from veilset.audit.residual import build_residual_detector  # noqa: E402
+from veilset.audit.runner import run_audit  # noqa: E402
 
 
 def _sample_release(folder: str) -> str:
-    from pipeline.cli import main
-    from pipeline.samples import write_samples
+    from veilset.cli import main
+    from veilset.pipeline.samples import write_samples
 
     photos = os.path.join(folder, "photos")
     write_samples(photos)

@@ -54,7 +54,7 @@ def flat_copy(files: Sequence[Path], dest: Path) -> Path:
 
 
 def veilset_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "veilset", *args]
 
 
 def child_env(threads: int | None = None) -> dict[str, str]:

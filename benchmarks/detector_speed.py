@@ -75,7 +75,7 @@ def folder_images(folder: str, side: int, limit: int) -> list[np.ndarray]:
 
 
 def time_detector(spec: str, images: list[np.ndarray], repeat: int) -> dict:
-    from detectors.registry import build_detector
+    from veilset.detectors.registry import build_detector
 
     det = build_detector(spec)
     det.detect(images[0])

@@ -61,7 +61,7 @@ def time_ms(fn: Callable[[], object], repeat: int) -> tuple[float, list[float], 
 def bench_retinaface(image: np.ndarray, max_sizes: list[int], repeat: int, tmp: str) -> list[dict]:
     import torch
 
-    from detectors import retinaface as rf
+    from veilset.detectors import retinaface as rf
 
     torch.manual_seed(0)
     path = os.path.join(tmp, "retinaface_random.pth")
@@ -101,7 +101,7 @@ class _EgoBlurStandIn:  # built lazily: torch is imported inside main()
 def bench_egoblur(image: np.ndarray, repeat: int, tmp: str) -> list[dict]:
     import torch
 
-    from detectors import egoblur as eb
+    from veilset.detectors import egoblur as eb
 
     torch.manual_seed(0)
     path = os.path.join(tmp, "egoblur_standin.jit")

@@ -12,10 +12,10 @@ cv2.setNumThreads(1)
 import numpy as np
 from PIL import Image
 sys.path.insert(0, os.environ.get("VEILSET_REPO", "."))
-from detectors.base import Detection
-from pipeline.anonymize import anonymize
-from pipeline.decode import decode_image, decode_resized, resize_shortest_side
-from pipeline.encode import encode_jpeg, strip_jpeg_metadata
+from veilset.detectors.base import Detection
+from veilset.pipeline.anonymize import anonymize
+from veilset.pipeline.decode import decode_image, decode_resized, resize_shortest_side
+from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from tests import imagegen as g
 
 ap = argparse.ArgumentParser()

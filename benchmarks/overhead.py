@@ -32,14 +32,14 @@ STAGES = ("read", "decode", "detect", "anonymize", "encode", "write")
 
 def measure_floors(files: list[Path], scratch: Path) -> dict[str, Any]:
     """Per-stage wall and CPU seconds per image, each stage timed in isolation on every image."""
-    from detectors.registry import build_detector
-    from pipeline import ids, shards
-    from pipeline.anonymize import anonymize
-    from pipeline.decode import decode_image, resize_shortest_side
-    from pipeline.encode import encode_jpeg
-    from pipeline.anonymize import seed_for_image
-    from pipeline.options import BuildOptions
-    from pipeline.records import PublishedImage
+    from veilset.detectors.registry import build_detector
+    from veilset.pipeline import ids, shards
+    from veilset.pipeline.anonymize import anonymize
+    from veilset.pipeline.decode import decode_image, resize_shortest_side
+    from veilset.pipeline.encode import encode_jpeg
+    from veilset.pipeline.anonymize import seed_for_image
+    from veilset.pipeline.options import BuildOptions
+    from veilset.pipeline.records import PublishedImage
 
     opts = BuildOptions(inputs=tuple(map(str, files)), output=str(scratch / "floors"), masks="none")
     detectors = [d for d in (build_detector(opts.face_detector), build_detector(opts.plate_detector)) if d]

@@ -30,8 +30,8 @@ sys.path.insert(0, str(_HERE.parent))
 
 def quantize(out_path: str, fmt: str = "qoperator", calib_side: int = 1024) -> str:
     """Write the int8 model that ``centerface:precision=int8`` builds in memory; returns its sha256."""
-    from detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
-    from detectors.quantize import quantize_centerface
+    from veilset.detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
+    from veilset.detectors.quantize import quantize_centerface
 
     data = quantize_centerface(_dynamic_model_bytes(default_model_path()), INPUT_NAME, fmt, calib_side)
     Path(out_path).write_bytes(data)

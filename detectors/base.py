@@ -265,7 +265,7 @@ class MultiPassDetector:
         raise NotImplementedError
 
     def _run_one(self, image_rgb: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
-        from detectors import ops
+        from veilset.detectors import ops
 
         h, w = image_rgb.shape[:2]
         mapping = ops.fit_size(w, h, p.max_side, self.multiple, p.scale, p.max_upscale)
@@ -275,7 +275,7 @@ class MultiPassDetector:
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Merged (boxes, scores) in source pixels, before threshold and margin (with box voting, only the groups led
         by a box at or above the threshold are formed: the others would be dropped by the threshold anyway)."""
-        from detectors import ops
+        from veilset.detectors import ops
 
         check_image(image_rgb)
         results = []
@@ -288,7 +288,7 @@ class MultiPassDetector:
         return ops.merge_passes(results, self.merge_iou, self.merge, floor)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        from detectors import ops
+        from veilset.detectors import ops
 
         boxes, scores = self.boxes_scores(image_rgb)
         keep = scores >= self.threshold

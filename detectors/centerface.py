@@ -15,10 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors import ops
-from detectors.base import (FACE, MultiPassDetector, Pass, cpu_identity, file_sha256, option_choice, option_float,
+from veilset.detectors import ops
+from veilset.detectors.base import (FACE, MultiPassDetector, Pass, cpu_identity, file_sha256, option_choice, option_float,
                             option_int, option_path, ort_session, package_version, register, require_module)
-from detectors.quantize import RECIPE as QUANT_RECIPE, quantize_centerface
+from veilset.detectors.quantize import RECIPE as QUANT_RECIPE, quantize_centerface
 
 NAME = "centerface"
 STRIDE = 4
@@ -141,7 +141,7 @@ def _int8_model(path: str) -> bytes:
     except OSError:
         data = quantize_centerface(_dynamic_model_bytes(path), INPUT_NAME)
         try:
-            from pipeline.manifest import atomic_write_bytes
+            from veilset.pipeline.manifest import atomic_write_bytes
 
             atomic_write_bytes(cached, data)
         except OSError:  # a read-only home only costs the next process another 2.5 s

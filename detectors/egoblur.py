@@ -37,9 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detectors import ops
-from detectors.base import (FACE, LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256,
-                            option_choice, option_float, option_int, package_version, register)
+from veilset.detectors import ops
+from veilset.detectors.base import (FACE, LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256,
+                                    option_choice, option_float, option_int, package_version, register)
 
 INSTALL_HINT = "pip install 'veilset[torch]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "

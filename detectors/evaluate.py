@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detectors import ops
-from detectors.base import FACE, LICENSE_PLATE, Detector
+from veilset.detectors import ops
+from veilset.detectors.base import FACE, LICENSE_PLATE, Detector
 
 TASKS = {"faces": FACE, "plates": LICENSE_PLATE}
 DEFAULT_IOU = 0.5
@@ -235,8 +235,8 @@ def plot_curve(tally: Tally, path: str, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors.base import DetectorSpec
-    from detectors.registry import DEFAULT_FACE, DEFAULT_PLATE, build_detector
+    from veilset.detectors.base import DetectorSpec
+    from veilset.detectors.registry import DEFAULT_FACE, DEFAULT_PLATE, build_detector
 
     iou = DEFAULT_IOU if args.iou is None else args.iou
     if not 0.0 < iou <= 1.0:

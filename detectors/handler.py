@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from detectors.base import Detection, Detector, DetectorSpec, check_image
+from veilset.detectors.base import Detection, Detector, DetectorSpec, check_image
 
 
 class DetectorModelHandler(ModelHandler[np.ndarray, PredictionResult, Detector]):
@@ -35,7 +35,7 @@ class DetectorModelHandler(ModelHandler[np.ndarray, PredictionResult, Detector])
         return self._spec
 
     def load_model(self) -> Detector:
-        from detectors.registry import build_detector
+        from veilset.detectors.registry import build_detector
 
         model = build_detector(self._spec)
         if model is None:  # pragma: no cover - excluded in __init__

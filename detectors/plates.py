@@ -18,9 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors import ops
-from detectors.base import (LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256, option_float,
-                            option_int, option_path, ort_session, package_version, register, to_detections)
+from veilset.detectors import ops
+from veilset.detectors.base import (LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256, option_float,
+                                    option_int, option_path, ort_session, package_version, register, to_detections)
 
 
 def _package_file(package: str, *parts: str, hint: str) -> str:
@@ -265,7 +265,7 @@ class PlateDetector:
         return [self.detect(img) for img in images_rgb]
 
 
-from detectors.base import Detection  # noqa: E402  (typing of PlateDetector.detect)
+from veilset.detectors.base import Detection  # noqa: E402  (typing of PlateDetector.detect)
 
 
 @register("clpdet")

@@ -25,8 +25,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from detectors import ops
-from detectors.package_photos import PACKAGE_PHOTOS, photo_path
+from veilset.detectors import ops
+from veilset.detectors.package_photos import PACKAGE_PHOTOS, photo_path
 
 OPSET = 13
 CALIBRATION_LONG_SIDE = 1024

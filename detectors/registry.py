@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import importlib
 
-from detectors.base import _REGISTRY, Detector, DetectorSpec
+from veilset.detectors.base import _REGISTRY, Detector, DetectorSpec
 
 # Every backend module registers its builders with ``detectors.base.register``. Backends import their heavy
 # dependencies (onnxruntime, torch) inside the builder, so importing this list is cheap and never fails.
-BACKEND_MODULES = ("detectors.centerface", "detectors.plates", "detectors.retinaface", "detectors.egoblur")
+BACKEND_MODULES = ("veilset.detectors.centerface", "veilset.detectors.plates", "veilset.detectors.retinaface",
+                   "veilset.detectors.egoblur")
 
 NONE = "none"
 

@@ -42,9 +42,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detectors import ops
-from detectors.base import (FACE, Detection, MultiPassDetector, Pass, check_image, file_sha256, option_bool,
-                            option_choice, option_float, option_int, package_version, register, to_detections)
+from veilset.detectors import ops
+from veilset.detectors.base import (FACE, Detection, MultiPassDetector, Pass, check_image, file_sha256, option_bool,
+                                    option_choice, option_float, option_int, package_version, register, to_detections)
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"

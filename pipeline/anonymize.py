@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from detectors.base import FACE, LICENSE_PLATE, Detection
+from veilset.detectors.base import FACE, LICENSE_PLATE, Detection
 
 METHODS = ("pixelate", "solid")
 DEFAULT_METHOD = "pixelate"

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from pipeline import options as opt
-from pipeline.anonymize import METHODS
+from veilset.pipeline import options as opt
+from veilset.pipeline.anonymize import METHODS
 
 LOG = logging.getLogger("veilset.build")
 
@@ -81,7 +81,7 @@ def beam_options(opts: opt.BuildOptions, beam_args: list[str], verbose: bool = F
 
 def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
     """Build every model once in the driver: validates the specs up front and records what will run."""
-    from detectors.registry import build_detector
+    from veilset.detectors.registry import build_detector
 
     models: dict[str, Any] = {}
     for key, spec in (("face_detector", opts.face_detector), ("plate_detector", opts.plate_detector)):
@@ -89,7 +89,7 @@ def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
         models[key] = None if detector is None else dict(detector.identity(), spec=spec)
     generator = None
     if opts.masks != "none":
-        from segmentation.registry import build_mask_generator
+        from veilset.segmentation.registry import build_mask_generator
 
         generator = build_mask_generator(opts.masks)
     models["masks"] = None if generator is None else dict(generator.identity(), spec=opts.masks)
@@ -101,7 +101,7 @@ def load_blocklist(ledger_path: str | None) -> tuple[frozenset[str], frozenset[s
         return frozenset(), frozenset()
     if not os.path.isfile(ledger_path):
         raise ValueError(f"--ledger {ledger_path!r} does not exist (a typo would silently skip the blocklist)")
-    from takedown.ledger import Ledger
+    from veilset.takedown.ledger import Ledger
 
     ledger = Ledger(ledger_path)
     return frozenset(ledger.blocked_image_ids()), frozenset(ledger.blocked_content_hashes())
@@ -111,10 +111,10 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     """Run a build; returns the manifest. The Python API behind ``veilset build``."""
     import apache_beam as beam
 
-    from pipeline.graph import build_graph
-    from pipeline.ingest import expand_inputs
-    from pipeline.manifest import load_manifest
-    from pipeline.release import check_output_dir
+    from veilset.pipeline.graph import build_graph
+    from veilset.pipeline.ingest import expand_inputs
+    from veilset.pipeline.manifest import load_manifest
+    from veilset.pipeline.release import check_output_dir
 
     check_output_dir(opts.output)
     inputs = expand_inputs(opts.inputs, exclude_under=opts.output)

@@ -1,59 +1,26 @@
-"""``veilset`` console script: one parser, one module per subcommand (``add_arguments`` + ``run``)."""
+"""The command-line parts the pipeline owns: its subcommands (``veilset build``, ``veilset eval``) and Beam's share
+of the command line. ``veilset.cli`` is the console script; it dispatches to these and to the other rooms'."""
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
-import sys
 
+# name -> (module with ``add_arguments`` + ``run``, help)
 SUBCOMMANDS = {
-    "build": ("pipeline.build_command", "build an anonymized, sharded release from photos (Apache Beam)"),
-    "eval": ("detectors.evaluate", "measure a face or plate detector against COCO ground truth"),
-    "takedown": ("takedown.cli", "ingest, apply and answer e-mailed removal requests"),
-    "audit": ("audit.cli", "verify a release end to end and write a compliance report"),
+    "build": ("veilset.pipeline.build_command", "build an anonymized, sharded release from photos (Apache Beam)"),
+    "eval": ("veilset.detectors.evaluate", "measure a face or plate detector against COCO ground truth"),
 }
 
 
-def make_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (``veilset takedown status`` need not import Beam)."""
-    parser = argparse.ArgumentParser(prog="veilset", description="Privacy-preserving image-dataset curation.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == command:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
-            p.set_defaults(_run=module.run)
-    return parser
-
-
-def _command_in(argv: list[str]) -> str | None:
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Everything after a bare "--" belongs to Beam (build only): --runner DataflowRunner --project ...
-    beam_args: list[str] = []
+def split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after a bare "--" belongs to Beam (build only): --runner DataflowRunner --project ..."""
     if "--" in argv:
         cut = argv.index("--")
-        argv, beam_args = argv[:cut], argv[cut + 1 :]
-    parser = make_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    args.beam_args = beam_args
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # Beam's INFO chatter (type hints, state cache) drowns the progress lines
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        # worker start-up notices relayed by the in-process job service ("No semi_persistent_directory")
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    try:
-        return int(args._run(args) or 0)
-    except ValueError as err:  # option validation: the message names the bad value
-        print(f"veilset {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def quiet_beam_logging() -> None:
+    """Beam's INFO chatter (type hints, state cache) drowns the progress lines."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # worker start-up notices relayed by the in-process job service ("No semi_persistent_directory")
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

@@ -15,8 +15,8 @@ import io
 import numpy as np
 from PIL import Image, features
 
-from pipeline import jpeg
-from pipeline.decode import DEFAULT_MAX_SHORT_SIDE, EXIF_ORIENTATION_TAG
+from veilset.pipeline import jpeg
+from veilset.pipeline.decode import DEFAULT_MAX_SHORT_SIDE, EXIF_ORIENTATION_TAG
 
 DEFAULT_QUALITY = 90
 SUBSAMPLING_420 = 2  # PIL's code for 4:2:0

@@ -24,17 +24,17 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from detectors.base import DetectorSpec
-from detectors.handler import DetectorModelHandler
-from pipeline import ids, shards
-from pipeline.anonymize import anonymize, seed_for_image
-from pipeline.decode import DecodeError, decode_resized
-from pipeline.encode import encode_jpeg, strip_jpeg_metadata
-from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete, dumps_json,
-                               join, read_bytes)
-from pipeline.options import BuildOptions
-from pipeline.release import STAGING, remove_unlisted
-from pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
+from veilset.detectors.base import DetectorSpec
+from veilset.detectors.handler import DetectorModelHandler
+from veilset.pipeline import ids, shards
+from veilset.pipeline.anonymize import anonymize, seed_for_image
+from veilset.pipeline.decode import DecodeError, decode_resized
+from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
+from veilset.pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete,
+                                       dumps_json, join, read_bytes)
+from veilset.pipeline.options import BuildOptions
+from veilset.pipeline.release import STAGING, remove_unlisted
+from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
 
 LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
@@ -319,7 +319,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
     if opts.masks == "none":
         with_masks = anonymized.images | "SkipMasks" >> beam.MapTuple(lambda image, _px: (image, ()))
     else:
-        from segmentation.handler import MaskGeneratorModelHandler
+        from veilset.segmentation.handler import MaskGeneratorModelHandler
 
         handler = KeyedModelHandler(MaskGeneratorModelHandler(opts.masks, device=opts.device))
         result, dlq = anonymized.images | "GenerateMasks" >> RunInference(handler).with_exception_handling()

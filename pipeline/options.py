@@ -6,13 +6,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
-from pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
-from pipeline.encode import DEFAULT_QUALITY
-from pipeline.shards import DEFAULT_FORMATS, validate_formats
+from veilset.pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
+from veilset.pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
+from veilset.pipeline.encode import DEFAULT_QUALITY
+from veilset.pipeline.shards import DEFAULT_FORMATS, validate_formats
 
-from detectors.registry import DEFAULT_FACE as DEFAULT_FACE_DETECTOR  # noqa: E402  (single source of truth)
-from detectors.registry import DEFAULT_PLATE as DEFAULT_PLATE_DETECTOR  # noqa: E402
+from veilset.detectors.registry import DEFAULT_FACE as DEFAULT_FACE_DETECTOR  # noqa: E402  (single source of truth)
+from veilset.detectors.registry import DEFAULT_PLATE as DEFAULT_PLATE_DETECTOR  # noqa: E402
 DEFAULT_MASKS = "felzenszwalb"
 IMAGES_PER_SHARD = 1000  # --shards default: ceil(inputs / 1000), as SA-1B's ~11k images per tar, smaller
 MAX_FILE_BYTES = 256 * 1024 * 1024

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Detection
-from segmentation.base import MaskAnnotation
+from veilset.detectors.base import Detection
+from veilset.segmentation.base import MaskAnnotation
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import os
 import shutil
 from typing import Any
 
-from pipeline.manifest import MANIFEST_NAME, TMP_MARK
+from veilset.pipeline.manifest import MANIFEST_NAME, TMP_MARK
 
 MANAGED_DIRS = ("parquet", "coco", "sa1b", "index", "images")
 STAGING = ".staging"
@@ -39,7 +39,7 @@ def remove_unlisted(release_dir: str, manifest: dict[str, Any]) -> list[str]:
     if "://" in release_dir:
         return []
     keep = listed_files(manifest)
-    from pipeline.shards import read_index
+    from veilset.pipeline.shards import read_index
 
     for entry in manifest["index"]:
         keep.update(r["file_name"] for r in read_index(release_dir, entry["path"]) if r.get("file_name"))

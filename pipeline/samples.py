@@ -1,7 +1,7 @@
 """Sample photos that ship inside installed packages, for ``make demo``; and a before/after picture.
 
-    python -m pipeline.samples write DIR                      # copy the sample photos into DIR
-    python -m pipeline.samples before-after DIR RELEASE OUT.jpg  # side-by-side: source vs published
+    python -m veilset.pipeline.samples write DIR                      # copy the sample photos into DIR
+    python -m veilset.pipeline.samples before-after DIR RELEASE OUT.jpg  # side-by-side: source vs published
 
 The samples are real photos from scikit-image's and matplotlib's package data (public-domain NASA and US Navy
 photos among them), plus one EXIF-rotated copy, one byte-identical duplicate and one truncated file, so the demo
@@ -19,8 +19,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from detectors.package_photos import PACKAGE_PHOTOS, package_file
-from pipeline import ids
+from veilset.detectors.package_photos import PACKAGE_PHOTOS, package_file
+from veilset.pipeline import ids
 
 
 # The photos and their lookup live with the detector calibration that uses them too (dependencies point one way).
@@ -55,8 +55,8 @@ def write_samples(folder: str) -> list[str]:
 
 
 def _published_jpeg(release: str, image_id: str) -> bytes:
-    from pipeline.manifest import load_manifest
-    from pipeline.shards import read_shard
+    from veilset.pipeline.manifest import load_manifest
+    from veilset.pipeline.shards import read_shard
 
     manifest = load_manifest(release)
     shard = ids.shard_of(image_id, manifest["num_shards"])
@@ -68,7 +68,7 @@ def _published_jpeg(release: str, image_id: str) -> bytes:
 
 def before_after(sources: list[str], release: str, out_path: str, height: int = 360) -> None:
     """One row per source: the source (EXIF-upright) next to what the release published."""
-    from pipeline.decode import decode_image
+    from veilset.pipeline.decode import decode_image
 
     rows = []
     for src in sources:
@@ -89,7 +89,7 @@ def before_after(sources: list[str], release: str, out_path: str, height: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.samples")
+    parser = argparse.ArgumentParser(prog="python -m veilset.pipeline.samples")
     sub = parser.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("write")
     w.add_argument("folder")

@@ -18,11 +18,11 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from detectors.base import Detection
-from pipeline import ids
-from pipeline.manifest import atomic_write_bytes, delete, dumps_compact, exists, join, list_files, read_bytes
-from pipeline.records import PublishedImage, ShardFile
-from segmentation.base import MaskAnnotation
+from veilset.detectors.base import Detection
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import atomic_write_bytes, delete, dumps_compact, exists, join, list_files, read_bytes
+from veilset.pipeline.records import PublishedImage, ShardFile
+from veilset.segmentation.base import MaskAnnotation
 
 FORMATS = ("parquet", "coco", "sa1b")
 DEFAULT_FORMATS = ("parquet", "coco")

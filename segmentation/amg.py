@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torchvision.ops.boxes import batched_nms, box_area
 
-from segmentation.rle import encode_rle_window
+from veilset.segmentation.rle import encode_rle_window
 
 
 @dataclass

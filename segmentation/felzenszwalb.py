@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segmentation.base import MaskAnnotation, check_rgb
-from segmentation.rle import upsampled_window_rle
-from segmentation.spec import convert_options, to_float, to_floats, to_int
+from veilset.segmentation.base import MaskAnnotation, check_rgb
+from veilset.segmentation.rle import upsampled_window_rle
+from veilset.segmentation.spec import convert_options, to_float, to_floats, to_int
 
 ALGORITHM_VERSION = 1
 

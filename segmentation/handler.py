@@ -10,9 +10,9 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from segmentation.base import MaskAnnotation, MaskGenerator
-from segmentation.registry import build_mask_generator
-from segmentation.spec import MaskSpec
+from veilset.segmentation.base import MaskAnnotation, MaskGenerator
+from veilset.segmentation.registry import build_mask_generator
+from veilset.segmentation.spec import MaskSpec
 
 DEVICES = ("cpu", "cuda")
 

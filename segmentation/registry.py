@@ -8,18 +8,19 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from segmentation.base import MaskGenerator
-from segmentation.spec import MaskSpec
+from veilset.segmentation.base import MaskGenerator
+from veilset.segmentation.spec import MaskSpec
 
 NONE = "none"
 
 # name -> (module, builder function, one-line usage). Builders take (positional: str, options: dict[str, str]).
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "felzenszwalb": ("segmentation.felzenszwalb", "build",
+    "felzenszwalb": ("veilset.segmentation.felzenszwalb", "build",
                      "felzenszwalb[:scales=100,300,1000,sigma=0.8,...] (offline, no model)"),
-    "sam": ("segmentation.sam", "build",
+    "sam": ("veilset.segmentation.sam", "build",
             "sam:vit_h|vit_l|vit_b:CHECKPOINT[:preset=sa1b|default,device=cuda,key=value,...]"),
-    "sam2": ("segmentation.sam", "build_sam2", "sam2:CONFIG:CHECKPOINT[:key=value,...] (needs the sam2 package)"),
+    "sam2": ("veilset.segmentation.sam", "build_sam2",
+             "sam2:CONFIG:CHECKPOINT[:key=value,...] (needs the sam2 package)"),
 }
 
 

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from segmentation.base import MaskAnnotation, check_rgb
-from segmentation.spec import convert_options, to_bool, to_float, to_int
+from veilset.segmentation.base import MaskAnnotation, check_rgb
+from veilset.segmentation.spec import convert_options, to_bool, to_float, to_int
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
 INSTALL_HINT = "pip install 'veilset[torch]' (torch, torchvision, segment-anything)"
@@ -216,7 +216,7 @@ class SamMaskGenerator:
         if impl == "fast":
             import torch
 
-            from segmentation.amg import FastSamAutomaticMaskGenerator
+            from veilset.segmentation.amg import FastSamAutomaticMaskGenerator
 
             self._amg = FastSamAutomaticMaskGenerator(model, upscale_chunk=upscale_chunk,
                                                       autocast_dtype=torch.bfloat16 if bf16 else None,
@@ -291,6 +291,6 @@ def build_sam2(positional: str, options: dict[str, str]):
         import sam2  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
-    from segmentation.sam2_backend import Sam2MaskGenerator
+    from veilset.segmentation.sam2_backend import Sam2MaskGenerator
 
     return Sam2MaskGenerator(config, checkpoint, **options)

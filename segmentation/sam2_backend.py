@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from segmentation.base import MaskAnnotation, check_rgb
-from segmentation.sam import file_sha256, resolve_device, to_annotation
-from segmentation.spec import convert_options, to_bool, to_float, to_int
+from veilset.segmentation.base import MaskAnnotation, check_rgb
+from veilset.segmentation.sam import file_sha256, resolve_device, to_annotation
+from veilset.segmentation.spec import convert_options, to_bool, to_float, to_int
 
 _CONVERTERS = {
     "points_per_side": to_int, "points_per_batch": to_int, "pred_iou_thresh": to_float,

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from pipeline import ids
-from pipeline.manifest import MANIFEST_NAME, atomic_write_bytes, dumps_json, join, load_manifest, read_bytes
-from pipeline import shards
-from takedown.ledger import ApplyOutcome, Ledger, RemovedImage
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import MANIFEST_NAME, atomic_write_bytes, dumps_json, join, load_manifest, read_bytes
+from veilset.pipeline import shards
+from veilset.takedown.ledger import ApplyOutcome, Ledger, RemovedImage
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="keep ingesting every SECONDS until interrupted")
     ing.add_argument("--require-dkim", action="store_true", default=None,
                      help="quarantine messages without a passing DKIM signature")
-    from takedown.intake import IntakeLimits, IntakePolicy
+    from veilset.takedown.intake import IntakeLimits, IntakePolicy
 
     lim, pol = IntakeLimits(), IntakePolicy()
     ing.add_argument("--max-message-bytes", type=int, default=None,
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _ledger(path: str, *, must_exist: bool = False):
     import os
 
-    from takedown.ledger import Ledger
+    from veilset.takedown.ledger import Ledger
 
     if must_exist and not os.path.isfile(path):
         raise ValueError(f"--ledger {path!r} does not exist")
@@ -83,7 +83,7 @@ def _ledger(path: str, *, must_exist: bool = False):
 
 
 def _policy(args: argparse.Namespace):
-    from takedown.intake import IntakeLimits, IntakePolicy
+    from veilset.takedown.intake import IntakeLimits, IntakePolicy
 
     limits: dict[str, Any] = {}
     for arg, field in (("max_message_bytes", "max_message_bytes"), ("max_ids", "max_ids_per_message"),
@@ -105,10 +105,10 @@ def _policy(args: argparse.Namespace):
 
 
 def _ingest_once(args: argparse.Namespace, ledger, policy, known) -> dict[str, Any]:
-    from takedown import intake
+    from veilset.takedown import intake
 
     if args.imap:
-        from takedown.imap import DEFAULT_PASSWORD_ENV, ImapSource
+        from veilset.takedown.imap import DEFAULT_PASSWORD_ENV, ImapSource
 
         src = ImapSource(args.imap, password_env=args.imap_password_env or DEFAULT_PASSWORD_ENV,
                          limits=policy.limits)
@@ -133,12 +133,12 @@ def _ingest_once(args: argparse.Namespace, ledger, policy, known) -> dict[str, A
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    from takedown import intake
+    from veilset.takedown import intake
 
     if args.watch is not None and args.watch <= 0:
         raise ValueError(f"--watch must be > 0 seconds, got {args.watch}")
     if args.imap:
-        from takedown.imap import parse_imap_url
+        from veilset.takedown.imap import parse_imap_url
 
         parse_imap_url(args.imap)
     elif args.imap_password_env is not None:
@@ -174,7 +174,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
 
 
 def _run_apply(args: argparse.Namespace) -> int:
-    from takedown.apply import ApplyLocked, apply_pending
+    from veilset.takedown.apply import ApplyLocked, apply_pending
 
     if args.lock_wait is not None and args.lock_wait < 0:
         raise ValueError(f"--lock-wait must be >= 0, got {args.lock_wait}")
@@ -194,7 +194,7 @@ def _run_apply(args: argparse.Namespace) -> int:
 
 
 def _run_notify(args: argparse.Namespace) -> int:
-    from takedown.notify import notify_pending
+    from veilset.takedown.notify import notify_pending
 
     ledger = _ledger(args.ledger, must_exist=True)
     kwargs: dict[str, Any] = {"smtp": args.smtp, "outbox": args.outbox, "starttls": args.starttls}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from takedown.intake import IntakeLimits, RawMessage
+from veilset.takedown.intake import IntakeLimits, RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Callable, Iterator, Sequence
 
-from pipeline import ids
-from takedown.ledger import NewRequest
+from veilset.pipeline import ids
+from veilset.takedown.ledger import NewRequest
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ def load_release_ids(release_dir: str) -> frozenset[str]:
     """Image IDs of a release from its index files (``index/shard-*.jsonl``)."""
     import json
 
-    from pipeline.manifest import join, load_manifest, read_bytes
+    from veilset.pipeline.manifest import join, load_manifest, read_bytes
 
     manifest = load_manifest(release_dir)
     out: set[str] = set()

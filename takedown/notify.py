@@ -19,8 +19,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 
-from pipeline.manifest import atomic_write_bytes
-from takedown.ledger import Ledger, RequestRow
+from veilset.pipeline.manifest import atomic_write_bytes
+from veilset.takedown.ledger import Ledger, RequestRow
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from detectors.base import Detection
-from pipeline import ids
-from pipeline.records import PublishedImage
-from segmentation.base import MaskAnnotation
+from veilset.detectors.base import Detection
+from veilset.pipeline import ids
+from veilset.pipeline.records import PublishedImage
+from veilset.segmentation.base import MaskAnnotation
 
 
 def rle(mask: np.ndarray) -> dict:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import ids
-from pipeline.cli import main
+from veilset.cli import main
+from veilset.pipeline import ids
 
 ASTRONAUT_FACE_XYXY = (165, 40, 265, 160)  # Eileen Collins' face in skimage's astronaut (512x512), generously
 
@@ -41,7 +41,7 @@ def _file_id(path: str) -> tuple[str, str]:
 
 
 def make_ledger(path: str, removed_id: str, content_sha256: str) -> str:
-    from takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
+    from veilset.takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
 
     ledger = Ledger(path)
     rid, _ = ledger.add_request(NewRequest(message_id="<takedown-1@example.org>", sender="alice@example.org",
@@ -93,8 +93,8 @@ def copy_release(built, tmp_path):
 
 @pytest.fixture(scope="session")
 def production(built):
-    from audit.anonymization import build_production_detectors
-    from audit.release import Release
+    from veilset.audit.anonymization import build_production_detectors
+    from veilset.audit.release import Release
 
     detectors, problems = build_production_detectors(Release(built.root))
     assert not problems, problems
@@ -103,14 +103,14 @@ def production(built):
 
 @pytest.fixture(scope="session")
 def residual():
-    from audit.residual import build_residual_detector
+    from veilset.audit.residual import build_residual_detector
 
     return build_residual_detector()
 
 
 @pytest.fixture(scope="session")
 def good_report(built, production, residual):
-    from audit.runner import run_audit
+    from veilset.audit.runner import run_audit
 
     return run_audit(built.root, ledger=built.ledger, production=production, residual=residual)
 

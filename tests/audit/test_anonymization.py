@@ -5,10 +5,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from audit.anonymization import check_anonymization
-from audit.findings import ANONYMIZATION, FAIL, PASS
-from audit.release import Release
-from pipeline.encode import encode_jpeg
+from veilset.audit.anonymization import check_anonymization
+from veilset.audit.findings import ANONYMIZATION, FAIL, PASS
+from veilset.audit.release import Release
+from veilset.pipeline.encode import encode_jpeg
 from tests.audit.conftest import coco_path, load_json, row_of, save_json
 
 
@@ -76,7 +76,7 @@ def test_score_below_recorded_threshold_and_format_disagreement_are_found(built,
 
 
 def test_production_threshold_is_pinned_from_the_record():
-    from audit.anonymization import pin_threshold
+    from veilset.audit.anonymization import pin_threshold
 
     assert pin_threshold("centerface", 0.3) == "centerface:threshold=0.3"
     assert pin_threshold("centerface:preset=crowd", 0.25) == "centerface:preset=crowd,threshold=0.25"
@@ -85,7 +85,7 @@ def test_production_threshold_is_pinned_from_the_record():
 
 
 def test_a_weak_redetection_of_an_anonymized_outline_is_counted_not_failed():
-    from audit.anonymization import RETAINED_FRACTION, Redetection
+    from veilset.audit.anonymization import RETAINED_FRACTION, Redetection
 
     outline = Redetection("face", (0, 0, 10, 10), 0.22, 1.0, 0.91, "face_detector", "centerface")
     unblurred = Redetection("face", (0, 0, 10, 10), 0.90, 1.0, 0.91, "face_detector", "centerface")
@@ -97,7 +97,7 @@ def test_a_weak_redetection_of_an_anonymized_outline_is_counted_not_failed():
 def test_a_hit_on_a_fragment_of_a_region_is_compared_with_the_detection_the_region_was_made_for():
     from types import SimpleNamespace
 
-    from audit.anonymization import _original_score
+    from veilset.audit.anonymization import _original_score
 
     recorded = [{"label": "face", "box_xyxy": [100, 100, 200, 220], "score": 0.8},
                 {"label": "face", "box_xyxy": [300, 50, 310, 60], "score": 0.12},

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline.cli import main
+from veilset.cli import main
 from tests.audit.conftest import index_rows
 
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, pixelate, region_mask
+from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, pixelate, region_mask
 
 
 def test_coverage_of_boxes():

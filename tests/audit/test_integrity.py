@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 import os
 
-from audit.findings import FAIL, INTEGRITY
-from audit.integrity import check_integrity
-from audit.release import Release
+from veilset.audit.findings import FAIL, INTEGRITY
+from veilset.audit.integrity import check_integrity
+from veilset.audit.release import Release
 from tests.audit.conftest import index_rows, load_json, save_json
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from audit.findings import FAIL, MASKS, PASS
-from audit.masks import RleError, check_annotation, check_masks, rle_runs
-from audit.release import Release
+from veilset.audit.findings import FAIL, MASKS, PASS
+from veilset.audit.masks import RleError, check_annotation, check_masks, rle_runs
+from veilset.audit.release import Release
 from tests.audit.conftest import coco_path, load_json, save_json
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.findings import FAIL, METADATA, PASS
-from audit.metadata import JpegParseError, jpeg_metadata_problems, parse_segments
-from audit.release import Release
-from audit.metadata import check_metadata
-from pipeline.encode import encode_jpeg
+from veilset.audit.findings import FAIL, METADATA, PASS
+from veilset.audit.metadata import JpegParseError, jpeg_metadata_problems, parse_segments
+from veilset.audit.release import Release
+from veilset.audit.metadata import check_metadata
+from veilset.pipeline.encode import encode_jpeg
 from tests.audit.conftest import index_rows
 
 

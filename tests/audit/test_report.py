@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.findings import CHECKS, RESIDUAL, CheckResult, Finding
-from audit.imaging import anonymized_thumbnail
-from audit.report import render_html, report_dict, write_report
-from audit.runner import AuditReport
+from veilset.audit.findings import CHECKS, RESIDUAL, CheckResult, Finding
+from veilset.audit.imaging import anonymized_thumbnail
+from veilset.audit.report import render_html, report_dict, write_report
+from veilset.audit.runner import AuditReport
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
                 None)

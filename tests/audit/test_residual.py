@@ -6,11 +6,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from audit.findings import FAIL, PASS, RESIDUAL
-from audit.imaging import THUMB_PIXEL_BLOCKS
-from audit.release import Release
-from audit.residual import check_residual
-from pipeline.encode import encode_jpeg
+from veilset.audit.findings import FAIL, PASS, RESIDUAL
+from veilset.audit.imaging import THUMB_PIXEL_BLOCKS
+from veilset.audit.release import Release
+from veilset.audit.residual import check_residual
+from veilset.pipeline.encode import encode_jpeg
 from tests.audit.conftest import ASTRONAUT_FACE_XYXY, row_of
 
 
@@ -51,8 +51,8 @@ def test_sample_is_deterministic_and_limits_the_scan(built, residual):
 
 
 def test_second_detector_is_retinaface_when_its_weights_load_else_centerface_tiled(monkeypatch):
-    import detectors.registry as registry
-    from audit import residual as R
+    import veilset.detectors.registry as registry
+    from veilset.audit import residual as R
 
     built = []
 

@@ -1,7 +1,7 @@
 """The good release passes every check; the audit covers every image and format."""
 from __future__ import annotations
 
-from audit import findings as F
+from veilset.audit import findings as F
 
 
 def test_good_release_passes_every_check(good_report, built):
@@ -25,7 +25,7 @@ def test_ledger_history_is_in_the_report_with_masked_addresses(good_report):
 
 
 def test_release_after_a_real_takedown_passes_every_check(taken_down, production, residual):
-    from audit.runner import run_audit
+    from veilset.audit.runner import run_audit
 
     report = run_audit(taken_down.root, ledger=taken_down.ledger, production=production, residual=residual)
     assert report.passed, "\n".join(f.line() for f in report.findings)

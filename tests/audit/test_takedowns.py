@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audit.findings import FAIL, PASS, TAKEDOWNS
-from audit.release import Release
-from audit.takedowns import check_takedowns, open_ledger
-from pipeline import ids
+from veilset.audit.findings import FAIL, PASS, TAKEDOWNS
+from veilset.audit.release import Release
+from veilset.audit.takedowns import check_takedowns, open_ledger
+from veilset.pipeline import ids
 from tests.audit.conftest import coco_path, load_json, row_of, save_json
 
 

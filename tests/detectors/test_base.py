@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from detectors import registry
-from detectors.base import (Detection, DetectorSpec, check_image, option_bool, option_choice, option_float,
-                            option_int)
+from veilset.detectors import registry
+from veilset.detectors.base import (Detection, DetectorSpec, check_image, option_bool, option_choice, option_float,
+                                    option_int)
 
 
 def test_spec_parse_and_str():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from detectors import centerface
-from detectors.registry import build_detector
+from veilset.detectors import centerface
+from veilset.detectors.registry import build_detector
 from tests.detectors.kernels import confident
 
 # the astronaut's face in skimage.data.astronaut() (512 x 512), by eye
@@ -81,7 +81,7 @@ def test_boxes_map_back_across_resize():
 
 
 def test_small_images_are_upscaled_towards_the_detection_resolution(detector):
-    from detectors import ops
+    from veilset.detectors import ops
 
     p = detector.passes[0]
     m = ops.fit_size(500, 375, p.max_side, 32, p.scale, p.max_upscale)

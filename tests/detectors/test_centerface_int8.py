@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectors import ops
-from detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
-from detectors.quantize import quantize_centerface
-from detectors.package_photos import PACKAGE_PHOTOS, photo_path
-from detectors.registry import build_detector
+from veilset.detectors import ops
+from veilset.detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
+from veilset.detectors.quantize import quantize_centerface
+from veilset.detectors.package_photos import PACKAGE_PHOTOS, photo_path
+from veilset.detectors.registry import build_detector
 from tests import imagegen
 from tests.detectors.kernels import confident
 
@@ -23,14 +23,14 @@ def test_quantization_is_deterministic():
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    from detectors import centerface
+    from veilset.detectors import centerface
 
     monkeypatch.setenv("VEILSET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(centerface, "_INT8_CACHE", {})
 
 
 def test_int8_model_is_cached_per_machine(tmp_path):
-    from detectors import centerface
+    from veilset.detectors import centerface
 
     first = build_detector("centerface:precision=int8").identity()["int8_sha256"]
     [cached] = list((tmp_path / "cache").iterdir())
@@ -62,7 +62,7 @@ def test_bad_precision_names_the_value():
 
 def test_fp32_is_the_default_precision_and_int8_an_option():
     """The privacy default is the shipped weights unchanged (int8 finds fewer faces on the dev photos: README)."""
-    from detectors.centerface import DEFAULT_PRECISION
+    from veilset.detectors.centerface import DEFAULT_PRECISION
 
     assert DEFAULT_PRECISION == "fp32" and build_detector("centerface").identity()["precision"] == "fp32"
     assert "int8_sha256" not in build_detector("centerface").identity()

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from detectors.base import KERNEL_FLAGS, cpu_identity
+from veilset.detectors.base import KERNEL_FLAGS, cpu_identity
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only"),
@@ -36,9 +36,9 @@ import numpy as np
 import cv2
 import onnxruntime as ort
 from PIL import Image
-from detectors.centerface import INPUT_NAME, OUTPUT_NAMES
-from detectors.package_photos import photo_path
-from detectors.registry import build_detector
+from veilset.detectors.centerface import INPUT_NAME, OUTPUT_NAMES
+from veilset.detectors.package_photos import photo_path
+from veilset.detectors.registry import build_detector
 
 model_file, = sys.argv[1:]
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
@@ -72,8 +72,8 @@ def _probe(model_file: str, cache_dir: str, emulate: bool) -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
-    from detectors.quantize import quantize_centerface
+    from veilset.detectors.centerface import INPUT_NAME, _dynamic_model_bytes, default_model_path
+    from veilset.detectors.quantize import quantize_centerface
 
     folder = tmp_path_factory.mktemp("cross_cpu")
     cache = folder / "cache"
@@ -83,7 +83,7 @@ def models(tmp_path_factory):
     # The detector's own cache, filled natively, so the emulated process loads the model instead of quantizing it
     # under emulation (minutes); the model it loads is checked against the native one below.
     subprocess.run([sys.executable, "-c",
-                    "from detectors.registry import build_detector; build_detector('centerface:precision=int8')"],
+                    "from veilset.detectors.registry import build_detector; build_detector('centerface:precision=int8')"],
                    env={**os.environ, "VEILSET_CACHE_DIR": str(cache)}, check=True, capture_output=True)
     return folder, str(cache)
 
@@ -130,7 +130,7 @@ def test_the_emulated_cpu_reaches_the_saturating_kernel(models):
 
 
 def test_identity_records_the_cpu_that_ran():
-    from detectors.registry import build_detector
+    from veilset.detectors.registry import build_detector
 
     ident = build_detector("centerface").identity()
     assert ident["cpu"] == cpu_identity() and ident["cpu"]["machine"] == platform.machine()

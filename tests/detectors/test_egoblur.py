@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from detectors import egoblur as eb  # noqa: E402
-from detectors.base import FACE, LICENSE_PLATE  # noqa: E402
-from detectors.registry import build_detector  # noqa: E402
+from veilset.detectors import egoblur as eb  # noqa: E402
+from veilset.detectors.base import FACE, LICENSE_PLATE  # noqa: E402
+from veilset.detectors.registry import build_detector  # noqa: E402
 from tests.detectors.torchless import import_and_build_without_torch  # noqa: E402
 
 Tensor = torch.Tensor
@@ -266,7 +266,7 @@ def test_detect_batch_and_input_check(gen1_file):
 def test_import_is_cheap_and_missing_torch_gives_install_hint(tmp_path):
     model = tmp_path / "ego_blur_face.jit"
     model.write_bytes(b"x")
-    out = import_and_build_without_torch("detectors.egoblur", f"m.egoblur_face(weights={str(model)!r})")
+    out = import_and_build_without_torch("veilset.detectors.egoblur", f"m.egoblur_face(weights={str(model)!r})")
     assert "pip install 'veilset[torch]'" in out
 
 
@@ -288,7 +288,7 @@ def test_margin_min_size_and_crowd_preset(tmp_path):
 
 def test_runs_through_the_beam_model_handler(gen1_file):
     pytest.importorskip("apache_beam")
-    from detectors.handler import DetectorModelHandler
+    from veilset.detectors.handler import DetectorModelHandler
 
     handler = DetectorModelHandler(f"egoblur_face:weights={gen1_file}", max_batch_size=2)
     model = handler.load_model()

@@ -5,9 +5,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from detectors import evaluate
-from detectors.evaluate import FP, IGNORED, TP, Tally, match_image
-from pipeline import cli
+from veilset.detectors import evaluate
+from veilset.detectors.evaluate import FP, IGNORED, TP, Tally, match_image
+from veilset import cli
 from tests.detectors.kernels import CONFIDENT
 
 
@@ -152,7 +152,7 @@ def test_only_the_detectors_category_is_ground_truth(tiny_coco):
         label = "face"
 
         def detect(self, rgb):
-            from detectors.base import Detection
+            from veilset.detectors.base import Detection
             return [Detection("face", (180.0, 60.0, 270.0, 175.0), 0.9, "fixed")] if rgb.shape[0] == 512 else []
 
     tally = evaluate.evaluate(Fixed(), str(root), coco)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from detectors.base import Detection
-from detectors.handler import DetectorModelHandler
+from veilset.detectors.base import Detection
+from veilset.detectors.handler import DetectorModelHandler
 from tests.detectors.kernels import confident
 
 

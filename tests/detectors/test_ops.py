@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detectors import ops
+from veilset.detectors import ops
 
 
 def test_iou_matrix_known_values():

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from detectors import plates
-from detectors.registry import build_detector
+from veilset.detectors import plates
+from veilset.detectors.registry import build_detector
 
 
 def plate_scene(text="AB 123 CD", at=(250, 250), size=(700, 400)):

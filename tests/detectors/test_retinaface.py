@@ -17,10 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("retinaface.network")
 
-from detectors import ops  # noqa: E402
-from detectors import retinaface as rf  # noqa: E402
-from detectors.base import FACE  # noqa: E402
-from detectors.registry import build_detector  # noqa: E402
+from veilset.detectors import ops  # noqa: E402
+from veilset.detectors import retinaface as rf  # noqa: E402
+from veilset.detectors.base import FACE  # noqa: E402
+from veilset.detectors.registry import build_detector  # noqa: E402
 from tests.detectors.torchless import import_and_build_without_torch  # noqa: E402
 
 
@@ -352,7 +352,8 @@ def test_pad_batch_pads_to_multiple_of_32():
 
 
 def test_import_is_cheap_and_missing_torch_gives_install_hint(weights_file):
-    out = import_and_build_without_torch("detectors.retinaface", f"m.RetinaFaceDetector(weights={weights_file!r})")
+    out = import_and_build_without_torch("veilset.detectors.retinaface",
+                                         f"m.RetinaFaceDetector(weights={weights_file!r})")
     assert "pip install 'veilset[torch]'" in out and "retinaface-pytorch" in out
 
 

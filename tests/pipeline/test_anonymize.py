@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectors.base import Detection
-from pipeline.anonymize import (DEFAULT_MARGIN, DEFAULT_METHOD, METHODS, SOLID_RGB, Region, anonymize,
-                                block_size_for, region_mask, regions_for, seed_for_image)
+from veilset.detectors.base import Detection
+from veilset.pipeline.anonymize import (DEFAULT_MARGIN, DEFAULT_METHOD, METHODS, SOLID_RGB, Region, anonymize,
+                                        block_size_for, region_mask, regions_for, seed_for_image)
 from tests import imagegen as g
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from pipeline import ids, jpeg
-from pipeline.cli import main
-from pipeline.decode import decode_image
-from pipeline.manifest import load_manifest
-from pipeline.shards import read_shard
+from veilset.cli import main
+from veilset.pipeline import ids, jpeg
+from veilset.pipeline.decode import decode_image
+from veilset.pipeline.manifest import load_manifest
+from veilset.pipeline.shards import read_shard
 
 pytestmark = pytest.mark.slow
 
@@ -227,7 +227,7 @@ class _ExplodingFaceDetector:
 
 
 def test_a_failing_detector_rejects_its_images_and_counts_still_add_up(tmp_path):
-    from detectors.base import register
+    from veilset.detectors.base import register
 
     register(_ExplodingFaceDetector.name)(lambda **kw: _ExplodingFaceDetector())
     photos = tmp_path / "photos"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from pipeline.decode import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE, DecodeError, apply_orientation,
-                             decode_image, decode_resized, resize_shortest_side, resized_shape)
+from veilset.pipeline.decode import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE, DecodeError, apply_orientation,
+                                     decode_image, decode_resized, resize_shortest_side, resized_shape)
 from tests import imagegen as g
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline import ids
+from veilset.pipeline import ids
 
 
 def test_image_id_is_prefix_of_content_hash_and_stable():

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from pipeline.ingest import expand_inputs
+from veilset.pipeline.ingest import expand_inputs
 
 
 def test_folders_recursive_globs_files_and_exclusions(tmp_path):

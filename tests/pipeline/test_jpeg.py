@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline import jpeg
-from pipeline.encode import encode_jpeg
+from veilset.pipeline import jpeg
+from veilset.pipeline.encode import encode_jpeg
 from tests import imagegen as g
 
 

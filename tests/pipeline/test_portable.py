@@ -133,7 +133,7 @@ def _write_inputs(folder: Path) -> None:
 
 
 def _build(cwd: Path, output: str, beam_args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "pipeline.cli", "build", "photos", "--output", output, "--workers", "1",
+    cmd = [sys.executable, "-m", "veilset", "build", "photos", "--output", output, "--workers", "1",
            "--shards", "2", "--formats", "parquet,coco,sa1b", "--plate-detector", "none"]
     if beam_args:
         cmd += ["--", *beam_args]

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline import ids, shards
-from segmentation.base import MaskAnnotation
+from veilset.pipeline import ids, shards
+from veilset.segmentation.base import MaskAnnotation
 from tests.factories import published
 
 ALL = ("parquet", "coco", "sa1b")

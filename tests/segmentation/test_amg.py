@@ -10,9 +10,10 @@ import skimage.data  # noqa: E402
 from segment_anything import SamAutomaticMaskGenerator  # noqa: E402
 from segment_anything.utils.amg import generate_crop_boxes  # noqa: E402
 
-from segmentation.amg import FastSamAutomaticMaskGenerator, _mask_box_xyxy, _remove_small_regions_window  # noqa: E402
-from segmentation.rle import decode_rle  # noqa: E402
-from segmentation.sam import random_sam  # noqa: E402
+from veilset.segmentation.amg import (FastSamAutomaticMaskGenerator, _mask_box_xyxy,  # noqa: E402
+                                      _remove_small_regions_window)
+from veilset.segmentation.rle import decode_rle  # noqa: E402
+from veilset.segmentation.sam import random_sam  # noqa: E402
 
 # Thresholds lowered (and NMS loosened) so that a randomly initialised model leaves tens of masks to compare.
 CROPS = dict(points_per_side=12, crop_n_layers=1, crop_n_points_downscale_factor=2, min_mask_region_area=50,
@@ -133,7 +134,7 @@ def test_window_small_region_removal_matches_full_image():
 def test_shared_image_decoder_is_bit_identical(model, image):
     from segment_anything import SamPredictor
 
-    from segmentation.amg import decode_shared_image
+    from veilset.segmentation.amg import decode_shared_image
 
     predictor = SamPredictor(model)
     predictor.set_image(image)
@@ -153,7 +154,7 @@ def test_window_stats_equal_full_crop_stats(model):
     """Stability and boxes computed inside the support windows equal the library's over the whole crop."""
     from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
 
-    from segmentation.amg import _window_stats
+    from veilset.segmentation.amg import _window_stats
 
     gen = FastSamAutomaticMaskGenerator(model, **NO_CROPS)
     g = torch.Generator().manual_seed(3)

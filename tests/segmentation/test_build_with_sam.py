@@ -12,10 +12,10 @@ pytest.importorskip("segment_anything")
 import pyarrow.parquet as pq  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
-from pipeline.cli import main  # noqa: E402
-from pipeline.manifest import load_manifest  # noqa: E402
-from segmentation.rle import decode_rle  # noqa: E402
-from segmentation.sam import file_sha256, random_sam  # noqa: E402
+from veilset.cli import main  # noqa: E402
+from veilset.pipeline.manifest import load_manifest  # noqa: E402
+from veilset.segmentation.rle import decode_rle  # noqa: E402
+from veilset.segmentation.sam import file_sha256, random_sam  # noqa: E402
 from tests import imagegen  # noqa: E402
 
 pytestmark = pytest.mark.slow

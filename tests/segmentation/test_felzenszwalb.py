@@ -3,10 +3,10 @@ import pytest
 import skimage.data
 from pycocotools import mask as mask_utils
 
-from segmentation.base import MaskAnnotation
-from segmentation.felzenszwalb import FelzenszwalbMaskGenerator, FelzenszwalbOptions
-from segmentation.rle import upsampled_window_rle
-from segmentation.rle import decode_rle
+from veilset.segmentation.base import MaskAnnotation
+from veilset.segmentation.felzenszwalb import FelzenszwalbMaskGenerator, FelzenszwalbOptions
+from veilset.segmentation.rle import upsampled_window_rle
+from veilset.segmentation.rle import decode_rle
 
 
 @pytest.fixture(scope="module")

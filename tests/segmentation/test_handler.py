@@ -3,8 +3,8 @@ import pytest
 import skimage.data
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult
 
-from segmentation.base import MaskAnnotation
-from segmentation.handler import MaskGeneratorModelHandler
+from veilset.segmentation.base import MaskAnnotation
+from veilset.segmentation.handler import MaskGeneratorModelHandler
 
 
 def test_loads_and_runs_one_image_per_batch():

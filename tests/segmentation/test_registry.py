@@ -1,8 +1,8 @@
 import pytest
 
-from segmentation.felzenszwalb import FelzenszwalbMaskGenerator
-from segmentation.registry import available, build_mask_generator
-from segmentation.spec import MaskSpec
+from veilset.segmentation.felzenszwalb import FelzenszwalbMaskGenerator
+from veilset.segmentation.registry import available, build_mask_generator
+from veilset.segmentation.spec import MaskSpec
 
 
 def test_none_and_felzenszwalb():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from segmentation.rle import decode_rle, encode_rle, encode_rle_window, rle_area, rle_to_bbox_xywh
+from veilset.segmentation.rle import decode_rle, encode_rle, encode_rle_window, rle_area, rle_to_bbox_xywh
 
 
 def _random_masks():

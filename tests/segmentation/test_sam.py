@@ -10,11 +10,11 @@ pytest.importorskip("segment_anything")
 import cv2  # noqa: E402
 import skimage.data  # noqa: E402
 
-from segmentation.base import MaskAnnotation  # noqa: E402
-from segmentation.handler import MaskGeneratorModelHandler  # noqa: E402
-from segmentation.registry import build_mask_generator  # noqa: E402
-from segmentation.rle import decode_rle  # noqa: E402
-from segmentation.sam import PRESETS, SamMaskGenerator, file_sha256, random_sam  # noqa: E402
+from veilset.segmentation.base import MaskAnnotation  # noqa: E402
+from veilset.segmentation.handler import MaskGeneratorModelHandler  # noqa: E402
+from veilset.segmentation.registry import build_mask_generator  # noqa: E402
+from veilset.segmentation.rle import decode_rle  # noqa: E402
+from veilset.segmentation.sam import PRESETS, SamMaskGenerator, file_sha256, random_sam  # noqa: E402
 
 LOW = "img_size=256,points_per_side=8,pred_iou_thresh=0.5,stability_score_thresh=0.6,box_nms_thresh=0.9"
 

@@ -10,10 +10,10 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
-from pipeline import ids, shards
-from pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json,
-                               load_manifest)
-from pipeline.records import PublishedImage
+from veilset.pipeline import ids, shards
+from veilset.pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json,
+                                       load_manifest)
+from veilset.pipeline.records import PublishedImage
 from tests.factories import published
 
 

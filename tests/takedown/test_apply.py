@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from pipeline import ids, shards
-from pipeline.manifest import load_manifest
-from takedown.apply import WORK_DIR, ApplyLocked, ReleaseLock, apply_pending
-from takedown.ledger import Ledger, NewRequest
+from veilset.pipeline import ids, shards
+from veilset.pipeline.manifest import load_manifest
+from veilset.takedown.apply import WORK_DIR, ApplyLocked, ReleaseLock, apply_pending
+from veilset.takedown.ledger import Ledger, NewRequest
 from tests.takedown.mails import image_id
 from tests.takedown.releases import assert_gone, expected_files, make_release, release_ids, tree
 
@@ -183,8 +183,8 @@ def test_killed_process_leaves_a_recoverable_release(rel, tmp_path):
     add(Ledger(ledger_path), "<r1@x>", victims)
     code = (
         "import os, sys\n"
-        "from takedown.apply import apply_pending\n"
-        "from takedown.ledger import Ledger\n"
+        "from veilset.takedown.apply import apply_pending\n"
+        "from veilset.takedown.ledger import Ledger\n"
         "def hook(stage):\n"
         "    if stage == 'moved:1':\n"
         "        os._exit(9)\n"

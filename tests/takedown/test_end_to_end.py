@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import ids
-from pipeline.cli import main
-from pipeline.manifest import load_manifest
-from pipeline.shards import read_index
-from takedown.ledger import Ledger
+from veilset.cli import main
+from veilset.pipeline import ids
+from veilset.pipeline.manifest import load_manifest
+from veilset.pipeline.shards import read_index
+from veilset.takedown.ledger import Ledger
 from tests.servers import smtp_server  # noqa: F401 - pytest fixture
 from tests.takedown import mails
 from tests.takedown.releases import all_bytes, assert_gone, expected_files, tree
@@ -146,7 +146,7 @@ def test_watch_loop_picks_up_new_mail_and_stops_on_sigterm(tmp_path):
     inbox.mkdir()
     (inbox / "1.eml").write_bytes(mails.plain([mails.image_id(1)], message_id="<w1@x.org>"))
     ledger_path = str(tmp_path / "l.sqlite")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "takedown", "ingest", "--ledger", ledger_path,
+    proc = subprocess.Popen([sys.executable, "-m", "veilset", "takedown", "ingest", "--ledger", ledger_path,
                              "--eml", str(inbox), "--watch", "0.2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=os.getcwd())
     try:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
-from takedown.imap import PROCESSED_KEYWORD, ImapSource, parse_imap_url
-from takedown.ledger import Ledger
+from veilset.cli import main
+from veilset.takedown.imap import PROCESSED_KEYWORD, ImapSource, parse_imap_url
+from veilset.takedown.ledger import Ledger
 from tests.servers import dovecot  # noqa: F401 - pytest fixture
 from tests.takedown import mails
 

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from pipeline import ids
-from takedown import intake
-from takedown.intake import IntakeLimits, IntakePolicy, iter_eml, iter_maildir, iter_mbox, parse_message
-from takedown.ledger import Ledger
+from veilset.pipeline import ids
+from veilset.takedown import intake
+from veilset.takedown.intake import IntakeLimits, IntakePolicy, iter_eml, iter_maildir, iter_mbox, parse_message
+from veilset.takedown.ledger import Ledger
 from tests.takedown import mails
 
 POLICY = IntakePolicy()

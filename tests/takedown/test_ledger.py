@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from takedown.ledger import SCHEMA_VERSION, ApplyOutcome, Ledger, NewRequest, RemovedImage
+from veilset.takedown.ledger import SCHEMA_VERSION, ApplyOutcome, Ledger, NewRequest, RemovedImage
 from tests.takedown.mails import image_id
 
 A, B, C = image_id("a"), image_id("b"), image_id("c")

@@ -8,8 +8,8 @@ import smtplib
 
 import pytest
 
-from takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
-from takedown.notify import build_receipt, notify_pending, parse_hostport
+from veilset.takedown.ledger import ApplyOutcome, Ledger, NewRequest, RemovedImage
+from veilset.takedown.notify import build_receipt, notify_pending, parse_hostport
 from tests.servers import free_port, smtp_server, smtp_tls_server  # noqa: F401 - pytest fixtures
 from tests.takedown.mails import image_id
 

@@ -1,0 +1,4 @@
+"""``python -m veilset ...`` is the ``veilset`` console script."""
+from veilset.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""``veilset`` console script: one parser, one module per subcommand (``add_arguments`` + ``run``).
+
+Each room owns its subcommands; this front door only dispatches. Only the chosen subcommand's module is
+imported, so ``veilset takedown status`` need not import Beam.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from veilset import __version__
+from veilset.pipeline import cli as pipeline_cli
+
+SUBCOMMANDS = {
+    **pipeline_cli.SUBCOMMANDS,  # build, eval
+    "takedown": ("veilset.takedown.cli", "ingest, apply and answer e-mailed removal requests"),
+    "audit": ("veilset.audit.cli", "verify a release end to end and write a compliance report"),
+}
+
+
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (``veilset takedown status`` need not import Beam)."""
+    parser = argparse.ArgumentParser(prog="veilset", description="Privacy-preserving image-dataset curation.")
+    parser.add_argument("--version", action="version", version=f"veilset {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, beam_args = pipeline_cli.split_beam_args(argv)
+    parser = make_parser(_command_in(argv))
+    args = parser.parse_args(argv)
+    args.beam_args = beam_args
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        pipeline_cli.quiet_beam_logging()
+    try:
+        return int(args._run(args) or 0)
+    except ValueError as err:  # option validation: the message names the bad value
+        print(f"veilset {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
