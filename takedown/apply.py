@@ -12,11 +12,10 @@ Four named steps, each a function a test can drive on its own, under an exclusiv
    over the old ones, emptied shards and removed per-image JPEGs deleted, the manifest swapped in last;
 4. ``record``: the ledger marks the requests applied; ``.takedown/`` is removed.
 
-Crash safety (a kill at any moment leaves the old or the new release, and a rerun completes):
-
-Before the journal exists a rerun throws the stage away (the release was never touched); once it exists a rerun
-replays step 4 (every step is idempotent). Old shard versions are replaced by rename, so no copy of a removed
-image stays in the folder. Untouched shards are never opened for writing: they stay byte-identical.
+Crash safety (a kill at any moment leaves the old or the new release, and a rerun completes): before the journal
+exists a rerun throws the stage away (the release was never touched); once it exists a rerun replays the roll
+forward and step 4 (``recover``; every step is idempotent). Old shard versions are replaced by rename, so no copy
+of a removed image stays in the folder. Untouched shards are never opened for writing: they stay byte-identical.
 """
 from __future__ import annotations
 
