@@ -41,13 +41,14 @@ setup(
     python_requires=">=3.11",
     # One import namespace. The rooms stay top-level folders of the repository and install as veilset.<room>;
     # veilset/ itself only holds the front door (__init__, cli, __main__).
-    packages=["veilset", "veilset.pipeline", "veilset.detectors", "veilset.segmentation", "veilset.takedown",
-              "veilset.audit"],
+    packages=["veilset", "veilset.pipeline", "veilset.detectors", "veilset.segmentation", "veilset.release",
+              "veilset.takedown", "veilset.audit"],
     package_dir={
         "veilset": "veilset",
         "veilset.pipeline": "pipeline",
         "veilset.detectors": "detectors",
         "veilset.segmentation": "segmentation",
+        "veilset.release": "release",
         "veilset.takedown": "takedown",
         "veilset.audit": "audit",
     },

@@ -8,17 +8,27 @@ from collections import Counter
 from typing import Any
 
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
-from veilset.audit.release import INDEX, Release, ReleaseReadError, image_id_of_name
-from veilset.pipeline import ids
-from veilset.pipeline.manifest import MANIFEST_NAME, TMP_MARK
+from veilset.audit.release import INDEX, Release, ReleaseReadError
+from veilset.release import ids, layout, registry
+from veilset.release.ids import ANNOTATIONS_PER_IMAGE
+from veilset.release.layout import MANIFEST_NAME, image_id_of_name
+from veilset.release.storage import TMP_MARK
 
-SHARD_FORMATS = ("parquet", "coco", "sa1b")
 COUNT_KEYS = ("published", "rejected", "duplicates", "blocked", "removed")
-ANNOTATIONS_PER_IMAGE = 10_000  # COCO annotation id = image_int_id * 10000 + k (docs/ARCHITECTURE.md)
+
+
+def shard_formats() -> tuple[str, ...]:
+    """Formats a manifest may name (the registry's selectable ones: a new format is audited as it registers)."""
+    return registry.selectable()
+
+
+def listed_formats() -> tuple[str, ...]:
+    """Formats whose files the manifest lists in ``shards``."""
+    return tuple(f.name for f in registry.all_formats() if f.listed)
 
 
 def coco_int_id(image_id: str) -> int:
-    return int(image_id[3:15], 16)
+    return ids.int_id(image_id)
 
 
 def _f(file: str, image_id: str, message: str) -> Finding:
@@ -31,7 +41,7 @@ def check_integrity(release: Release) -> CheckResult:
     if release.num_shards < 1:
         findings.append(_f(MANIFEST_NAME, "", f"num_shards must be >= 1, got {m.get('num_shards')!r}"))
         return CheckResult.from_findings(INTEGRITY, findings, "manifest unusable")
-    unknown = [f for f in release.formats if f not in SHARD_FORMATS]
+    unknown = [f for f in release.formats if f not in shard_formats()]
     if unknown or not release.formats:
         findings.append(_f(MANIFEST_NAME, "", f"formats {list(release.formats)!r}: unknown or empty"))
 
@@ -49,22 +59,10 @@ def check_integrity(release: Release) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------- listed files
-def _count_images(release: Release, fmt: str, rel: str) -> int:
-    if fmt == INDEX:
-        return len(release.index_rows(rel))
-    if fmt == "parquet":
-        release.parquet_rows(rel, columns=["image_id"])  # every page must decode, not just the footer
-        return release.parquet_num_rows(rel)
-    if fmt == "coco":
-        return len(release.coco_doc(rel)["images"])
-    members = release.tar_members(rel)
-    return sum(name.endswith(".jpg") for name, _ in members)
-
-
 def _check_listed_files(release: Release, findings: list[Finding]) -> dict[str, int]:
     totals: dict[str, int] = {}
     seen_paths: set[str] = set()
-    for fmt in (INDEX, *SHARD_FORMATS):
+    for fmt in (INDEX, *listed_formats()):
         entries = release.shard_entries(fmt)
         if fmt != INDEX and entries and fmt not in release.formats:
             findings.append(_f(entries[0].get("path", ""), "", f"{fmt} shards listed but {fmt} not in formats"))
@@ -88,7 +86,7 @@ def _check_listed_files(release: Release, findings: list[Finding]) -> dict[str, 
             if actual != e.get("sha256"):
                 findings.append(_f(rel, "", f"sha256 {actual} does not match the manifest's {e.get('sha256')}"))
             try:
-                n = _count_images(release, fmt, rel)
+                n = release.count_images(fmt, rel)
             except ReleaseReadError as err:
                 findings.append(_f(rel, "", err.message))
                 continue
@@ -132,7 +130,7 @@ def _check_index(release: Release, findings: list[Finding]) -> dict[str, dict[st
             csha = row.get("content_sha256")
             if not isinstance(csha, str) or len(csha) != 64 or ids.image_id_for(csha) != iid:
                 findings.append(_f(rel, iid, f"image ID is not derived from content_sha256 {csha!r}"))
-            want_name = ids.image_path(iid, shard) if "coco" in release.formats else None
+            want_name = layout.image_path(iid, shard) if registry.with_image_files(release.formats) else None
             if row.get("file_name") != want_name:
                 findings.append(_f(rel, iid, f"file_name {row.get('file_name')!r}, expected {want_name!r}"))
     return by_id
@@ -143,7 +141,7 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
                          findings: list[Finding]) -> None:
     index_shards = {int(e["shard"]) for e in release.shard_entries(INDEX) if isinstance(e.get("shard"), int)}
     for fmt in release.formats:
-        if fmt not in SHARD_FORMATS:
+        if fmt not in listed_formats():
             continue
         shards = {int(e["shard"]) for e in release.shard_entries(fmt) if isinstance(e.get("shard"), int)}
         for s in sorted(index_shards - shards):
@@ -182,7 +180,7 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
             findings.append(_f(rec.file, iid, "mask/annotation ids are not image_int_id * 10000 + k"))
     for iid in index_by_id:
         for fmt in release.formats:
-            if fmt in SHARD_FORMATS and fmt not in seen.get(iid, {}):
+            if fmt in listed_formats() and fmt not in seen.get(iid, {}):
                 findings.append(_f(release.expected_shard_path(fmt, int(index_by_id[iid]["shard"])), iid,
                                    f"image is in the index but missing from the {fmt} shard"))
     for iid, per_fmt in seen.items():
@@ -194,8 +192,7 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
 
 
 def _format_of(file: str) -> str:
-    top = file.split("/", 1)[0]
-    return {"index": INDEX, "parquet": "parquet", "coco": "coco", "sa1b": "sa1b"}.get(top, top)
+    return registry.format_of(file.split(":", 1)[0]) or file.split("/", 1)[0]
 
 
 def _check_coco_ids(release: Release, findings: list[Finding]) -> None:
@@ -210,7 +207,7 @@ def _check_coco_ids(release: Release, findings: list[Finding]) -> None:
             iid = img.get("image_id", "")
             if ids.is_valid_image_id(iid) and img.get("id") != coco_int_id(iid):
                 findings.append(_f(rel, iid, f"COCO id {img.get('id')!r} is not int(image_id[3:15], 16)"))
-            if ids.is_valid_image_id(iid) and img.get("file_name") != ids.image_path(iid, entry.get("shard", -1)):
+            if ids.is_valid_image_id(iid) and img.get("file_name") != layout.image_path(iid, entry.get("shard", -1)):
                 findings.append(_f(rel, iid, f"COCO file_name {img.get('file_name')!r} is not the images/ path"))
             int_ids.add(img.get("id"))
         for ann in doc.get("annotations", []):
@@ -272,7 +269,7 @@ def _check_copies(release: Release, index_by_id: dict[str, dict[str, Any]], find
         if size != (row.get("width"), row.get("height")):
             findings.append(_f(copy.file, copy.image_id, f"JPEG is {size[0]}x{size[1]}, index says "
                                                          f"{row.get('width')}x{row.get('height')}"))
-    if "coco" in release.formats:
+    if registry.with_image_files(release.formats):
         on_disk = set(release.image_files())
         for iid, row in index_by_id.items():
             name = row.get("file_name")
@@ -298,7 +295,7 @@ def _check_counts(release: Release, index_by_id: dict[str, dict[str, Any]], per_
         findings.append(_f(MANIFEST_NAME, "", f"counts.published {parts['published']} but the index lists "
                                               f"{len(index_by_id)} images"))
     for fmt in release.formats:
-        if fmt in SHARD_FORMATS and fmt in per_format and per_format[fmt] != parts["published"]:
+        if fmt in listed_formats() and fmt in per_format and per_format[fmt] != parts["published"]:
             findings.append(_f(MANIFEST_NAME, "", f"{fmt} shards hold {per_format[fmt]} images, counts.published "
                                                   f"is {parts['published']}"))
     removed_logged = sum(len(e.get("removed", [])) for e in m.get("log", []))

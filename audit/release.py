@@ -1,24 +1,24 @@
-"""Read-only view of a release on local disk, parsed independently of the code that wrote it.
+"""Read-only view of a release on local disk, for the audit: lenient where the builder is strict.
 
-The auditor re-reads every format with the plain libraries (json, tarfile, pyarrow) instead of the builder's
-readers, so a bug in the writer cannot hide itself. Parse errors are raised as ``ReleaseReadError`` naming the
-file; the integrity check turns them into findings, the other checks skip what they cannot read.
+Every file is read through the release format's registry (``veilset.release.registry``), with each format's
+lenient views (``count``, ``records``, ``copies``: plain json, tarfile and pyarrow on the bytes, never the
+builder's record classes), so a new format is audited without touching this module. Parse errors are raised as
+``ReleaseReadError`` naming the file; the integrity check turns them into findings, the other checks skip what
+they cannot read.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
-import tarfile
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from veilset.pipeline import ids
-from veilset.pipeline.manifest import MANIFEST_NAME, REJECTS_NAME, load_manifest
+from veilset.release import coco, index, parquet, registry, sa1b, storage
+from veilset.release.format import FormatError, ShardFormat, ShardKey
+from veilset.release.layout import MANIFEST_NAME, REJECTS_NAME
+from veilset.release.manifest import load_manifest
+from veilset.release.records import ImageCopy, ImageRecord  # noqa: F401  (re-exported)
 
-IMAGES_DIR = "images"
-RECORD_COLUMNS = ["image_id", "width", "height", "sha256", "content_sha256", "detections", "anonymization", "masks"]
-INDEX = "index"
+INDEX = index.NAME
+T = TypeVar("T")
 
 
 class ReleaseReadError(Exception):
@@ -30,33 +30,9 @@ class ReleaseReadError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    """What one format says about one published image (``file`` is where it says it)."""
-
-    image_id: str
-    file: str
-    width: int | None
-    height: int | None
-    sha256: str | None
-    content_sha256: str | None
-    detections: tuple[dict[str, Any], ...] | None  # None: this format carries no detections
-    anonymization: dict[str, Any] | None
-    masks: tuple[dict[str, Any], ...]  # SA-1B style annotations (segmentation, bbox, area, ...)
-
-
-@dataclass(frozen=True)
-class ImageCopy:
-    """The bytes of one published copy of an image (``file``: images/... or shard path + ':' + member)."""
-
-    image_id: str
-    file: str
-    data: bytes = field(repr=False)
-
-
 class Release:
     def __init__(self, root: str) -> None:
-        if "://" in root:
+        if storage.is_remote(root):
             raise ValueError(f"--release: only local release folders can be audited, got {root!r}")
         if not os.path.isdir(root):
             raise ValueError(f"--release: {root!r} is not a folder")
@@ -69,12 +45,11 @@ class Release:
 
     # ------------------------------------------------------------------------------------------ files
     def path(self, rel: str) -> str:
-        return os.path.join(self.root, *rel.split("/"))
+        return storage.join(self.root, rel)
 
     def read(self, rel: str) -> bytes:
         try:
-            with open(self.path(rel), "rb") as fh:
-                return fh.read()
+            return storage.read(self.path(rel))
         except OSError as err:
             raise ReleaseReadError(rel, f"cannot read: {err.strerror or err}") from None
 
@@ -109,21 +84,22 @@ class Release:
             listed.add(entry.get("path", ""))
         return listed
 
+    def image_files(self) -> list[str]:
+        """Files on disk that belong to a per-image format (images/SSSSS/sa_<id>.jpg), listed or not."""
+        per_image = [f for f in registry.all_formats() if not f.listed]
+        return [rel for rel in self.all_files() if any(f.owns(rel) for f in per_image)]
+
     # ------------------------------------------------------------------------------------------ parsers
+    def _parse(self, rel: str, parse: Callable[[bytes], T]) -> T:
+        data = self.read(rel)
+        try:
+            return parse(data)
+        except FormatError as err:
+            raise ReleaseReadError(rel, str(err)) from None
+
     def index_rows(self, rel: str) -> list[dict[str, Any]]:
         if rel not in self._index:
-            rows = []
-            for n, line in enumerate(self.read(rel).decode("utf-8", "replace").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ReleaseReadError(rel, f"line {n} is not JSON: {err}") from None
-                if not isinstance(row, dict) or "image_id" not in row:
-                    raise ReleaseReadError(rel, f"line {n} has no image_id")
-                rows.append(row)
-            self._index[rel] = rows
+            self._index[rel] = self._parse(rel, index.parse_lenient)
         return self._index[rel]
 
     def all_index_rows(self) -> list[tuple[str, dict[str, Any]]]:
@@ -138,126 +114,60 @@ class Release:
     def parquet_rows(self, rel: str, columns: list[str] | None = None,
                      image_ids: set[str] | None = None) -> list[dict[str, Any]]:
         """Rows of a Parquet shard; ``columns`` limits what is decoded, ``image_ids`` which rows are kept."""
-        import pyarrow.parquet as pq
-
-        data = self.read(rel)
-        try:
-            table = pq.read_table(io.BytesIO(data), columns=columns)
-            if image_ids is not None:
-                import pyarrow as pa
-                import pyarrow.compute as pc
-
-                table = table.filter(pc.is_in(table["image_id"], value_set=pa.array(sorted(image_ids),
-                                                                                    pa.string())))
-            return table.to_pylist()
-        except Exception as err:  # pyarrow raises several types for damaged files
-            raise ReleaseReadError(rel, f"not a readable Parquet file: {err}") from None
-
-    def parquet_num_rows(self, rel: str) -> int:
-        import pyarrow.parquet as pq
-
-        data = self.read(rel)
-        try:
-            return int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
-        except Exception as err:  # pyarrow raises several types for damaged files
-            raise ReleaseReadError(rel, f"not a readable Parquet file: {err}") from None
+        wanted = None if image_ids is None else frozenset(image_ids)
+        return self._parse(rel, lambda data: parquet.read_rows(data, columns, wanted))
 
     def coco_doc(self, rel: str) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.read(rel))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ReleaseReadError(rel, f"not JSON: {err}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-            raise ReleaseReadError(rel, "not a COCO document (no images list)")
-        return doc
+        return self._parse(rel, coco.parse)
 
     def tar_members(self, rel: str) -> list[tuple[str, bytes]]:
-        data = self.read(rel)
-        out = []
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                for info in tar:
-                    fh = tar.extractfile(info) if info.isfile() else None
-                    out.append((info.name, fh.read() if fh is not None else b""))
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise ReleaseReadError(rel, f"not a readable tar: {err}") from None
-        return out
+        return self._parse(rel, sa1b.members)
+
+    def count_images(self, fmt: str, rel: str) -> int:
+        """Images in one listed file of ``fmt`` (every part of it parsed)."""
+        if fmt == INDEX:
+            return len(self.index_rows(rel))
+        return self._parse(rel, registry.get(fmt).count)
 
     # ------------------------------------------------------------------------------------------ records
     def iter_records(self) -> Iterator[ImageRecord]:
-        """Every per-image record of every format, skipping files that cannot be read."""
+        """Every per-image record of every format (index first), skipping files that cannot be read."""
         for entry in self.shard_entries(INDEX):
             try:
-                for row in self.index_rows(entry["path"]):
-                    yield ImageRecord(row["image_id"], entry["path"], row.get("width"), row.get("height"),
-                                      row.get("sha256"), row.get("content_sha256"), None, None, ())
+                yield from index.records(entry["path"], self.index_rows(entry["path"]))
             except ReleaseReadError:
                 continue
-        for entry in self.shard_entries("parquet"):
-            try:
-                rows = self.parquet_rows(entry["path"], columns=RECORD_COLUMNS)
-            except ReleaseReadError:
-                continue
-            for row in rows:
-                anon = _json_or_none(row.get("anonymization"))
-                yield ImageRecord(row.get("image_id"), entry["path"], row.get("width"), row.get("height"),
-                                  row.get("sha256"), row.get("content_sha256"),
-                                  tuple(row.get("detections") or ()), anon, tuple(row.get("masks") or ()))
-        for entry in self.shard_entries("coco"):
-            try:
-                doc = self.coco_doc(entry["path"])
-            except ReleaseReadError:
-                continue
-            by_int: dict[Any, list[dict[str, Any]]] = {}
-            for ann in doc.get("annotations", []):
-                by_int.setdefault(ann.get("image_id"), []).append(ann)
-            for img in doc["images"]:
-                dets = img.get("detections")
-                yield ImageRecord(img.get("image_id"), entry["path"], img.get("width"), img.get("height"),
-                                  img.get("sha256"), None, tuple(dets) if dets is not None else None,
-                                  img.get("anonymization"), tuple(by_int.get(img.get("id"), ())))
-        for member, name, data in self.iter_tar_members(".json"):
-            try:
-                meta = json.loads(data)
-                image = meta["image"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                continue  # integrity reports unreadable members
-            dets = meta.get("detections")
-            yield ImageRecord(image.get("image_id"), member, image.get("width"), image.get("height"),
-                              meta.get("sha256"), meta.get("content_sha256"),
-                              tuple(dets) if dets is not None else None, meta.get("anonymization"),
-                              tuple(meta.get("annotations") or ()))
-
-    def iter_tar_members(self, suffix: str) -> Iterator[tuple[str, str, bytes]]:
-        """("shard.tar:member", member name, bytes) of every readable SA-1B tar member ending in ``suffix``
-        (unreadable tars are skipped here: the integrity check reports them)."""
-        for entry in self.shard_entries("sa1b"):
-            try:
-                members = self.tar_members(entry["path"])
-            except ReleaseReadError:
-                continue
-            for name, data in members:
-                if name.endswith(suffix):
-                    yield f"{entry['path']}:{name}", name, data
+        for fmt in _listed_formats():
+            for entry in self.shard_entries(fmt.name):
+                try:
+                    records = self._parse(entry["path"], lambda data: list(fmt.records(entry["path"], data)))
+                except ReleaseReadError:
+                    continue
+                yield from records
 
     def iter_copies(self) -> Iterator[ImageCopy]:
-        """Every published JPEG: Parquet image bytes, COCO images/ files, SA-1B tar members."""
-        for entry in self.shard_entries("parquet"):
-            try:
-                rows = self.parquet_rows(entry["path"], columns=["image_id", "image"])
-            except ReleaseReadError:
+        """Every published JPEG: Parquet image bytes, images/ files, SA-1B tar members (registry order)."""
+        for fmt in registry.all_formats():
+            if not fmt.holds_jpegs:
                 continue
-            for row in rows:
-                data = (row.get("image") or {}).get("bytes")
-                if data is not None:
-                    yield ImageCopy(row.get("image_id") or "", entry["path"], data)
-        for rel in self.image_files():
-            yield ImageCopy(image_id_of_name(rel), rel, self.read(rel))
-        for member, name, data in self.iter_tar_members(".jpg"):
-            yield ImageCopy(image_id_of_name(name), member, data)
+            if not fmt.listed:
+                for rel in self.image_files():
+                    if fmt.owns(rel):
+                        yield from fmt.copies(rel, self.read(rel))
+                continue
+            for entry in self.shard_entries(fmt.name):
+                yield from self._copies(fmt, entry["path"])
 
-    def image_files(self) -> list[str]:
-        return [f for f in self.all_files() if f.startswith(IMAGES_DIR + "/") and f.endswith(".jpg")]
+    def _copies(self, fmt: ShardFormat, rel: str, image_ids: frozenset[str] | None = None) -> list[ImageCopy]:
+        """The copies in one listed file ([] when it cannot be read: the integrity check reports it)."""
+        try:
+            return self._parse(rel, lambda data: list(fmt.copies(rel, data, image_ids)))
+        except ReleaseReadError:
+            return []
+
+    def written_formats(self) -> tuple[ShardFormat, ...]:
+        """The formats this release's ``formats`` write (unknown names ignored: integrity reports them)."""
+        return registry.expand(registry.known(self.formats))
 
     def iter_decoded_copies(self, image_ids: Iterable[str]) -> Iterator[tuple[str, "ImageCopy", Any]]:
         """(image_id, copy, RGB pixels) for each distinct published copy of these images (identical bytes in
@@ -286,55 +196,32 @@ class Release:
                 by_shard.setdefault(row["shard"], set()).add(row["image_id"])
         on_disk = set(self.image_files())
         for shard in sorted(by_shard):
-            ids_here = by_shard[shard]
+            ids_here = frozenset(by_shard[shard])
             copies: dict[str, list[ImageCopy]] = {i: [] for i in sorted(ids_here)}
-            if "parquet" in self.formats:
-                try:
-                    for row in self.parquet_rows(self.expected_shard_path("parquet", shard),
-                                                 columns=["image_id", "image"], image_ids=ids_here):
-                        data = (row.get("image") or {}).get("bytes")
-                        if data is not None:
-                            copies[row["image_id"]].append(
-                                ImageCopy(row["image_id"], self.expected_shard_path("parquet", shard), data))
-                except ReleaseReadError:
-                    pass
-            for image_id in ids_here:
-                rel = ids.image_path(image_id, shard)
-                if rel in on_disk:
-                    copies[image_id].append(ImageCopy(image_id, rel, self.read(rel)))
-            if "sa1b" in self.formats:
-                rel = self.expected_shard_path("sa1b", shard)
-                try:
-                    for name, data in self.tar_members(rel):
-                        if name.endswith(".jpg") and image_id_of_name(name) in ids_here:
-                            copies[image_id_of_name(name)].append(
-                                ImageCopy(image_id_of_name(name), f"{rel}:{name}", data))
-                except ReleaseReadError:
-                    pass
+            for copy in self._shard_copies(ShardKey(shard, self.num_shards), ids_here, on_disk):
+                copies[copy.image_id].append(copy)
             yield from copies.items()
+
+    def _shard_copies(self, key: ShardKey, ids_here: frozenset[str], on_disk: set[str]) -> Iterator[ImageCopy]:
+        for fmt in registry.all_formats():
+            if not fmt.holds_jpegs:
+                continue
+            if fmt.listed and fmt.name in self.formats:
+                yield from self._copies(fmt, fmt.path(key), ids_here)
+            elif not fmt.listed:
+                for rel in fmt.paths(key, sorted(ids_here)):
+                    if rel in on_disk:
+                        yield from fmt.copies(rel, self.read(rel), ids_here)
 
     def published_ids(self) -> list[str]:
         return sorted({row["image_id"] for _, row in self.all_index_rows()})
 
     def expected_shard_path(self, fmt: str, shard: int) -> str:
-        return ids.shard_path(fmt, shard, self.num_shards)
+        return registry.shard_path(fmt, shard, self.num_shards)
 
 
-def image_id_of_name(name: str) -> str:
-    stem = name.rsplit("/", 1)[-1].split(":")[-1]
-    return stem[:-4] if stem.endswith(".jpg") else stem
-
-
-def _json_or_none(text: Any) -> dict[str, Any] | None:
-    if isinstance(text, dict):
-        return text
-    if not isinstance(text, str):
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+def _listed_formats() -> list[ShardFormat]:
+    return [f for f in registry.all_formats() if f.listed]
 
 
 REQUIRED_TOP_LEVEL = (MANIFEST_NAME, REJECTS_NAME)

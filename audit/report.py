@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from veilset.audit import findings as F
 from veilset.audit.runner import AuditReport, mask_emails
-from veilset.pipeline.manifest import atomic_write_bytes, write_json_atomic
+from veilset.release.canonical import dumps_json
+from veilset.release.storage import atomic_write
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -40,8 +41,8 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
 def write_report(report: AuditReport, out_dir: str) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     json_path, html_path = os.path.join(out_dir, REPORT_JSON), os.path.join(out_dir, REPORT_HTML)
-    write_json_atomic(json_path, report_dict(report))
-    atomic_write_bytes(html_path, render_html(report).encode("utf-8"))
+    atomic_write(json_path, dumps_json(report_dict(report)))
+    atomic_write(html_path, render_html(report).encode("utf-8"))
     return json_path, html_path
 
 

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 
 from veilset.audit.findings import TAKEDOWNS, CheckResult, Finding
 from veilset.audit.release import Release, ReleaseReadError
-from veilset.pipeline import ids
-from veilset.pipeline.manifest import MANIFEST_NAME
+from veilset.release import ids
+from veilset.release.layout import MANIFEST_NAME
 
 _HEX_RUN = re.compile(rb"[0-9a-fA-F]{32,}")
 

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import veilset.audit.anonymization as A  # noqa: E402
 from veilset.audit.imaging import decode_rgb, region_mask  # noqa: E402
 from veilset.audit.release import Release  # noqa: E402
-from veilset.pipeline import ids  # noqa: E402
+from veilset.release import ids  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

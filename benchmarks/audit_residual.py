@@ -29,7 +29,7 @@ from veilset.audit.imaging import coverage, region_mask  # noqa: E402
 from veilset.audit.release import Release  # noqa: E402
 from veilset.audit.residual import build_residual_detector, check_residual  # noqa: E402
 from veilset.detectors.ops import iou_matrix  # noqa: E402
-from veilset.pipeline import ids  # noqa: E402
+from veilset.release import ids  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 "build", str(photos), "--output", str(out), "--workers", str(args.workers),
                 "--face-detector", "none", "--plate-detector", "none", "--masks", "none"),
                 sampler=sampler).check()
-            from veilset.pipeline.manifest import load_manifest
+            from veilset.release.manifest import load_manifest
 
             counts = load_manifest(str(out))["counts"]
             if counts["published"] != n:

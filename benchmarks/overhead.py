@@ -33,13 +33,13 @@ STAGES = ("read", "decode", "detect", "anonymize", "encode", "write")
 def measure_floors(files: list[Path], scratch: Path) -> dict[str, Any]:
     """Per-stage wall and CPU seconds per image, each stage timed in isolation on every image."""
     from veilset.detectors.registry import build_detector
-    from veilset.pipeline import ids, shards
+    from veilset.release import ids, shards
     from veilset.pipeline.anonymize import anonymize
     from veilset.pipeline.decode import decode_image, resize_shortest_side
     from veilset.pipeline.encode import encode_jpeg
     from veilset.pipeline.anonymize import seed_for_image
     from veilset.pipeline.options import BuildOptions
-    from veilset.pipeline.records import PublishedImage
+    from veilset.release.records import PublishedImage
 
     opts = BuildOptions(inputs=tuple(map(str, files)), output=str(scratch / "floors"), masks="none")
     detectors = [d for d in (build_detector(opts.face_detector), build_detector(opts.plate_detector)) if d]

@@ -29,8 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from veilset.pipeline.manifest import load_manifest  # noqa: E402
-from veilset.pipeline.shards import read_index  # noqa: E402
+from veilset.release.manifest import load_manifest  # noqa: E402
+from veilset.release.index import read as read_index  # noqa: E402
 
 
 def write_photos(folder: str, n: int, seed: int = 0) -> None:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = common.run_timed(common.veilset_cmd("build", str(src), "--output", str(out), "--masks", "none",
                                                         "--workers", str(w), *shlex.split(args.extra))).check()
                 runs[w].append(t)
-                from veilset.pipeline.manifest import load_manifest
+                from veilset.release.manifest import load_manifest
 
                 published = load_manifest(str(out))["counts"]["published"]
                 print(f"run {i + 1}/{args.repeat} workers {w}: {t.wall_s:.1f} s, {published / t.wall_s:.2f} images/s "

@@ -142,7 +142,7 @@ def time_both(args: argparse.Namespace) -> dict[str, Any]:
             print(f"run {i + 1}/{args.repeat}: deface {runs['deface'][-1].wall_s:.1f} s, "
                   f"veilset {runs['veilset'][-1].wall_s:.1f} s", flush=True)
         produced = len(list((scratch / "deface").glob("*_anonymized*")))
-        from veilset.pipeline.manifest import load_manifest
+        from veilset.release.manifest import load_manifest
 
         manifest = load_manifest(str(scratch / "release"))
         d_wall = common.median([r.wall_s for r in runs["deface"]])

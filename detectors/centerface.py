@@ -141,13 +141,24 @@ def _int8_model(path: str) -> bytes:
     except OSError:
         data = quantize_centerface(_dynamic_model_bytes(path), INPUT_NAME)
         try:
-            from veilset.pipeline.manifest import atomic_write_bytes
-
-            atomic_write_bytes(cached, data)
+            _write_cache(cached, data)
         except OSError:  # a read-only home only costs the next process another 2.5 s
             pass
     _INT8_CACHE[path] = data
     return data
+
+
+def _write_cache(path: str, data: bytes) -> None:
+    """Atomic (temp name + rename), so a process reading the cache never sees half a model."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 class CenterFaceDetector(MultiPassDetector):

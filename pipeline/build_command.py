@@ -14,6 +14,7 @@ from typing import Any
 
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
+from veilset.release import registry
 
 LOG = logging.getLogger("veilset.build")
 
@@ -27,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=int, default=None,
                    help=f"number of shards (default: ceil(inputs / {opt.IMAGES_PER_SHARD}))")
     p.add_argument("--formats", default=None,
-                   help=f"comma-separated shard formats: parquet, coco, sa1b (default: {','.join(opt.DEFAULT_FORMATS)})")
+                   help=f"comma-separated shard formats: {', '.join(registry.selectable())} "
+                        f"(default: {','.join(opt.DEFAULT_FORMATS)})")
     p.add_argument("--face-detector", default=None, metavar="NAME[:ARGS]",
                    help=f"face detector (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a warning)")
     p.add_argument("--plate-detector", default=None, metavar="NAME[:ARGS]",
@@ -113,8 +115,8 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
 
     from veilset.pipeline.graph import build_graph
     from veilset.pipeline.ingest import expand_inputs
-    from veilset.pipeline.manifest import load_manifest
-    from veilset.pipeline.release import check_output_dir
+    from veilset.release.housekeeping import check_output_dir
+    from veilset.release.manifest import load_manifest
 
     check_output_dir(opts.output)
     inputs = expand_inputs(opts.inputs, exclude_under=opts.output)

@@ -3,7 +3,7 @@
 Pure (PIL + numpy; no Beam).
 
 ``encode_jpeg`` writes a baseline (SOF0), Huffman-optimised, 4:2:0 JPEG with PIL/libjpeg and then removes every
-APPn and COM segment with ``pipeline.jpeg`` -- libjpeg always writes a JFIF APP0 for YCbCr output and PIL has no
+APPn and COM segment with ``release.jpeg`` -- libjpeg always writes a JFIF APP0 for YCbCr output and PIL has no
 switch to turn it off. A JPEG without JFIF/Adobe markers whose three components have ids 1, 2, 3 is read as YCbCr
 by every decoder (libjpeg's own rule), so dropping JFIF changes no pixel. Equal pixels give equal bytes with the
 same libjpeg build (``PIL.features.version("jpg")``).
@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image, features
 
-from veilset.pipeline import jpeg
+from veilset.release import jpeg
 from veilset.pipeline.decode import DEFAULT_MAX_SHORT_SIDE, EXIF_ORIENTATION_TAG
 
 DEFAULT_QUALITY = 90

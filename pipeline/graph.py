@@ -6,7 +6,8 @@
 
 Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
 published images are staged as one file each under ``DIR/.staging/`` so that only small records are grouped
-by shard. All file I/O goes through ``pipeline.manifest`` helpers (local paths or Beam ``FileSystems``).
+by shard. Everything about the release format (IDs, paths, shard files through the format registry, the
+manifest) is ``veilset.release``'s; all file I/O goes through ``release.storage`` (local or Beam ``FileSystems``).
 Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the manifest step checks that
 ``input == published + rejected + duplicates + blocked``.
 """
@@ -16,6 +17,7 @@ import json
 import logging
 import pickle
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
@@ -26,15 +28,14 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from veilset.detectors.base import DetectorSpec
 from veilset.detectors.handler import DetectorModelHandler
-from veilset.pipeline import ids, shards
 from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
-from veilset.pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, delete,
-                                       dumps_json, join, read_bytes)
 from veilset.pipeline.options import BuildOptions
-from veilset.pipeline.release import STAGING, remove_unlisted
-from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, PublishedImage, Reject, ShardFile
+from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
+from veilset.release import ids, index, layout, manifest, shards, storage
+from veilset.release.housekeeping import remove_unlisted
+from veilset.release.records import PublishedImage, ShardFile
 
 LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
@@ -57,9 +58,7 @@ class StagedImage:
 
 
 def _open_read(path: str, limit: int) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path, compression_type="uncompressed") as fh:
+    with storage.open_read(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise OverflowError(f"larger than {limit} bytes")
@@ -192,8 +191,8 @@ class EncodeAndStage(beam.DoFn):
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
                 sha256=ids.sha256_hex(jpeg), detections=image.detections, anonymization=image.anonymization,
                 masks=tuple(masks))
-            staging_path = join(self._output, f"{STAGING}/{image.image_id}.pkl")
-            atomic_write_bytes(staging_path, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
+            staging_path = storage.join(self._output, f"{layout.STAGING}/{image.image_id}.pkl")
+            storage.atomic_write(staging_path, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
             return
@@ -216,10 +215,10 @@ class WriteShards(beam.DoFn):
     def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[ShardFile]:
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
-        images = [pickle.loads(read_bytes(s.staging_path)) for s in staged]
+        images = [pickle.loads(storage.read(s.staging_path)) for s in staged]
         written = shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
         for s in staged:  # the staged copies are published now; none may linger in the release folder
-            delete(s.staging_path)
+            storage.remove(s.staging_path)
         yield from written
 
 
@@ -229,44 +228,22 @@ class WriteManifest(beam.DoFn):
     def __init__(self, opts: BuildOptions, num_inputs: int, num_shards: int, models: dict[str, Any]):
         self._opts, self._num_inputs, self._num_shards, self._models = opts, num_inputs, num_shards, models
 
-    def process(self, _: Any, shard_files: list, rejects: list, duplicates: int, blocked: int) -> Iterator[dict]:
-        shard_files = sorted(shard_files, key=lambda f: (f.format, f.shard))
-        index_files = [f for f in shard_files if f.format == shards.INDEX]
-        data_files = [f for f in shard_files if f.format != shards.INDEX]
-        published = sum(f.images for f in index_files)
+    def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject], duplicates: int,
+                blocked: int) -> Iterator[manifest.Manifest]:
         rejects = sorted(rejects, key=lambda r: (r.source, r.stage, r.reason))
-        counts = {"input": self._num_inputs, "published": published, "rejected": len(rejects),
-                  "duplicates": duplicates, "blocked": blocked}
-        if counts["input"] != published + len(rejects) + duplicates + blocked:
-            raise RuntimeError(f"count conservation violated: {counts}")  # a bug, never a data condition
-        by_reason: dict[str, int] = {}
-        for r in rejects:
-            key = f"{r.stage}:{r.reason}"
-            by_reason[key] = by_reason.get(key, 0) + 1
-        atomic_write_bytes(join(self._opts.output, REJECTS_NAME),
-                           b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "release": 1,
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "num_shards": self._num_shards,
-            "formats": list(self._opts.formats),
-            "counts": counts,
-            "rejects_by_reason": dict(sorted(by_reason.items())),
-            "shards": [_shard_entry(f) for f in data_files],
-            "index": [_shard_entry(f) for f in index_files],
-            "rejects": REJECTS_NAME,
-            "config": self._opts.to_config(),
-            "models": self._models,
-            "log": [],
-        }
-        atomic_write_bytes(join(self._opts.output, MANIFEST_NAME), dumps_json(manifest))
-        remove_unlisted(self._opts.output, manifest)
-        yield manifest
-
-
-def _shard_entry(f: ShardFile) -> dict[str, Any]:
-    return {"format": f.format, "shard": f.shard, "path": f.path, "sha256": f.sha256, "images": f.images}
+        published = sum(f.images for f in shard_files if f.format == index.NAME)
+        counts = manifest.Counts(input=self._num_inputs, published=published, rejected=len(rejects),
+                                 duplicates=duplicates, blocked=blocked)
+        built = manifest.Manifest.for_build(
+            created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
+            formats=self._opts.formats, files=shard_files, counts=counts,
+            rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
+            models=self._models)
+        storage.atomic_write(storage.join(self._opts.output, built.rejects),
+                             b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
+        manifest.write(self._opts.output, built)
+        remove_unlisted(self._opts.output, built)
+        yield built
 
 
 # ------------------------------------------------------------------------------------------------ the graph
@@ -281,7 +258,7 @@ def with_threads(spec: str, threads: int | None) -> str:
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None) -> beam.PCollection:
-    """Compose the build. Returns the PCollection holding the single manifest dict.
+    """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default).

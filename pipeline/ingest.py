@@ -5,9 +5,7 @@ import glob
 import os
 from typing import Iterable
 
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
+from veilset.release import storage
 
 
 def _local_files(pattern: str) -> list[str]:
@@ -25,25 +23,21 @@ def _local_files(pattern: str) -> list[str]:
 
 
 def _remote_files(pattern: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
-
     # A folder is matched recursively; a glob as given.
     queries = [pattern] if glob.has_magic(pattern) else [pattern, pattern.rstrip("/") + "/**"]
-    found: set[str] = set()
-    for result in FileSystems.match(queries):
-        found.update(m.path for m in result.metadata_list)
+    found = storage.match(queries)
     if not found:
         raise ValueError(f"input not found: {pattern!r}")
-    return sorted(found)
+    return found
 
 
 def expand_inputs(patterns: Iterable[str], exclude_under: str | None = None) -> list[str]:
     """Every input file, sorted and de-duplicated by path; nothing under ``exclude_under`` (the output)."""
     files: set[str] = set()
     for pattern in patterns:
-        for f in (_remote_files(pattern) if _is_remote(pattern) else _local_files(pattern)):
-            files.add(f if _is_remote(f) else os.path.abspath(f))
-    if exclude_under and not _is_remote(exclude_under):
+        for f in (_remote_files(pattern) if storage.is_remote(pattern) else _local_files(pattern)):
+            files.add(f if storage.is_remote(f) else os.path.abspath(f))
+    if exclude_under and not storage.is_remote(exclude_under):
         root = os.path.abspath(exclude_under) + os.sep
         files = {f for f in files if not f.startswith(root)}
     if not files:

@@ -9,7 +9,8 @@ from typing import Any
 from veilset.pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
 from veilset.pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
 from veilset.pipeline.encode import DEFAULT_QUALITY
-from veilset.pipeline.shards import DEFAULT_FORMATS, validate_formats
+from veilset.release import storage
+from veilset.release.registry import DEFAULT_FORMATS, validate_formats
 
 from veilset.detectors.registry import DEFAULT_FACE as DEFAULT_FACE_DETECTOR  # noqa: E402  (single source of truth)
 from veilset.detectors.registry import DEFAULT_PLATE as DEFAULT_PLATE_DETECTOR  # noqa: E402
@@ -43,7 +44,7 @@ class BuildOptions:
             raise ValueError("no inputs given")
         if not self.output:
             raise ValueError("--output is required")
-        if "://" not in self.output:  # local: absolute, so SDK workers (other cwd: portable runners) write here
+        if not storage.is_remote(self.output):  # local: absolute, so SDK workers (other cwd) write here
             object.__setattr__(self, "output", os.path.abspath(self.output))
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")

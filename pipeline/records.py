@@ -1,4 +1,5 @@
-"""Records that flow between pipeline stages (frozen dataclasses; never tuples)."""
+"""Records that flow between pipeline stages (frozen dataclasses; never tuples). What the stages hand to the
+release writers (``PublishedImage``) is the format's: ``veilset.release.records``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from veilset.detectors.base import Detection
-from veilset.segmentation.base import MaskAnnotation
 
 
 @dataclass(frozen=True)
@@ -59,29 +59,3 @@ class AnonymizedImage:
     detections: tuple[Detection, ...]
     anonymization: dict[str, Any]  # method, margin, regions, detector identities
     lossless_jpeg: bytes | None = field(default=None, repr=False)  # see DecodedImage
-
-
-@dataclass(frozen=True, eq=False)
-class PublishedImage:
-    """Everything a shard writer needs for one image: final JPEG bytes and annotations."""
-
-    image_id: str
-    content_sha256: str
-    width: int
-    height: int
-    jpeg: bytes = field(repr=False)
-    sha256: str
-    detections: tuple[Detection, ...]
-    anonymization: dict[str, Any]
-    masks: tuple[MaskAnnotation, ...]
-
-
-@dataclass(frozen=True)
-class ShardFile:
-    """One written shard file, as listed in the manifest."""
-
-    format: str
-    shard: int
-    path: str  # relative to the release root
-    sha256: str
-    images: int

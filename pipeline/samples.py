@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from veilset.detectors.package_photos import PACKAGE_PHOTOS, package_file
-from veilset.pipeline import ids
+from veilset.release import ids, manifest, shards
 
 
 # The photos and their lookup live with the detector calibration that uses them too (dependencies point one way).
@@ -55,12 +55,9 @@ def write_samples(folder: str) -> list[str]:
 
 
 def _published_jpeg(release: str, image_id: str) -> bytes:
-    from veilset.pipeline.manifest import load_manifest
-    from veilset.pipeline.shards import read_shard
-
-    manifest = load_manifest(release)
-    shard = ids.shard_of(image_id, manifest["num_shards"])
-    for im in read_shard(release, manifest, shard):
+    m = manifest.read(release)
+    shard = ids.shard_of(image_id, m.num_shards)
+    for im in shards.read_shard(release, shard, m.num_shards, m.formats):
         if im.image_id == image_id:
             return im.jpeg
     raise KeyError(f"{image_id} is not in release {release!r}")

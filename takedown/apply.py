@@ -1,18 +1,21 @@
 """Apply: remove the images of pending requests from a release; only the shards that hold them are rewritten.
 
-Crash safety (a kill at any moment leaves the old or the new release, and a rerun completes):
+Four named steps, each a function a test can drive on its own, under an exclusive ``flock`` on the release folder
+(two applies cannot interleave) after finishing or discarding what an interrupted apply left in ``.takedown/``:
 
-1. under an exclusive ``flock`` on the release folder (two applies cannot interleave), finish or discard what an
-   earlier, interrupted apply left in ``.takedown/``;
-2. stage: the rewritten shard files (encoded by ``pipeline.shards.shard_payloads``) and the new manifest are
-   written under ``.takedown/stage/``; the removed images' IDs and hashes go into the ledger blocklist;
-3. commit point: ``.takedown/journal.json`` is written atomically (the moves, the deletions, the outcomes);
-4. roll forward: staged files are renamed over the old ones, emptied shards and removed per-image JPEGs are
-   deleted, the manifest is replaced last; the ledger marks the requests applied; ``.takedown/`` is removed.
+1. ``plan``: which requests, which images are in the release, which shards hold them (reads only);
+2. ``stage``: each touched shard's files without those images, through the format registry
+   (``release.shards.without``), and the new manifest (``Manifest.after_takedown``) are written under
+   ``.takedown/stage/``; the release is untouched;
+3. ``commit``: the removed IDs and hashes go into the ledger blocklist, then ``.takedown/journal.json`` is written
+   atomically (the commit point: moves, deletions, outcomes), then it is rolled forward: staged files are renamed
+   over the old ones, emptied shards and removed per-image JPEGs deleted, the manifest swapped in last;
+4. ``record``: the ledger marks the requests applied; ``.takedown/`` is removed.
 
-Before the journal exists a rerun throws the stage away (the release was never touched); once it exists a rerun
-replays step 4 (every step is idempotent). Old shard versions are replaced by rename, so no copy of a removed
-image stays in the folder. Untouched shards are never opened for writing: they stay byte-identical.
+Crash safety (a kill at any moment leaves the old or the new release, and a rerun completes): before the journal
+exists a rerun throws the stage away (the release was never touched); once it exists a rerun replays the roll
+forward and step 4 (``recover``; every step is idempotent). Old shard versions are replaced by rename, so no copy
+of a removed image stays in the folder. Untouched shards are never opened for writing: they stay byte-identical.
 """
 from __future__ import annotations
 
@@ -20,21 +23,26 @@ import errno
 import fcntl
 import json
 import logging
+import multiprocessing
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from veilset.pipeline import ids
-from veilset.pipeline.manifest import MANIFEST_NAME, atomic_write_bytes, dumps_json, join, load_manifest, read_bytes
-from veilset.pipeline import shards
-from veilset.takedown.ledger import ApplyOutcome, Ledger, RemovedImage
+from veilset.release import ids, index, layout, log as release_log, manifest, registry, shards, storage
+from veilset.release.canonical import dumps_json
+from veilset.release.format import ShardKey
+from veilset.release.manifest import Manifest
+from veilset.release.records import ShardFile
+from veilset.takedown.ledger import ApplyOutcome, Ledger, RemovedImage, RequestRow
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = ".takedown"
+WORK_DIR = layout.TAKEDOWN_DIR
 JOURNAL = "journal.json"
 STAGE = "stage"
 
@@ -63,19 +71,6 @@ class ApplyReport:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ReleaseLock:
@@ -109,176 +104,57 @@ class ReleaseLock:
             self.fd = None
 
 
-def _entry(fmt: str, shard: int, rel: str, data: bytes, images: int) -> dict[str, Any]:
-    return {"format": fmt, "shard": shard, "path": rel, "sha256": ids.sha256_hex(data), "images": images}
+
+# ------------------------------------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class Plan:
+    """What an apply will do: the pending requests, their outcomes, and per shard the images to remove."""
+
+    release_before: int
+    requests: tuple[RequestRow, ...]
+    outcomes: tuple[ApplyOutcome, ...]  # one per request, same order
+    gone: dict[int, frozenset[str]]  # shard -> image IDs to remove (only shards that hold some), sorted by shard
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        return tuple(sorted(i for ids_ in self.gone.values() for i in ids_))
 
 
-def _fmt_of(rel: str) -> str:
-    return rel.split("/", 1)[0]
+@dataclass(frozen=True)
+class StagedShard:
+    """One touched shard, staged: its rewritten listed files, what to move in and what to delete."""
+
+    shard: int
+    files: tuple[ShardFile, ...]
+    moves: tuple[str, ...]
+    deletes: tuple[str, ...]
 
 
-def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None, lock_wait_s: float = 0.0,
-                  now: str | None = None, workers: int | None = None) -> ApplyReport:
-    """Apply every ``received`` request of the ledger to the release in ``release_dir`` (a local folder).
+@dataclass(frozen=True)
+class Journal:
+    """The commit record (``.takedown/journal.json``): once written, the apply is rolled forward, even after a
+    crash. Every step it drives is idempotent."""
 
-    ``workers``: processes that re-encode touched shards in parallel (default: CPU count; 1 = in-process).
-    """
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers!r}")
-    if "://" in release_dir:
-        raise ValueError(f"--release: takedown apply needs a local release folder, got {release_dir!r}")
-    if not os.path.isdir(release_dir):
-        raise ValueError(f"--release: {release_dir!r} is not a folder")
-    hook = hook or (lambda _stage: None)
-    t0 = time.perf_counter()
-    with ReleaseLock(release_dir, wait_s=lock_wait_s):
-        recovered = recover(ledger, release_dir, hook=hook)
-        manifest = load_manifest(release_dir)
-        before = int(manifest["release"])
-        pending = ledger.requests("received")
-        if not pending:
-            return ApplyReport(before, before, 0, (), (), (), (), recovered, time.perf_counter() - t0)
-        num_shards = int(manifest["num_shards"])
-        formats = list(manifest["formats"])
+    release_before: int
+    release_after: int
+    moves: tuple[str, ...]
+    deletes: tuple[str, ...]
+    outcomes: tuple[ApplyOutcome, ...]
+    rewritten: tuple[int, ...]
+    emptied: tuple[int, ...]
+    time: str
 
-        wanted: dict[int, list[str]] = {}
-        for req in pending:
-            wanted[req.id] = [r.image_id for r in ledger.request_ids(req.id)
-                              if r.status in ("pending", "unknown") and ids.is_valid_image_id(r.image_id)]
-        all_ids = {i for lst in wanted.values() for i in lst}
-        index_by_shard = {int(e["shard"]): e for e in manifest["index"]}
-        by_shard: dict[int, set[str]] = {}
-        for image_id in all_ids:
-            by_shard.setdefault(ids.shard_of(image_id, num_shards), set()).add(image_id)
-        present: dict[str, dict[str, Any]] = {}  # image_id -> index row
-        for shard, shard_ids in sorted(by_shard.items()):
-            entry = index_by_shard.get(shard)
-            if entry is None:
-                continue
-            for row in shards.read_index(release_dir, entry["path"]):
-                if row["image_id"] in shard_ids:
-                    present[row["image_id"]] = row
-        blocked = ledger.blocked_image_ids()
-        outcomes = []
-        for req in pending:
-            rm = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"])
-                       for i in wanted[req.id] if i in present)
-            already = tuple(i for i in wanted[req.id] if i not in present and i in blocked)
-            missing = tuple(i for i in wanted[req.id] if i not in present and i not in blocked)
-            outcomes.append(ApplyOutcome(req.id, rm, already, missing))
-        if not present:
-            ledger.record_applied(before, outcomes)
-            return ApplyReport(before, before, len(pending), (), _not_found(outcomes), (), (), recovered,
-                               time.perf_counter() - t0)
+    def to_dict(self) -> dict[str, Any]:
+        return {"release_before": self.release_before, "release_after": self.release_after,
+                "moves": list(self.moves), "deletes": list(self.deletes),
+                "outcomes": [_outcome_json(o) for o in self.outcomes], "rewritten": list(self.rewritten),
+                "emptied": list(self.emptied), "time": self.time}
 
-        after = before + 1
-        work = os.path.join(release_dir, WORK_DIR)
-        stage = os.path.join(work, STAGE)
-        os.makedirs(stage)
-        moves: list[str] = []
-        deletes: list[str] = []
-        new_entries: dict[str, dict[str, Any]] = {}  # rel path -> manifest entry
-        old_sha = {e["path"]: e["sha256"] for e in manifest["shards"] + manifest["index"]}
-        rewritten, emptied = [], []
-        touched = sorted({ids.shard_of(i, num_shards) for i in present})
-        jobs = [(release_dir, manifest, shard, frozenset(i for i in present if ids.shard_of(i, num_shards) == shard),
-                 stage) for shard in touched]
-        for shard, gone, staged in _map(_stage_shard, jobs, workers):
-            old_paths = [e["path"] for e in manifest["shards"] + manifest["index"] if int(e["shard"]) == shard]
-            if staged:
-                for entry in staged:
-                    moves.append(entry["path"])
-                    new_entries[entry["path"]] = entry
-                deletes.extend(p for p in old_paths if p not in new_entries)
-                rewritten.append(shard)
-            else:
-                deletes.extend(old_paths)
-                emptied.append(shard)
-            if "coco" in formats:
-                deletes.extend(sorted(ids.image_path(i, shard) for i in gone))
-
-        new_manifest = json.loads(json.dumps(manifest))
-        new_manifest["release"] = after
-        for key in ("shards", "index"):
-            kept = []
-            for e in manifest[key]:
-                if int(e["shard"]) in touched:
-                    if e["path"] in new_entries:
-                        kept.append(new_entries[e["path"]])
-                else:
-                    kept.append(e)
-            new_manifest[key] = kept
-        counts = dict(manifest["counts"])
-        counts["published"] = int(counts["published"]) - len(present)
-        counts["removed"] = int(counts.get("removed", 0)) + len(present)
-        new_manifest["counts"] = counts
-        stamp = now or _now()
-        log_entries = list(manifest.get("log", []))
-        for out, req in zip(outcomes, pending):
-            req_shards = sorted({ids.shard_of(b.image_id, num_shards) for b in out.removed})
-            files = [p for p in sorted(old_sha) if int(_shard_of_path(p)) in req_shards]
-            log_entries.append({
-                "release": after, "time": stamp, "request": req.message_id, "request_id": req.id,
-                "removed": sorted(b.image_id for b in out.removed), "not_found": sorted(out.not_found),
-                "shards": [{"path": p, "old_sha256": old_sha[p],
-                            "new_sha256": new_entries[p]["sha256"] if p in new_entries else None} for p in files],
-            })
-        new_manifest["log"] = log_entries
-        atomic_write_bytes(os.path.join(stage, MANIFEST_NAME), dumps_json(new_manifest))
-        hook("staged")
-        # Block first: even if this apply dies now, no later build can publish these images again.
-        ledger.block_images(after, outcomes)
-        hook("blocked")
-        journal = {"release_before": before, "release_after": after, "moves": moves, "deletes": deletes,
-                   "outcomes": [_outcome_json(o) for o in outcomes], "rewritten": rewritten, "emptied": emptied,
-                   "time": stamp}
-        atomic_write_bytes(os.path.join(work, JOURNAL), dumps_json(journal))
-        _fsync_dir(work)
-        hook("journal")
-        _roll_forward(ledger, release_dir, journal, hook)
-        return ApplyReport(before, after, len(pending), tuple(sorted(present)), _not_found(outcomes),
-                           tuple(rewritten), tuple(emptied), recovered, time.perf_counter() - t0)
-
-
-def _stage_shard(job: tuple) -> tuple[int, frozenset[str], list[dict[str, Any]]]:
-    """Read one shard, drop ``gone``, encode every format with the pipeline's writers into the stage folder."""
-    release_dir, manifest, shard, gone, stage = job
-    num_shards, formats = int(manifest["num_shards"]), list(manifest["formats"])
-    keep = [im for im in shards.read_shard(release_dir, manifest, shard) if im.image_id not in gone]
-    staged = []
-    if keep:
-        for rel, data in shards.shard_payloads(shard, num_shards, formats, keep).items():
-            atomic_write_bytes(join(stage, rel), data)
-            staged.append(_entry(_fmt_of(rel), shard, rel, data, len(keep)))
-    return shard, gone, staged
-
-
-def _map(fn: Callable[[tuple], Any], jobs: list[tuple], workers: int) -> list[Any]:
-    """``map`` over shards, in worker processes when there is more than one shard and one worker (GIL-bound
-    encoders); results in job order. Workers only stage files: a crash there leaves the release untouched."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    import threading
-
-    # fork is cheap but unsafe with other threads alive (a lock held at fork time stays held in the child)
-    fork_ok = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-    method = "fork" if fork_ok else "spawn"
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                             mp_context=multiprocessing.get_context(method)) as pool:
-        return list(pool.map(fn, jobs))
-
-
-def _shard_of_path(rel: str) -> int:
-    stem = rel.rsplit("/", 1)[-1]
-    return int(stem.split("-")[1])
-
-
-def _not_found(outcomes: list[ApplyOutcome]) -> tuple[str, ...]:
-    return tuple(sorted({i for o in outcomes for i in o.not_found}))
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Journal":
+        return cls(int(d["release_before"]), int(d["release_after"]), tuple(d["moves"]), tuple(d["deletes"]),
+                   tuple(_outcome_from_json(o) for o in d["outcomes"]), tuple(d["rewritten"]),
+                   tuple(d["emptied"]), str(d["time"]))
 
 
 def _outcome_json(o: ApplyOutcome) -> dict[str, Any]:
@@ -291,39 +167,196 @@ def _outcome_from_json(d: dict[str, Any]) -> ApplyOutcome:
                         tuple(d["already_removed"]), tuple(d["not_found"]))
 
 
-def _roll_forward(ledger: Ledger, release_dir: str, journal: dict[str, Any], hook: Hook) -> None:
-    """Step 4; idempotent, so recovery can call it again after a crash anywhere inside it."""
+# ------------------------------------------------------------------------------------------------ the apply
+def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None, lock_wait_s: float = 0.0,
+                  now: str | None = None, workers: int | None = None) -> ApplyReport:
+    """Apply every ``received`` request of the ledger to the release in ``release_dir`` (a local folder).
+
+    ``workers``: processes that re-encode touched shards in parallel (default: CPU count; 1 = in-process).
+    """
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    _check_args(release_dir, workers)
+    hook = hook or (lambda _stage: None)
+    t0 = time.perf_counter()
+    with ReleaseLock(release_dir, wait_s=lock_wait_s):
+        recovered = recover(ledger, release_dir, hook=hook)
+        current = manifest.read(release_dir)
+        p = plan(ledger, release_dir, current)
+        before = p.release_before
+        if not p.requests or not p.gone:
+            if p.requests:  # nothing of theirs is published: answered (already removed / not found) at once
+                ledger.record_applied(before, list(p.outcomes))
+            return ApplyReport(before, before, len(p.requests), (), _not_found(p.outcomes), (), (), recovered,
+                               time.perf_counter() - t0)
+        journal = stage(release_dir, current, p, now=now or _now(), workers=workers)
+        hook("staged")
+        commit(ledger, release_dir, journal, hook)
+        record(ledger, release_dir, journal, hook)
+        return ApplyReport(before, journal.release_after, len(p.requests), p.removed, _not_found(p.outcomes),
+                           journal.rewritten, journal.emptied, recovered, time.perf_counter() - t0)
+
+
+def _check_args(release_dir: str, workers: Any) -> None:
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers!r}")
+    if storage.is_remote(release_dir):
+        raise ValueError(f"--release: takedown apply needs a local release folder, got {release_dir!r}")
+    if not os.path.isdir(release_dir):
+        raise ValueError(f"--release: {release_dir!r} is not a folder")
+
+
+def _not_found(outcomes: Sequence[ApplyOutcome]) -> tuple[str, ...]:
+    return tuple(sorted({i for o in outcomes for i in o.not_found}))
+
+
+# ------------------------------------------------------------------------------------------------ 1. plan
+def plan(ledger: Ledger, release_dir: str, current: Manifest) -> Plan:
+    """Which pending requests, which of their images the release holds (by its index), and where."""
+    pending = tuple(ledger.requests("received"))
+    wanted = {req.id: _wanted_ids(ledger, req) for req in pending}
+    present = _index_rows(release_dir, current, {i for lst in wanted.values() for i in lst})
+    blocked = ledger.blocked_image_ids() if pending else set()
+    outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked) for req in pending)
+    gone: dict[int, set[str]] = {}
+    for image_id in present:
+        gone.setdefault(ids.shard_of(image_id, current.num_shards), set()).add(image_id)
+    return Plan(current.release, pending, outcomes, {s: frozenset(g) for s, g in sorted(gone.items())})
+
+
+def _wanted_ids(ledger: Ledger, req: RequestRow) -> list[str]:
+    return [r.image_id for r in ledger.request_ids(req.id)
+            if r.status in ("pending", "unknown") and ids.is_valid_image_id(r.image_id)]
+
+
+def _index_rows(release_dir: str, current: Manifest, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """image_id -> index row, for the wanted images the release holds (only their shards' index files read)."""
+    shards_wanted = {ids.shard_of(i, current.num_shards) for i in wanted}
+    present: dict[str, dict[str, Any]] = {}
+    for entry in current.index:
+        if entry.shard in shards_wanted:
+            rows = index.read(release_dir, entry.path)
+            present.update((r["image_id"], r) for r in rows if r["image_id"] in wanted)
+    return present
+
+
+def _outcome(request_id: int, wanted: list[str], present: dict[str, dict[str, Any]],
+             blocked: set[str]) -> ApplyOutcome:
+    removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"])
+                    for i in wanted if i in present)
+    already = tuple(i for i in wanted if i not in present and i in blocked)
+    missing = tuple(i for i in wanted if i not in present and i not in blocked)
+    return ApplyOutcome(request_id, removed, already, missing)
+
+
+# ------------------------------------------------------------------------------------------------ 2. stage
+def stage(release_dir: str, current: Manifest, p: Plan, *, now: str, workers: int = 1) -> Journal:
+    """Write every touched shard's new files and the new manifest under ``.takedown/stage/``; the release itself
+    is untouched. Returns the journal that ``commit`` makes durable."""
+    stage_dir = os.path.join(release_dir, WORK_DIR, STAGE)
+    os.makedirs(stage_dir)
+    jobs = [(release_dir, stage_dir, ShardKey(s, current.num_shards), current.formats, gone)
+            for s, gone in p.gone.items()]
+    staged: list[StagedShard] = _map(_stage_shard, jobs, workers)
+    after = current.release + 1
+    rewritten = {f.path: f for s in staged for f in s.files}
+    entries = _log_entries(current, p, rewritten, after, now)
+    new = current.after_takedown(touched=set(p.gone), rewritten=rewritten, removed=len(p.removed), entries=entries)
+    manifest.write(stage_dir, new)
+    return Journal(p.release_before, after, tuple(m for s in staged for m in s.moves),
+                   tuple(d for s in staged for d in s.deletes), p.outcomes,
+                   tuple(s.shard for s in staged if s.files), tuple(s.shard for s in staged if not s.files), now)
+
+
+def _stage_shard(job: tuple[str, str, ShardKey, tuple[str, ...], frozenset[str]]) -> StagedShard:
+    """One shard without ``gone``, every format through the registry, written into the stage folder."""
+    release_dir, stage_dir, key, formats, gone = job
+    changes = shards.without(key, formats, shards.fetcher(release_dir), gone)
+    kept = changes[index.path(key)]
+    images = len(index.parse(kept)) if kept is not None else 0
+    files, moves = [], []
+    for rel, data in changes.items():
+        if data is None:
+            continue
+        storage.atomic_write(storage.join(stage_dir, rel), data)
+        moves.append(rel)
+        name = registry.format_of(rel)
+        if name == index.NAME or registry.get(name).listed:
+            files.append(ShardFile(name, key.shard, rel, ids.sha256_hex(data), images))
+    deletes = tuple(rel for rel, data in changes.items() if data is None)
+    return StagedShard(key.shard, tuple(files), tuple(moves), deletes)
+
+
+def _log_entries(current: Manifest, p: Plan, rewritten: dict[str, ShardFile], after: int,
+                 now: str) -> list[release_log.LogEntry]:
+    old = {f.path: f.sha256 for f in current.files()}
+    new = {path: f.sha256 for path, f in rewritten.items()}
+    return [release_log.entry_for_request(
+        release=after, time=now, request=req.message_id, request_id=req.id,
+        removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
+        old_sha256=old, new_sha256=new) for req, out in zip(p.requests, p.outcomes)]
+
+
+def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> list[Any]:
+    """``map`` over shards, in worker processes when there is more than one shard and one worker (GIL-bound
+    encoders); results in job order. Workers only stage files: a crash there leaves the release untouched."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    # fork is cheap but unsafe with other threads alive (a lock held at fork time stays held in the child)
+    fork_ok = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    method = "fork" if fork_ok else "spawn"
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                             mp_context=multiprocessing.get_context(method)) as pool:
+        return list(pool.map(fn, jobs))
+
+
+# ------------------------------------------------------------------------------------------------ 3. commit
+def commit(ledger: Ledger, release_dir: str, journal: Journal, hook: Hook) -> None:
+    """Block the removed images (first: even if this apply dies now, no later build can publish them again),
+    write the journal (the commit point), then roll the release forward."""
+    ledger.block_images(journal.release_after, list(journal.outcomes))
+    hook("blocked")
     work = os.path.join(release_dir, WORK_DIR)
-    stage = os.path.join(work, STAGE)
-    for k, rel in enumerate(journal["moves"]):
-        src = join(stage, rel)
-        if os.path.exists(src):
-            dst = join(release_dir, rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(src, dst)
+    storage.atomic_write(os.path.join(work, JOURNAL), dumps_json(journal.to_dict()))
+    storage.fsync_dir(work)
+    hook("journal")
+    roll_forward(release_dir, journal, hook)
+
+
+def roll_forward(release_dir: str, journal: Journal, hook: Hook) -> None:
+    """Staged files renamed in, deletions, the manifest swapped in last. Idempotent: recovery reruns it."""
+    stage_dir = os.path.join(release_dir, WORK_DIR, STAGE)
+    for k, rel in enumerate(journal.moves):
+        src = storage.join(stage_dir, rel)
+        if storage.exists(src):
+            storage.move(src, storage.join(release_dir, rel))
         hook(f"moved:{k}")
-    for rel in journal["deletes"]:
-        path = join(release_dir, rel)
-        if os.path.exists(path):
-            os.unlink(path)
-        parent = os.path.dirname(path)
-        if rel.startswith("images/") and os.path.isdir(parent) and not os.listdir(parent):
-            os.rmdir(parent)
+    for rel in journal.deletes:
+        storage.remove(storage.join(release_dir, rel))
+        if _per_image(rel):  # its shard folder (images/SSSSS/) may be empty now
+            storage.remove_empty_dir(os.path.dirname(storage.join(release_dir, rel)))
     hook("deleted")
-    for sub in ("parquet", "coco", "sa1b", "index", "images"):
-        _fsync_dir(os.path.join(release_dir, sub))
-    staged_manifest = os.path.join(stage, MANIFEST_NAME)
-    if os.path.exists(staged_manifest):
-        os.replace(staged_manifest, os.path.join(release_dir, MANIFEST_NAME))
-        _fsync_dir(release_dir)
+    for sub in registry.managed_dirs():
+        storage.fsync_dir(os.path.join(release_dir, sub))
+    manifest.swap_in(stage_dir, release_dir)
     hook("manifest")
-    ledger.record_applied(int(journal["release_after"]), [_outcome_from_json(o) for o in journal["outcomes"]],
-                          time=_iso_ledger(journal["time"]))
+
+
+def _per_image(rel: str) -> bool:
+    name = registry.format_of(rel)
+    return name is not None and name != index.NAME and not registry.get(name).listed
+
+
+# ------------------------------------------------------------------------------------------------ 4. record
+def record(ledger: Ledger, release_dir: str, journal: Journal, hook: Hook) -> None:
+    """The ledger marks the requests applied (its history is the takedown's journal of record); the work folder
+    (stage and journal.json) is removed."""
+    ledger.record_applied(journal.release_after, list(journal.outcomes), time=_iso_ledger(journal.time))
     hook("ledger")
-    os.unlink(os.path.join(work, JOURNAL))  # done: from here a leftover stage is only garbage
-    _fsync_dir(work)
+    work = os.path.join(release_dir, WORK_DIR)
+    storage.remove(os.path.join(work, JOURNAL))  # done: from here a leftover stage is only garbage
+    storage.fsync_dir(work)
     shutil.rmtree(work)
-    _fsync_dir(release_dir)
+    storage.fsync_dir(release_dir)
 
 
 def _iso_ledger(stamp: str) -> str:
@@ -336,11 +369,12 @@ def recover(ledger: Ledger, release_dir: str, *, hook: Hook | None = None) -> bo
     if not os.path.isdir(work):
         return False
     journal_path = os.path.join(work, JOURNAL)
-    if os.path.exists(journal_path):
-        journal = json.loads(read_bytes(journal_path))
-        log.warning("finishing an interrupted takedown apply (release %s -> %s)", journal["release_before"],
-                    journal["release_after"])
-        _roll_forward(ledger, release_dir, journal, hook or (lambda _s: None))
+    if storage.exists(journal_path):
+        journal = Journal.from_dict(json.loads(storage.read(journal_path)))
+        log.warning("finishing an interrupted takedown apply (release %s -> %s)", journal.release_before,
+                    journal.release_after)
+        roll_forward(release_dir, journal, hook or (lambda _s: None))
+        record(ledger, release_dir, journal, hook or (lambda _s: None))
     else:
         log.warning("discarding the stage of an interrupted takedown apply (release untouched)")
         shutil.rmtree(work)

@@ -23,7 +23,7 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Callable, Iterator, Sequence
 
-from veilset.pipeline import ids
+from veilset.release import ids, index, manifest
 from veilset.takedown.ledger import NewRequest
 
 log = logging.getLogger(__name__)
@@ -441,17 +441,7 @@ def iter_mbox(path: str, limits: IntakeLimits) -> Iterator[RawMessage]:
 
 def load_release_ids(release_dir: str) -> frozenset[str]:
     """Image IDs of a release from its index files (``index/shard-*.jsonl``)."""
-    import json
-
-    from veilset.pipeline.manifest import join, load_manifest, read_bytes
-
-    manifest = load_manifest(release_dir)
-    out: set[str] = set()
-    for entry in manifest.get("index", []):
-        for line in read_bytes(join(release_dir, entry["path"])).splitlines():
-            if line.strip():
-                out.add(json.loads(line)["image_id"])
-    return frozenset(out)
+    return index.image_ids(release_dir, manifest.load_manifest(release_dir).get("index", []))
 
 
 @dataclass(frozen=True)

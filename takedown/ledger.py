@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 
+from veilset.release import storage
+
 SCHEMA_VERSION = 1
 
 STATES = ("received", "applied", "notified", "quarantined", "review")
@@ -151,7 +153,7 @@ class Ledger:
     def __init__(self, path: str, *, timeout_s: float = 30.0) -> None:
         if not isinstance(path, str) or not path:
             raise ValueError(f"ledger path must be a non-empty string, got {path!r}")
-        if "://" in path:
+        if storage.is_remote(path):
             raise ValueError(f"ledger must be a local SQLite file path, got {path!r}")
         self.path = path
         self._lock = threading.RLock()

@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 
-from veilset.pipeline.manifest import atomic_write_bytes
+from veilset.release.storage import atomic_write
 from veilset.takedown.ledger import Ledger, RequestRow
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def notify_pending(ledger: Ledger, *, smtp: str | None = None, starttls: bool = 
         os.makedirs(outbox, exist_ok=True)
         for req in todo:
             msg = build_receipt(ledger, req, from_addr=from_addr)
-            atomic_write_bytes(os.path.join(outbox, _outbox_name(req)), msg.as_bytes())
+            atomic_write(os.path.join(outbox, _outbox_name(req)), msg.as_bytes())
             ledger.mark_notified(req.id, channel=f"outbox:{_outbox_name(req)}")
             sent += 1
         return NotifyReport(sent, 0, skipped)

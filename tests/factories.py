@@ -8,8 +8,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from veilset.detectors.base import Detection
-from veilset.pipeline import ids
-from veilset.pipeline.records import PublishedImage
+from veilset.release import ids
+from veilset.release.records import PublishedImage
 from veilset.segmentation.base import MaskAnnotation
 
 

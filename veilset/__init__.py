@@ -3,13 +3,14 @@
 This folder is only the front door of the ``veilset`` import namespace. The rooms live in their own top-level
 folders of the repository and are mapped into the namespace by setuptools' ``package_dir`` (``setup.py``):
 
-    pipeline/      -> veilset.pipeline      (options, decode, anonymize, encode, shards, the Beam graph)
+    pipeline/      -> veilset.pipeline      (options, decode, anonymize, encode, the Beam graph)
     detectors/     -> veilset.detectors     (face and plate detectors, registry, Beam ModelHandler, eval)
     segmentation/  -> veilset.segmentation  (mask generators: felzenszwalb, SAM)
+    release/       -> veilset.release       (the release format: ids, layout, manifest, index, formats, storage)
     takedown/      -> veilset.takedown      (e-mailed removal requests, ledger, apply, receipts)
     audit/         -> veilset.audit         (release verification and the compliance report)
 
-Always import them through the namespace (``from veilset.pipeline import ids``), never as bare top-level
+Always import them through the namespace (``from veilset.release import ids``), never as bare top-level
 packages: the folders are not importable as ``pipeline`` etc. once installed, and a second copy of a module
 under another name would mean a second registry. ``veilset.cli`` is the ``veilset`` console script.
 """

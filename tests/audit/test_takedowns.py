@@ -11,7 +11,7 @@ import pytest
 from veilset.audit.findings import FAIL, PASS, TAKEDOWNS
 from veilset.audit.release import Release
 from veilset.audit.takedowns import check_takedowns, open_ledger
-from veilset.pipeline import ids
+from veilset.release import ids, layout, registry
 from tests.audit.conftest import coco_path, load_json, row_of, save_json
 
 
@@ -33,7 +33,7 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
     entry = dict(next(im for im in doc["images"] if im["image_id"] == donor))
     shard = ids.shard_of(built.removed_id, 2)
     entry.update(image_id=built.removed_id, id=int(built.removed_id[3:15], 16),
-                 file_name=ids.image_path(built.removed_id, shard))
+                 file_name=layout.image_path(built.removed_id, shard))
     doc["images"].append(entry)
     save_json(path, doc)
     os.makedirs(os.path.join(root, f"images/{shard:05d}"), exist_ok=True)
@@ -48,7 +48,7 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
 
 def test_reinserted_parquet_row_is_found_despite_compression(built, copy_release):
     root = copy_release()
-    rel = ids.shard_path("parquet", row_of(root, built.image_ids["coffee"])["shard"], 2)
+    rel = registry.shard_path("parquet", row_of(root, built.image_ids["coffee"])["shard"], 2)
     path = os.path.join(root, rel)
     table = pq.read_table(path)
     rows = table.to_pylist()
@@ -97,7 +97,7 @@ def test_release_after_a_real_takedown_passes_and_restoring_an_old_shard_fails(t
     root = tmp_path / "restored"
     shutil.copytree(taken_down.root, root)
     shard = ids.shard_of(taken_down.removed_id, 2)
-    rel = ids.shard_path("parquet", shard, 2)
+    rel = registry.shard_path("parquet", shard, 2)
     shutil.copyfile(os.path.join(taken_down.before, rel), os.path.join(root, rel))
     result = _check(str(root), taken_down.ledger)
     assert result.status == FAIL

@@ -13,10 +13,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from veilset.cli import main
-from veilset.pipeline import ids, jpeg
+from veilset.release import ids, jpeg
 from veilset.pipeline.decode import decode_image
-from veilset.pipeline.manifest import load_manifest
-from veilset.pipeline.shards import read_shard
+from veilset.release.manifest import load_manifest
+from veilset.release.shards import read_shard
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_face_is_anonymized_upright_and_no_metadata_survives(release, inputs):
     for name in ("astronaut.png", "rotated.jpg"):
         image_id = _id_of(str(inputs / name))
         shard = ids.shard_of(image_id, m["num_shards"])
-        [im] = [i for i in read_shard(str(release), m, shard) if i.image_id == image_id]
+        [im] = [i for i in read_shard(str(release), shard, m["num_shards"], m["formats"]) if i.image_id == image_id]
         assert jpeg.metadata_segments(im.jpeg) == []
         assert b"SERIAL-12345" not in im.jpeg and b"secret comment" not in im.jpeg
         assert Image.open(io.BytesIO(im.jpeg)).getexif() == {}
@@ -196,16 +196,21 @@ def test_missing_input_is_an_error(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def _shard_of(release, m: dict, image_id: str) -> list:
+    """Every image of the shard that holds ``image_id``."""
+    return read_shard(str(release), ids.shard_of(image_id, m["num_shards"]), m["num_shards"], m["formats"])
+
+
 def test_clean_jpeg_with_nothing_to_anonymize_is_published_losslessly(release, inputs):
     m = load_manifest(str(release))
     source = (inputs / "clean_landscape.jpg").read_bytes()
     image_id = _id_of(str(inputs / "clean_landscape.jpg"))
-    [im] = [i for i in read_shard(str(release), m, ids.shard_of(image_id, m["num_shards"])) if i.image_id == image_id]
+    [im] = [i for i in _shard_of(release, m, image_id) if i.image_id == image_id]
     assert im.anonymization["encoding"] == "lossless_strip" and im.detections == ()
     assert jpeg.metadata_segments(im.jpeg) == [] and b"owner: someone" not in im.jpeg
     assert np.array_equal(decode_image(im.jpeg), decode_image(source))
     astro_id = _id_of(str(inputs / "astronaut.png"))
-    [astro] = [i for i in read_shard(str(release), m, ids.shard_of(astro_id, m["num_shards"])) if i.image_id == astro_id]
+    [astro] = [i for i in _shard_of(release, m, astro_id) if i.image_id == astro_id]
     assert astro.anonymization["encoding"] == "reencoded"
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from veilset.pipeline import jpeg
+from veilset.release import jpeg
 from veilset.pipeline.decode import decode_image
 from veilset.pipeline.encode import DEFAULT_QUALITY, encode_jpeg, encoder_identity, strip_jpeg_metadata
 from tests import imagegen as g

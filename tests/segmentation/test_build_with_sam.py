@@ -13,7 +13,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 from veilset.cli import main  # noqa: E402
-from veilset.pipeline.manifest import load_manifest  # noqa: E402
+from veilset.release.manifest import load_manifest  # noqa: E402
 from veilset.segmentation.rle import decode_rle  # noqa: E402
 from veilset.segmentation.sam import file_sha256, random_sam  # noqa: E402
 from tests import imagegen  # noqa: E402

@@ -1,4 +1,5 @@
-"""Tiny releases for takedown tests, written with the pipeline's own shard writers (no Beam, no models)."""
+"""Tiny releases for takedown tests, written with the release format's own shard writers and manifest (no Beam,
+no models)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,10 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
-from veilset.pipeline import ids, shards
-from veilset.pipeline.manifest import (FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, atomic_write_bytes, dumps_json,
-                                       load_manifest)
-from veilset.pipeline.records import PublishedImage
+from veilset.release import ids, index, manifest, registry, shards, storage
+from veilset.release.layout import REJECTS_NAME
+from veilset.release.manifest import load_manifest
+from veilset.release.records import PublishedImage
 from tests.factories import published
 
 
@@ -25,19 +26,13 @@ def make_release(root: str, n: int = 24, num_shards: int = 4, formats: Sequence[
     for shard in range(num_shards):
         files += shards.write_shard(root, shard, num_shards, formats,
                                     [im for im in images if ids.shard_of(im.image_id, num_shards) == shard])
-    entry = lambda f: {"format": f.format, "shard": f.shard, "path": f.path, "sha256": f.sha256, "images": f.images}
-    files.sort(key=lambda f: (f.format, f.shard))
-    atomic_write_bytes(os.path.join(root, REJECTS_NAME), b"")
-    manifest = {
-        "format_version": FORMAT_VERSION, "release": 1, "created": "2026-11-25T12:00:00Z", "num_shards": num_shards,
-        "formats": list(shards.validate_formats(formats)),
-        "counts": {"input": n, "published": n, "rejected": 0, "duplicates": 0, "blocked": 0},
-        "rejects_by_reason": {}, "shards": [entry(f) for f in files if f.format != shards.INDEX],
-        "index": [entry(f) for f in files if f.format == shards.INDEX], "rejects": REJECTS_NAME, "config": {},
-        "models": {}, "log": [],
-    }
-    atomic_write_bytes(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))
-    return manifest, images
+    storage.atomic_write(os.path.join(root, REJECTS_NAME), b"")
+    built = manifest.Manifest.for_build(
+        created="2026-11-25T12:00:00Z", num_shards=num_shards, formats=registry.validate_formats(formats),
+        files=files, counts=manifest.Counts(input=n, published=n, rejected=0, duplicates=0, blocked=0),
+        rejects_by_reason={}, config={}, models={})
+    manifest.write(root, built)
+    return built.to_dict(), images
 
 
 def all_bytes(root: str) -> dict[str, bytes]:
@@ -57,7 +52,7 @@ def tree(root: str) -> dict[str, str]:
 
 def release_ids(root: str) -> set[str]:
     m = load_manifest(root)
-    return {r["image_id"] for e in m["index"] for r in shards.read_index(root, e["path"])}
+    return {r["image_id"] for e in m["index"] for r in index.read(root, e["path"])}
 
 
 def assert_gone(root: str, removed, jpegs) -> None:
@@ -93,5 +88,5 @@ def expected_files(root: str) -> set[str]:
     m = load_manifest(root)
     out = {"manifest.json", m["rejects"]} | {e["path"] for e in m["shards"] + m["index"]}
     for e in m["index"]:
-        out |= {r["file_name"] for r in shards.read_index(root, e["path"]) if r["file_name"]}
+        out |= {r["file_name"] for r in index.read(root, e["path"]) if r["file_name"]}
     return out

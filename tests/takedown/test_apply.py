@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from veilset.pipeline import ids, shards
-from veilset.pipeline.manifest import load_manifest
+from veilset.release import ids, shards
+from veilset.release.manifest import load_manifest
 from veilset.takedown.apply import WORK_DIR, ApplyLocked, ReleaseLock, apply_pending
 from veilset.takedown.ledger import Ledger, NewRequest
 from tests.takedown.mails import image_id
@@ -77,7 +77,7 @@ def test_apply_removes_only_from_affected_shards(rel, tmp_path):
     assert ledger.blocked_content_hashes() == {h for v in victims for h in (v.content_sha256, v.sha256)}
     # remaining images still read back complete from every format
     for e in m["index"]:
-        for im in shards.read_shard(root, m, e["shard"]):
+        for im in shards.read_shard(root, e["shard"], m["num_shards"], m["formats"]):
             assert im.jpeg == next(x.jpeg for x in images if x.image_id == im.image_id)
 
 
@@ -231,5 +231,5 @@ def test_apply_on_every_format_combination(tmp_path, formats):
     assert set(tree(root)) == expected_files(root)
     assert_gone(root, [victim.image_id, images[5].image_id], [victim.jpeg, images[5].jpeg])
     m = load_manifest(root)
-    kept = {im.image_id for e in m["index"] for im in shards.read_shard(root, m, e["shard"])}
+    kept = {im.image_id for e in m["index"] for im in shards.read_shard(root, e["shard"], m["num_shards"], m["formats"])}
     assert kept == {im.image_id for im in images} - {victim.image_id, images[5].image_id}

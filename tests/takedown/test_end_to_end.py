@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from veilset.cli import main
-from veilset.pipeline import ids
-from veilset.pipeline.manifest import load_manifest
-from veilset.pipeline.shards import read_index
+from veilset.release import ids
+from veilset.release.manifest import load_manifest
+from veilset.release.index import read as read_index
 from veilset.takedown.ledger import Ledger
 from tests.servers import smtp_server  # noqa: F401 - pytest fixture
 from tests.takedown import mails

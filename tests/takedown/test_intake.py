@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from veilset.pipeline import ids
+from veilset.release import ids
 from veilset.takedown import intake
 from veilset.takedown.intake import IntakeLimits, IntakePolicy, iter_eml, iter_maildir, iter_mbox, parse_message
 from veilset.takedown.ledger import Ledger

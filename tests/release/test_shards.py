@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools.coco import COCO
 
-from veilset.pipeline import ids, shards
+from veilset.release import ids, layout, registry, shards
 from veilset.segmentation.base import MaskAnnotation
 from tests.factories import published
 
@@ -23,7 +23,7 @@ def test_write_read_round_trip_every_format(tmp_path, images):
     assert [f.format for f in written] == ["index", "parquet", "coco", "sa1b"]
     assert all(f.images == 5 for f in written)
     for fmts in (("parquet",), ("sa1b",), ("coco",)):
-        back = shards.read_shard(str(tmp_path), {"num_shards": 4, "formats": list(fmts)}, 2)
+        back = shards.read_shard(str(tmp_path), 2, 4, fmts)
         assert [dataclasses.asdict(b) for b in back] == [dataclasses.asdict(i) for i in sorted(images, key=lambda im: im.image_id)]
 
 
@@ -35,7 +35,7 @@ def test_rewrite_is_byte_identical(tmp_path, images):
 
 def test_parquet_schema_and_huggingface_image_feature(tmp_path, images):
     shards.write_shard(str(tmp_path), 0, 1, ("parquet",), images)
-    path = tmp_path / ids.shard_path("parquet", 0, 1)
+    path = tmp_path / registry.shard_path("parquet", 0, 1)
     table = pq.read_table(path)
     assert table.column_names[:2] == ["image_id", "image"]
     assert table.column("image_id").to_pylist() == sorted(im.image_id for im in images)
@@ -49,7 +49,7 @@ def test_parquet_schema_and_huggingface_image_feature(tmp_path, images):
 
 def test_coco_loads_in_pycocotools_and_file_names_resolve(tmp_path, images):
     shards.write_shard(str(tmp_path), 1, 2, ("coco",), images)
-    coco = COCO(str(tmp_path / ids.shard_path("coco", 1, 2)))
+    coco = COCO(str(tmp_path / registry.shard_path("coco", 1, 2)))
     assert len(coco.getImgIds()) == 5
     for img in coco.loadImgs(coco.getImgIds()):
         path = tmp_path / img["file_name"]
@@ -62,7 +62,7 @@ def test_coco_loads_in_pycocotools_and_file_names_resolve(tmp_path, images):
 def test_sa1b_tar_reads_with_webdataset(tmp_path, images):
     wds = pytest.importorskip("webdataset")
     shards.write_shard(str(tmp_path), 0, 1, ("sa1b",), images)
-    samples = list(wds.WebDataset(str(tmp_path / ids.shard_path("sa1b", 0, 1)), shardshuffle=False))
+    samples = list(wds.WebDataset(str(tmp_path / registry.shard_path("sa1b", 0, 1)), shardshuffle=False))
     assert [s["__key__"] for s in samples] == sorted(im.image_id for im in images)
     meta = json.loads(samples[0]["json"])
     assert set(meta["image"]) == {"image_id", "width", "height", "file_name"}
@@ -76,8 +76,8 @@ def test_rewrite_without_an_image_removes_its_jpeg(tmp_path, images):
     shards.write_shard(str(tmp_path), 0, 1, ALL, images)
     gone = images[0]
     shards.write_shard(str(tmp_path), 0, 1, ALL, images[1:])
-    assert not (tmp_path / ids.image_path(gone.image_id, 0)).exists()
-    for rel in (ids.shard_path(f, 0, 1) for f in ("parquet", "coco", "sa1b", "index")):
+    assert not (tmp_path / layout.image_path(gone.image_id, 0)).exists()
+    for rel in (registry.shard_path(f, 0, 1) for f in ("parquet", "coco", "sa1b", "index")):
         assert gone.image_id.encode() not in (tmp_path / rel).read_bytes()
     shards.delete_shard(str(tmp_path), 0, 1)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
@@ -92,5 +92,5 @@ def test_no_temp_files_left_and_duplicates_refused(tmp_path, images):
 
 def test_formats_validated():
     with pytest.raises(ValueError, match="csv"):
-        shards.validate_formats(["parquet", "csv"])
-    assert shards.validate_formats(["sa1b", "parquet", "parquet"]) == ("parquet", "sa1b")
+        registry.validate_formats(["parquet", "csv"])
+    assert registry.validate_formats(["sa1b", "parquet", "parquet"]) == ("parquet", "sa1b")

@@ -1,6 +1,6 @@
-"""Deterministic identities: image IDs from content, shard numbers and shard names from IDs.
+"""Deterministic identities: image IDs from content, shard numbers from IDs.
 
-Pure functions, no Beam. Every other module derives IDs and shard paths from here only.
+Pure functions, no Beam. Every other module derives IDs and shards from here only (paths: ``layout``).
 """
 from __future__ import annotations
 
@@ -28,30 +28,25 @@ def is_valid_image_id(value: str) -> bool:
     return isinstance(value, str) and _ID_FULL.fullmatch(value) is not None
 
 
+def int_id(image_id: str) -> int:
+    """The ID's first 48 bits as an integer: the shard key, and the COCO integer image id."""
+    return int(image_id[len(ID_PREFIX) : len(ID_PREFIX) + 12], 16)
+
+
 def shard_of(image_id: str, num_shards: int) -> int:
     """Shard number of an image: a pure function of its ID, so a takedown touches exactly one shard."""
     if not is_valid_image_id(image_id):
         raise ValueError(f"not a valid image ID: {image_id!r}")
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    return int(image_id[len(ID_PREFIX) : len(ID_PREFIX) + 12], 16) % num_shards
+    return int_id(image_id) % num_shards
 
 
-def shard_stem(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
+ANNOTATIONS_PER_IMAGE = 10_000  # mask/annotation ids are int_id(image_id) * 10000 + k
 
 
-FORMAT_DIRS = {"parquet": "parquet", "coco": "coco", "sa1b": "sa1b", "index": "index"}
-FORMAT_SUFFIX = {"parquet": ".parquet", "coco": ".json", "sa1b": ".tar", "index": ".jsonl"}
-
-
-def shard_path(fmt: str, shard: int, num_shards: int) -> str:
-    """Path of a shard file relative to the release root, e.g. ``parquet/shard-00003-of-00016.parquet``."""
-    if fmt not in FORMAT_DIRS:
-        raise ValueError(f"unknown shard format {fmt!r}; expected one of {sorted(FORMAT_DIRS)}")
-    return f"{FORMAT_DIRS[fmt]}/{shard_stem(shard, num_shards)}{FORMAT_SUFFIX[fmt]}"
-
-
-def image_path(image_id: str, shard: int) -> str:
-    """Path of a published per-image JPEG relative to the release root (COCO ``file_name``)."""
-    return f"images/{shard:05d}/{image_id}.jpg"
+def annotation_id(image_id: str, k: int) -> int:
+    """ID of an image's k-th mask (COCO annotation id, SA-1B annotation id, Parquet mask id)."""
+    if k >= ANNOTATIONS_PER_IMAGE:
+        raise ValueError(f"{image_id}: more than {ANNOTATIONS_PER_IMAGE} masks")
+    return int_id(image_id) * ANNOTATIONS_PER_IMAGE + k

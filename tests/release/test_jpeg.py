@@ -1,6 +1,6 @@
 import pytest
 
-from veilset.pipeline import jpeg
+from veilset.release import jpeg
 from veilset.pipeline.encode import encode_jpeg
 from tests import imagegen as g
 

@@ -1,6 +1,6 @@
 import pytest
 
-from veilset.pipeline import ids
+from veilset.release import ids
 
 
 def test_image_id_is_prefix_of_content_hash_and_stable():
@@ -39,9 +39,9 @@ def test_shard_of_validates():
         ids.shard_of("nope", 4)
 
 
-def test_paths():
-    assert ids.shard_path("parquet", 3, 16) == "parquet/shard-00003-of-00016.parquet"
-    assert ids.shard_path("index", 0, 1) == "index/shard-00000-of-00001.jsonl"
-    assert ids.image_path("sa_" + "a" * 32, 7) == "images/00007/sa_" + "a" * 32 + ".jpg"
-    with pytest.raises(ValueError, match="unknown shard format"):
-        ids.shard_path("csv", 0, 1)
+def test_int_id_and_annotation_ids():
+    image_id = "sa_" + "00000000000a" + "f" * 20
+    assert ids.int_id(image_id) == 10 and ids.shard_of(image_id, 4) == 2
+    assert ids.annotation_id(image_id, 3) == 10 * ids.ANNOTATIONS_PER_IMAGE + 3
+    with pytest.raises(ValueError, match="more than"):
+        ids.annotation_id(image_id, ids.ANNOTATIONS_PER_IMAGE)

@@ -1,0 +1,73 @@
+"""The release log: the takedown history a release carries in its manifest (``log``), one entry per request.
+
+The only place where removed image IDs may appear in a release (the audit trail: which request removed which
+IDs from which shard files, with the files' hashes before and after).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from veilset.release import ids, layout
+
+
+@dataclass(frozen=True)
+class ShardChange:
+    """One shard file a request changed: its hash before, and after (None: deleted, the shard emptied)."""
+
+    path: str
+    old_sha256: str
+    new_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "old_sha256": self.old_sha256, "new_sha256": self.new_sha256}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ShardChange":
+        return cls(str(d["path"]), str(d["old_sha256"]), d.get("new_sha256"))
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    release: int  # the release this request's removals first appear in
+    time: str
+    request: str  # the request's Message-ID
+    removed: tuple[str, ...]  # sorted image IDs
+    shards: tuple[ShardChange, ...]
+    request_id: int | None = None  # the ledger's request id
+    not_found: tuple[str, ...] | None = None  # sorted IDs the request named that the release never had
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"release": self.release, "time": self.time, "request": self.request}
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
+        out["removed"] = list(self.removed)
+        if self.not_found is not None:
+            out["not_found"] = list(self.not_found)
+        out["shards"] = [s.to_dict() for s in self.shards]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LogEntry":
+        not_found = d.get("not_found")
+        return cls(int(d["release"]), str(d["time"]), str(d["request"]), tuple(d["removed"]),
+                   tuple(ShardChange.from_dict(s) for s in d["shards"]), d.get("request_id"),
+                   None if not_found is None else tuple(not_found))
+
+
+def entry_for_request(*, release: int, time: str, request: str, request_id: int, removed: Sequence[str],
+                      not_found: Sequence[str], num_shards: int, old_sha256: Mapping[str, str],
+                      new_sha256: Mapping[str, str | None]) -> LogEntry:
+    """The log entry of one applied request: the files (of every format) of the shards its removals touched.
+
+    ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files (absent: deleted).
+    """
+    touched = {ids.shard_of(i, num_shards) for i in removed}
+    files = [p for p in sorted(old_sha256) if layout.shard_number(p) in touched]
+    changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(p)) for p in files)
+    return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)))
+
+
+def removed_ids(log: Sequence[LogEntry]) -> frozenset[str]:
+    """Every image ID the log says was removed."""
+    return frozenset(i for e in log for i in e.removed)

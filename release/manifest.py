@@ -1,0 +1,177 @@
+"""``manifest.json``: one versioned frozen dataclass, written and read here only.
+
+The build creates release 1 (``Manifest.for_build``); a takedown derives release N+1 (``Manifest.after_takedown``).
+The JSON is canonical (sorted keys, indent 1), so equal manifests give equal bytes. ``load_manifest`` returns the
+raw dict (format version checked) for readers that must cope with a damaged manifest (the audit).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from veilset.release import layout, storage
+from veilset.release.canonical import dumps_json
+from veilset.release.index import NAME as INDEX
+from veilset.release.log import LogEntry
+from veilset.release.records import ShardFile
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = layout.MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Where every input went. ``removed`` appears with the first takedown."""
+
+    input: int
+    published: int
+    rejected: int
+    duplicates: int
+    blocked: int
+    removed: int | None = None
+
+    def conserved(self) -> bool:
+        out = self.published + self.rejected + self.duplicates + self.blocked + (self.removed or 0)
+        return self.input == out
+
+    def to_dict(self) -> dict[str, int]:
+        out = {"input": self.input, "published": self.published, "rejected": self.rejected,
+               "duplicates": self.duplicates, "blocked": self.blocked}
+        if self.removed is not None:
+            out["removed"] = self.removed
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Counts":
+        removed = d.get("removed")
+        return cls(int(d["input"]), int(d["published"]), int(d["rejected"]), int(d["duplicates"]),
+                   int(d["blocked"]), None if removed is None else int(removed))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    release: int
+    created: str
+    num_shards: int
+    formats: tuple[str, ...]
+    counts: Counts
+    rejects_by_reason: dict[str, int]
+    shards: tuple[ShardFile, ...]  # data files of every listed format, sorted by (format, shard)
+    index: tuple[ShardFile, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    log: tuple[LogEntry, ...] = ()
+    rejects: str = layout.REJECTS_NAME
+    format_version: int = FORMAT_VERSION
+
+    # ------------------------------------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version, "release": self.release, "created": self.created,
+            "num_shards": self.num_shards, "formats": list(self.formats), "counts": self.counts.to_dict(),
+            "rejects_by_reason": dict(self.rejects_by_reason),
+            "shards": [f.to_dict() for f in self.shards], "index": [f.to_dict() for f in self.index],
+            "rejects": self.rejects, "config": self.config, "models": self.models,
+            "log": [e.to_dict() for e in self.log],
+        }
+
+    def to_bytes(self) -> bytes:
+        return dumps_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Manifest":
+        _check_version(d, MANIFEST_NAME)
+        return cls(
+            release=int(d["release"]), created=str(d["created"]), num_shards=int(d["num_shards"]),
+            formats=tuple(d["formats"]), counts=Counts.from_dict(d["counts"]),
+            rejects_by_reason={str(k): int(v) for k, v in d["rejects_by_reason"].items()},
+            shards=tuple(ShardFile.from_dict(e) for e in d["shards"]),
+            index=tuple(ShardFile.from_dict(e) for e in d["index"]), config=dict(d["config"]),
+            models=dict(d["models"]), log=tuple(LogEntry.from_dict(e) for e in d.get("log", [])),
+            rejects=str(d["rejects"]), format_version=int(d["format_version"]))
+
+    # ------------------------------------------------------------------------------------------------ queries
+    def files(self) -> tuple[ShardFile, ...]:
+        """Every listed shard file: data files, then index files."""
+        return self.shards + self.index
+
+    def listed_paths(self) -> set[str]:
+        """Relative paths of every file this manifest accounts for (shards, index, rejects, manifest)."""
+        return {MANIFEST_NAME, self.rejects, *(f.path for f in self.files())}
+
+    def shard_numbers(self) -> tuple[int, ...]:
+        """Shards that hold images (those with an index file)."""
+        return tuple(sorted({f.shard for f in self.index}))
+
+    # ------------------------------------------------------------------------------------------------ releases
+    @classmethod
+    def for_build(cls, *, created: str, num_shards: int, formats: Sequence[str], files: Sequence[ShardFile],
+                  counts: Counts, rejects_by_reason: Mapping[str, int], config: dict[str, Any],
+                  models: dict[str, Any]) -> "Manifest":
+        """Release 1 of a build. Raises RuntimeError when the counts do not add up (a bug, never data)."""
+        files = sorted(files, key=lambda f: (f.format, f.shard))
+        index = tuple(f for f in files if f.format == INDEX)
+        if counts.published != sum(f.images for f in index) or not counts.conserved():
+            raise RuntimeError(f"count conservation violated: {counts.to_dict()}")
+        return cls(release=1, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
+                   rejects_by_reason=dict(sorted(rejects_by_reason.items())),
+                   shards=tuple(f for f in files if f.format != INDEX), index=index, config=config,
+                   models=models)
+
+    def after_takedown(self, *, touched: set[int], rewritten: Mapping[str, ShardFile], removed: int,
+                       entries: Sequence[LogEntry]) -> "Manifest":
+        """Release N+1: the files of the ``touched`` shards replaced by their ``rewritten`` versions (a file
+        not rewritten is gone), ``removed`` images moved from published to removed, ``entries`` appended to the
+        log."""
+        def update(files: tuple[ShardFile, ...]) -> tuple[ShardFile, ...]:
+            return tuple(rewritten[f.path] if f.shard in touched else f for f in files
+                         if f.shard not in touched or f.path in rewritten)
+
+        counts = replace(self.counts, published=self.counts.published - removed,
+                         removed=(self.counts.removed or 0) + removed)
+        return replace(self, release=self.release + 1, counts=counts, shards=update(self.shards),
+                       index=update(self.index), log=self.log + tuple(entries))
+
+
+def _check_version(d: Mapping[str, Any], where: str) -> None:
+    if d.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{where}: unsupported format_version {d.get('format_version')!r}")
+
+
+def path(release_dir: str) -> str:
+    return storage.join(release_dir, MANIFEST_NAME)
+
+
+def load_manifest(release_dir: str) -> dict[str, Any]:
+    """The manifest as a plain dict (format version checked, nothing else): for readers that report problems."""
+    where = path(release_dir)
+    try:
+        data = storage.read(where)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {release_dir!r}: not a veilset release") from None
+    manifest = json.loads(data)
+    _check_version(manifest, where)
+    return manifest
+
+
+def read(release_dir: str) -> Manifest:
+    """The manifest of the release in ``release_dir``."""
+    return Manifest.from_dict(load_manifest(release_dir))
+
+
+def write(release_dir: str, manifest: Manifest) -> None:
+    """Write ``release_dir/manifest.json`` atomically (the build's last step; a takedown's commit point stages
+    it in its work folder and renames it over the old one)."""
+    storage.atomic_write(path(release_dir), manifest.to_bytes())
+
+
+def swap_in(stage_dir: str, release_dir: str) -> bool:
+    """The commit of a release change: rename the manifest staged (``write(stage_dir, ...)``) over the release's,
+    atomically. False when nothing is staged (already swapped: reruns are idempotent)."""
+    staged = path(stage_dir)
+    if not storage.exists(staged):
+        return False
+    storage.move(staged, path(release_dir))
+    storage.fsync_dir(release_dir)
+    return True
