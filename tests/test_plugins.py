@@ -1,0 +1,113 @@
+"""veilset.plugins: options (Arg/Args), availability, the registry."""
+from __future__ import annotations
+
+import pytest
+
+from veilset import plugins
+from veilset.plugins import Arg, Args, Plugin, Registry
+
+
+def test_arg_parses_strings_and_values_and_names_the_bad_value():
+    threshold = Arg("threshold", "float", 0.5, "score", lo=0.0, hi=1.0)
+    assert threshold.parse("0.25") == 0.25 and threshold.parse(0.25) == 0.25 and threshold.parse(None) is None
+    with pytest.raises(ValueError, match=r"threshold must be in \[0.0, 1.0\], got '1.5'"):
+        threshold.parse("1.5")
+    with pytest.raises(ValueError, match="threshold must be a number, got 'abc'"):
+        threshold.parse("abc")
+    with pytest.raises(ValueError, match="'nan'"):
+        Arg("x", "float").parse("nan")
+    assert Arg("n", "int", lo=1).parse("3") == 3
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got '0'"):
+        Arg("n", "int", lo=1).parse("0")
+    with pytest.raises(ValueError, match=r"c must be in \(0, 1\], got '0'"):
+        Arg("c", "float", gt=0, hi=1).parse("0")
+    assert Arg("b", "bool").parse("yes") is True and Arg("b", "bool").parse(False) is False
+    with pytest.raises(ValueError, match="p must be one of a, b; got 'c'"):
+        Arg("p", "choice", choices=("a", "b")).parse("c")
+    assert Arg("s", "floats", gt=0).parse("100,300") == (100.0, 300.0) == Arg("s", "floats").parse((100, 300))
+    with pytest.raises(ValueError, match="'-1'"):
+        Arg("s", "floats", gt=0).parse("100,-1")
+    with pytest.raises(ValueError, match="m: no such file '/nonexistent.onnx'"):
+        Arg("m", "path").parse("/nonexistent.onnx")
+    assert Arg("d", "text", convert=str.upper).parse("cpu") == "CPU"
+
+
+def test_arg_describes_itself_and_refuses_bad_declarations():
+    assert Arg("t", "float", lo=0.0, hi=1.0).describe() == "float in [0.0, 1.0]"
+    assert Arg("p", "choice", choices=("a", "b")).describe() == "one of a|b"
+    assert Arg("m", "path").describe() == "path"
+    with pytest.raises(ValueError, match="kind"):
+        Arg("x", "complex")
+    with pytest.raises(ValueError, match="needs choices"):
+        Arg("x", "choice")
+    with pytest.raises(ValueError, match="name"):
+        Arg("Bad-Name", "int")
+
+
+def test_args_fill_defaults_and_reject_unknown_names():
+    args = Args(Arg("a", "int", 1, lo=0), Arg("b", "float", None))
+    assert args.names == ("a", "b") and len(args) == 2 and args["a"].default == 1
+    assert args.parse({}, "x") == {"a": 1, "b": None}
+    assert args.parse({"b": "2"}, "x") == {"a": 1, "b": 2.0}
+    assert args.parse_given({"b": "2"}, "x") == {"b": 2.0}
+    with pytest.raises(ValueError, match="x: unknown option\\(s\\) bogus, zz; accepted: a, b"):
+        args.parse({"zz": 1, "bogus": 2}, "x")
+    with pytest.raises(ValueError, match="twice"):
+        Args(Arg("a", "int"), Arg("a", "float"))
+
+
+def test_availability_looks_modules_up_without_importing_them():
+    assert plugins.needs_modules("json").ok
+    missing = plugins.needs_modules("json", "no_such_module_veilset", hint="pip install it")
+    assert not missing.ok and "no_such_module_veilset not installed (install: pip install it)" == missing.reason
+    assert str(missing).startswith("NOT available: ") and str(plugins.available("needs X")) == "available (needs X)"
+    broken = Plugin("thing", "broken", builder=dict, check=lambda: 1 / 0)
+    assert not broken.availability().ok and "ZeroDivisionError" in broken.availability().reason
+
+
+def _registry() -> Registry:
+    return Registry("thing", "veilset.test_things_no_such_group", {"dicty": "tests.test_plugins:DICTY"})
+
+
+DICTY = Plugin("thing", "dicty", builder=dict, args=Args(Arg("size", "int", 1, lo=1)), summary="a dict")
+
+
+def test_registry_builds_with_converted_options_and_names_bad_values():
+    reg = _registry()
+    assert reg.names() == ["dicty"] and reg.problems() == {}
+    assert reg.build("dicty", {"size": "3"}) == {"size": 3}
+    with pytest.raises(ValueError, match="unknown thing 'nope'; available: dicty"):
+        reg.build("nope")
+    with pytest.raises(ValueError, match="dicty: unknown option\\(s\\) colour; accepted: size"):
+        reg.build("dicty", {"colour": "red"})
+    with pytest.raises(ValueError, match="size must be an integer >= 1, got '0'"):
+        reg.build("dicty", {"size": "0"})
+    with pytest.raises(ValueError, match="dicty takes only key=value options, got 'x'"):
+        reg.build("dicty", {}, "x")
+
+
+def test_registry_add_remove_and_positional():
+    reg = _registry()
+    pos = reg.add(Plugin("thing", "pos", builder=lambda positional, **kw: (positional, kw), positional="A:B",
+                         args=Args(Arg("k", "bool", False))))
+    assert reg.names() == ["dicty", "pos"] and pos.usage() == "pos:A:B[:key=value,...]"
+    assert reg.build("pos", {"k": "yes"}, "a:b") == ("a:b", {"k": True})
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add(Plugin("thing", "dicty", builder=dict))
+    with pytest.raises(ValueError, match="cannot be registered"):
+        reg.add(Plugin("other", "x", builder=dict))
+    reg.remove("pos")
+    assert reg.names() == ["dicty"]
+    with pytest.raises(ValueError, match="not one added"):
+        reg.remove("dicty")
+
+
+def test_a_reference_that_is_not_a_plugin_is_reported_not_raised_when_listing():
+    reg = Registry("thing", "veilset.test_things_no_such_group",
+                   {"dicty": "tests.test_plugins:DICTY", "bad": "tests.test_plugins:_registry",
+                    "gone": "tests.no_such_module:X"})
+    assert [p.name for p in reg.plugins()] == ["dicty"]
+    problems = reg.problems()
+    assert "is not a veilset.plugins.Plugin" in problems["bad"] and "ModuleNotFoundError" in problems["gone"]
+    with pytest.raises(ValueError, match="'gone'.*cannot be loaded"):
+        reg.get("gone")
