@@ -36,46 +36,41 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from veilset.plugins import Arg, Args, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 from veilset.segmentation.rle import upsampled_window_rle
-from veilset.segmentation.spec import convert_options, to_float, to_floats, to_int
 
+NAME = "felzenszwalb"
 ALGORITHM_VERSION = 1
+
+ARGS = Args(
+    Arg("scales", "floats", (100.0, 300.0, 1000.0), "Felzenszwalb scales (distinct; one mask level each)", gt=0),
+    Arg("sigma", "float", 0.8, "Gaussian smoothing before segmenting", lo=0),
+    Arg("work_max_side", "int", 512, "segment at most this long side (then upsample the masks)", lo=16),
+    Arg("min_area", "int", 100, "least mask area in full-resolution pixels (smaller holes are filled)", lo=1),
+    Arg("max_coverage", "float", 0.95, "drop masks covering this fraction of the image or more", gt=0, hi=1),
+    Arg("nms_iou", "float", 0.7, "mask IoU above which the less stable of two masks is dropped", gt=0, hi=1),
+    Arg("max_masks", "int", 200, "at most this many masks per image", lo=1),
+)
 
 
 @dataclass(frozen=True)
 class FelzenszwalbOptions:
-    scales: tuple[float, ...] = (100.0, 300.0, 1000.0)
-    sigma: float = 0.8
-    work_max_side: int = 512
-    min_area: int = 100
-    max_coverage: float = 0.95
-    nms_iou: float = 0.7
-    max_masks: int = 200
+    """The settings (defaults and ranges: ``ARGS``)."""
+
+    scales: tuple[float, ...] = ARGS["scales"].default
+    sigma: float = ARGS["sigma"].default
+    work_max_side: int = ARGS["work_max_side"].default
+    min_area: int = ARGS["min_area"].default
+    max_coverage: float = ARGS["max_coverage"].default
+    nms_iou: float = ARGS["nms_iou"].default
+    max_masks: int = ARGS["max_masks"].default
 
     def __post_init__(self) -> None:
-        if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
-            raise ValueError(f"felzenszwalb: scales must be positive numbers, got {self.scales!r}")
+        for arg in ARGS:  # the options' one source of truth: names, ranges (as the spec strings are checked)
+            object.__setattr__(self, arg.name, arg.parse(getattr(self, arg.name)))
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"felzenszwalb: scales must be distinct, got {self.scales!r}")
-        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
-            raise ValueError(f"felzenszwalb: sigma must be >= 0, got {self.sigma!r}")
-        if self.work_max_side < 16:
-            raise ValueError(f"felzenszwalb: work_max_side must be >= 16, got {self.work_max_side!r}")
-        if self.min_area < 1:
-            raise ValueError(f"felzenszwalb: min_area must be >= 1, got {self.min_area!r}")
-        if not 0 < self.max_coverage <= 1:
-            raise ValueError(f"felzenszwalb: max_coverage must be in (0, 1], got {self.max_coverage!r}")
-        if not 0 < self.nms_iou <= 1:
-            raise ValueError(f"felzenszwalb: nms_iou must be in (0, 1], got {self.nms_iou!r}")
-        if self.max_masks < 1:
-            raise ValueError(f"felzenszwalb: max_masks must be >= 1, got {self.max_masks!r}")
-
-
-_CONVERTERS = {
-    "scales": to_floats, "sigma": to_float, "work_max_side": to_int, "min_area": to_int,
-    "max_coverage": to_float, "nms_iou": to_float, "max_masks": to_int,
-}
 
 
 def _components(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
@@ -120,14 +115,13 @@ def _fill_small_holes(crop: np.ndarray, max_hole: float) -> np.ndarray:
 class FelzenszwalbMaskGenerator:
     """Multi-scale Felzenszwalb segmentation as SA-1B-style annotations (no model; see module docstring)."""
 
-    name = "felzenszwalb"
+    name = NAME
 
     def __init__(self, options: FelzenszwalbOptions | None = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
             raise ValueError("felzenszwalb: pass either options or keyword settings, not both")
         if options is None:
-            values = convert_options(kwargs, _CONVERTERS, self.name)
-            options = FelzenszwalbOptions(**values)
+            options = FelzenszwalbOptions(**ARGS.parse_given(kwargs, self.name))
         self.options = options
 
     def identity(self) -> dict[str, Any]:
@@ -261,7 +255,6 @@ class FelzenszwalbMaskGenerator:
         )
 
 
-def build(positional: str, options: dict[str, str]) -> FelzenszwalbMaskGenerator:
-    if positional:
-        raise ValueError(f"felzenszwalb takes only key=value options, got {positional!r}")
-    return FelzenszwalbMaskGenerator(**options)
+PLUGIN = Plugin("mask generator", NAME, FelzenszwalbMaskGenerator, ARGS,
+                check=lambda: needs_modules("skimage", "scipy", "cv2", "pycocotools"),
+                summary="offline multi-scale graph segmentation (no model, no weights); the default")
