@@ -1,4 +1,5 @@
-"""veilset.plugins: options (Arg/Args), availability, the registry."""
+"""veilset.plugins: options (Arg/Args), availability, the registry; and that detectors, mask generators and audit
+checks all go through it."""
 from __future__ import annotations
 
 import pytest
@@ -111,3 +112,31 @@ def test_a_reference_that_is_not_a_plugin_is_reported_not_raised_when_listing():
     assert "is not a veilset.plugins.Plugin" in problems["bad"] and "ModuleNotFoundError" in problems["gone"]
     with pytest.raises(ValueError, match="'gone'.*cannot be loaded"):
         reg.get("gone")
+
+
+def test_every_room_uses_the_one_registry():
+    from veilset.audit.checks import CHECKS
+    from veilset.detectors.registry import DETECTORS
+    from veilset.segmentation.registry import MASKS
+
+    assert DETECTORS.names() == ["centerface", "plates", "clpdet", "pptext", "retinaface", "egoblur_face",
+                                 "egoblur_plate", "none"]
+    assert MASKS.names()[:4] == ["felzenszwalb", "sam", "sam2", "none"]
+    assert CHECKS.names()[:6] == ["integrity", "takedowns", "metadata", "anonymization", "residual_faces", "masks"]
+    for registry in (DETECTORS, MASKS, CHECKS):
+        assert all(isinstance(p, Plugin) and p.kind == registry.kind for p in registry.plugins())
+        assert registry.problems() == {}
+    assert {p.name for p in DETECTORS.plugins() if "face" in p.tags} == {"centerface", "retinaface", "egoblur_face"}
+
+
+def test_detector_options_have_one_source_of_truth():
+    """The constructor and the registry read the same Args: defaults, ranges and names."""
+    from veilset.detectors import centerface
+    from veilset.detectors.registry import DETECTORS, build_detector
+
+    spec = DETECTORS.get("centerface").args
+    assert spec is centerface.ARGS and spec["threshold"].default == centerface.DEFAULT_THRESHOLD
+    det = build_detector("centerface")
+    assert (det.threshold, det.nms_iou, det.preset) == (spec["threshold"].default, spec["nms"].default, "default")
+    with pytest.raises(ValueError, match="'7'"):
+        centerface.CenterFaceDetector(threshold="7")

@@ -1,7 +1,8 @@
 """``veilset`` console script: one parser, one module per subcommand (``add_arguments`` + ``run``).
 
-Each room owns its subcommands; this front door only dispatches. Only the chosen subcommand's module is
-imported, so ``veilset takedown status`` need not import Beam.
+Each room owns its subcommands; this front door dispatches, and reads what one room needs from another before
+the room runs (``veilset.api.cli_inputs``: the takedown ledger for build and audit, handed down as data). Only
+the chosen subcommand's module is imported, so ``veilset takedown status`` need not import Beam.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from veilset import __version__
+from veilset import __version__, api
 from veilset.pipeline import cli as pipeline_cli
 
 SUBCOMMANDS = {
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         pipeline_cli.quiet_beam_logging()
     try:
+        api.cli_inputs(args)
         return int(args._run(args) or 0)
     except ValueError as err:  # option validation: the message names the bad value
         print(f"veilset {args.command}: error: {err}", file=sys.stderr)
