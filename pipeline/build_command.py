@@ -12,8 +12,11 @@ import sys
 import time
 from typing import Any
 
+from veilset.detectors.base import FACE, LICENSE_PLATE
+from veilset.detectors.registry import names_for
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
+from veilset.segmentation.registry import MASKS
 
 LOG = logging.getLogger("veilset.build")
 
@@ -28,12 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"number of shards (default: ceil(inputs / {opt.IMAGES_PER_SHARD}))")
     p.add_argument("--formats", default=None,
                    help=f"comma-separated shard formats: parquet, coco, sa1b (default: {','.join(opt.DEFAULT_FORMATS)})")
+    faces, plates, masks = ", ".join(names_for(FACE)), ", ".join(names_for(LICENSE_PLATE)), ", ".join(MASKS.names())
     p.add_argument("--face-detector", default=None, metavar="NAME[:ARGS]",
-                   help=f"face detector (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a warning)")
+                   help=f"face detector: {faces} (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a "
+                        f"warning; `veilset detectors` lists their ARGS)")
     p.add_argument("--plate-detector", default=None, metavar="NAME[:ARGS]",
-                   help=f"licence-plate detector (default: {opt.DEFAULT_PLATE_DETECTOR}; 'none' disables)")
+                   help=f"licence-plate detector: {plates} (default: {opt.DEFAULT_PLATE_DETECTOR}; 'none' disables)")
     p.add_argument("--masks", default=None, metavar="NAME[:ARGS]|none",
-                   help=f"automatic mask generator (default: {opt.DEFAULT_MASKS}; e.g. sam:vit_b:/path/sam.pth)")
+                   help=f"automatic mask generator: {masks} (default: {opt.DEFAULT_MASKS}; e.g. "
+                        f"sam:vit_b:/path/sam.pth)")
     p.add_argument("--device", default=None, help="device for torch models (cpu, cuda; default: cuda when present)")
     p.add_argument("--max-short-side", type=int, default=None,
                    help="cap the shortest side of published images (default 1500 as SA-1B; 0 disables)")

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     **pipeline_cli.SUBCOMMANDS,  # build, eval
     "takedown": ("veilset.takedown.cli", "ingest, apply and answer e-mailed removal requests"),
     "audit": ("veilset.audit.cli", "verify a release end to end and write a compliance report"),
+    "detectors": ("veilset.catalog", "list the detectors, mask generators and audit checks, their options, and "
+                                     "which can run here"),
 }
 
 
