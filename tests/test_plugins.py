@@ -2,6 +2,8 @@
 checks all go through it."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from veilset import plugins
@@ -140,3 +142,60 @@ def test_detector_options_have_one_source_of_truth():
     assert (det.threshold, det.nms_iou, det.preset) == (spec["threshold"].default, spec["nms"].default, "default")
     with pytest.raises(ValueError, match="'7'"):
         centerface.CenterFaceDetector(threshold="7")
+
+
+def test_built_in_references_stay_inside_their_room():
+    """A registry imports its built-ins by name: those names must be modules of the registry's own room."""
+    from veilset.audit.checks import CHECKS
+    from veilset.detectors.registry import DETECTORS
+    from veilset.segmentation.registry import MASKS
+
+    for registry, room in ((DETECTORS, "veilset.detectors."), (MASKS, "veilset.segmentation."),
+                           (CHECKS, "veilset.audit.")):
+        refs = registry.builtins
+        assert refs and all(ref.startswith(room) and ":" in ref for ref in refs.values()), refs
+
+
+def test_veilset_detectors_lists_options_defaults_and_availability(capsys):
+    from veilset.cli import main
+
+    assert main(["detectors"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("detectors (veilset build --face-detector / --plate-detector NAME[:key=value,...]):")
+    assert "  centerface[:key=value,...] [face]: available\n" in text
+    assert "      threshold=0.1 " in text and "float in [0.0, 1.0]" in text
+    assert "  sam:MODEL_TYPE:CHECKPOINT[:key=value,...]: " in text and "\nmask generators (" in text
+    assert "  residual_faces: available" in text and "      --sample -" in text
+    for name in ("plates", "clpdet", "pptext", "retinaface", "egoblur_face", "egoblur_plate", "none", "felzenszwalb",
+                 "sam2", "integrity", "takedowns", "metadata", "anonymization", "masks"):
+        assert f"\n  {name}" in text, name
+    assert main(["detectors", "--json"]) == 0
+    cat = json.loads(capsys.readouterr().out)
+    [plates] = [d for d in cat["detectors"] if d["name"] == "plates"]
+    assert plates["available"] and plates["tags"] == ["license_plate"] and cat["problems"] == {}
+    assert {"name": "max_text", "type": "int in [0, 100]", "default": 1,
+            "help": "text boxes kept per image that overlap no clp_det box"} in plates["args"]
+
+
+def test_build_help_names_the_detectors_and_mask_generators(capsys):
+    from veilset.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "face detector: centerface, retinaface, egoblur_face, none (default: centerface" in text
+    assert "licence-plate detector: plates, clpdet, pptext, egoblur_plate, none (default: plates" in text
+    assert "automatic mask generator: felzenszwalb, sam, sam2, none (default: felzenszwalb" in text
+
+
+def test_cli_errors_name_the_bad_value(tmp_path, capsys):
+    from veilset.cli import main
+
+    (tmp_path / "in.png").write_bytes(b"")
+    for flag, spec, bad in (("--face-detector", "nosuch", "unknown detector 'nosuch'"),
+                            ("--face-detector", "centerface:threshold=7", "threshold must be in [0.0, 1.0], got '7'"),
+                            ("--masks", "felzenszwalb:sigma=-1", "sigma must be >= 0, got '-1'"),
+                            ("--plate-detector", "plates:colour=red", "plates: unknown option(s) colour")):
+        assert main(["build", str(tmp_path / "in.png"), "--output", str(tmp_path / "out"), flag, spec]) == 2
+        err = capsys.readouterr().err
+        assert bad in err and "Traceback" not in err, err

@@ -12,11 +12,11 @@ from veilset.detectors.registry import DETECTORS
 from veilset.plugins import Arg, Plugin, Registry
 from veilset.segmentation.registry import MASKS
 
-# (registry, JSON key, heading: where the names are used)
+# (registry, JSON key, heading: where the names are used). Audit checks take no spec: their options are flags.
 SECTIONS: tuple[tuple[Registry, str, str], ...] = (
     (DETECTORS, "detectors", "veilset build --face-detector / --plate-detector NAME[:key=value,...]"),
     (MASKS, "mask_generators", "veilset build --masks NAME[:POSITIONAL][:key=value,...]"),
-    (CHECKS, "audit_checks", "veilset audit; options are veilset audit's flags"),
+    (CHECKS, "audit_checks", "veilset audit; their options are its flags"),
 )
 
 
@@ -40,14 +40,17 @@ def arg_dict(arg: Arg) -> dict[str, Any]:
             or isinstance(arg.default, (bool, int, float, str)) else list(arg.default), "help": arg.help}
 
 
-def plugin_dict(plugin: Plugin) -> dict[str, Any]:
+def plugin_dict(plugin: Plugin, flags: bool = False) -> dict[str, Any]:
+    """``flags``: the options are command-line flags (``--sample``), not ``key=value`` items of a spec."""
     state = plugin.availability()
-    return {"name": plugin.name, "usage": plugin.usage(), "tags": list(plugin.tags), "summary": plugin.summary,
-            "available": state.ok, "reason": state.reason, "args": [arg_dict(a) for a in plugin.args]}
+    args = [dict(arg_dict(a), name="--" + a.name.replace("_", "-")) if flags else arg_dict(a) for a in plugin.args]
+    return {"name": plugin.name, "usage": plugin.name if flags else plugin.usage(), "tags": list(plugin.tags),
+            "summary": plugin.summary, "available": state.ok, "reason": state.reason, "args": args}
 
 
 def catalog() -> dict[str, Any]:
-    out: dict[str, Any] = {key: [plugin_dict(p) for p in registry.plugins()] for registry, key, _ in SECTIONS}
+    out: dict[str, Any] = {key: [plugin_dict(p, flags=registry is CHECKS) for p in registry.plugins()]
+                           for registry, key, _ in SECTIONS}
     out["problems"] = {f"{registry.kind} {name}": why for registry, _, _ in SECTIONS
                        for name, why in registry.problems().items()}
     return out
@@ -60,7 +63,8 @@ def format_plugin(plugin: dict[str, Any]) -> list[str]:
     if plugin["summary"]:
         lines.append(f"      {plugin['summary']}")
     for arg in plugin["args"]:
-        lines.append(f"      {arg['name'] + '=' + str(_value(arg['default'])):<28} {arg['type']:<24} {arg['help']}")
+        sep = " " if arg["name"].startswith("--") else "="
+        lines.append(f"      {arg['name'] + sep + str(_value(arg['default'])):<32} {arg['type']:<22} {arg['help']}")
     return lines
 
 

@@ -295,6 +295,11 @@ class Registry:
         self._scanned = False
 
     # -- discovery
+    @property
+    def builtins(self) -> dict[str, str]:
+        """The built-in plugins: name -> ``"module:attr"``."""
+        return {name: self._refs[name][0] for name in self._builtin}
+
     def _scan(self) -> None:
         if self._scanned:
             return
