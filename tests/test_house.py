@@ -134,7 +134,8 @@ def test_wheel_holds_only_the_veilset_namespace(tmp_path):
     assert re.fullmatch(r"veilset-[^/-]+\.dist-info", dist_info)
     assert {n.split("/")[0] for n in names} == {"veilset", dist_info}
     assert sorted(record) == sorted(names)
-    expected = {f"veilset/{f}" for f in ("__init__.py", "__main__.py", "cli.py")}
+    expected = {f"veilset/{p.name}" for p in (REPO / "veilset").glob("*.py")}
+    assert {"veilset/plugins.py", "veilset/cli.py", "veilset/api.py"} <= expected
     for room in ROOMS:
         expected |= {f"veilset/{room}/{p.name}" for p in (REPO / room).glob("*.py")}
     assert expected <= set(names), sorted(expected - set(names))
