@@ -4,7 +4,6 @@ lines, file names, and the raw bytes of every other file."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable

@@ -28,7 +28,6 @@ Deterministic: no randomness anywhere; ties are broken by a fixed order.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
