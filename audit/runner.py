@@ -79,13 +79,13 @@ def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample:
         raise ValueError(f"unknown checks {unknown!r}; choose from {', '.join(names)}")
     if sample is not None and sample < 1:
         raise ValueError(f"--sample must be >= 1, got {sample}")
-    plugins = [CHECKS.get(c) for c in checks]  # a check that cannot be loaded fails here, before the long ones
+    selected = [CHECKS.get(c) for c in checks]  # a check that cannot be loaded fails here, before the long ones
     release = Release(release_dir)
     if F.RESIDUAL in checks and residual is None:
         residual = build_residual_detector(face_detector)  # fails early, before the long checks
     context = AuditContext(release, ledger, sample, production, residual)
     results = []
-    for plugin in plugins:
+    for plugin in selected:
         started = time.perf_counter()
         result = plugin.builder(context)
         result.stats["seconds"] = round(time.perf_counter() - started, 3)
