@@ -40,7 +40,7 @@ setup(
     description="Privacy-preserving image-dataset curation: anonymized Beam builds, e-mailed takedowns, audits",
     python_requires=">=3.11",
     # One import namespace. The rooms stay top-level folders of the repository and install as veilset.<room>;
-    # veilset/ itself only holds the front door (__init__, cli, __main__).
+    # veilset/ itself holds the front door (__init__, cli, api, catalog, __main__) and the leaf veilset.plugins.
     packages=["veilset", "veilset.pipeline", "veilset.detectors", "veilset.segmentation", "veilset.release",
               "veilset.takedown", "veilset.audit"],
     package_dir={

@@ -15,6 +15,7 @@ from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
 from veilset.audit.release import ImageRecord, Release
 from veilset.detectors.ops import iou_matrix
+from veilset.plugins import Arg, Args, Plugin, available
 
 RECORD_KEYS = ("method", "margin", "regions", "detectors")
 DETECTOR_KEYS = {"face": "face_detector", "license_plate": "plate_detector"}
@@ -317,3 +318,12 @@ def check_anonymization(release: Release, sample: int | None = None,
         f"{RETAINED_FRACTION:.0%} of the original score, not failed)",
         {"records": records, "redetected_images": len(chosen), "detectors": specs,
          "weak_redetections": len(weak), "weak_retained_max": max(weak, default=None)})
+
+
+SAMPLE_ARG = Arg("sample", "int", None, "re-detect on a deterministic sample of N published images (default: all)",
+                 lo=1)
+PLUGIN = Plugin("audit check", ANONYMIZATION,
+                lambda ctx: check_anonymization(ctx.release, ctx.sample, ctx.production), Args(SAMPLE_ARG),
+                check=lambda: available("rebuilds the build's detectors from the manifest"),
+                summary="every image carries its anonymization record; the production detectors find nothing "
+                        "left in the anonymized regions")

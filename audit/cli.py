@@ -33,8 +33,11 @@ def run(args: argparse.Namespace) -> int:
         if report == release or report.startswith(release + os.sep):
             raise ValueError(f"--report {args.report!r} is inside the release {args.release!r}: the audit never "
                              f"writes into what it audits (the report would be an unlisted file)")
+    if args.ledger and getattr(args, "ledger_snapshot", None) is None:  # the front door reads it (veilset.api)
+        raise ValueError(f"--ledger {args.ledger!r} was not read (veilset.cli reads it: veilset.api.cli_inputs)")
     try:
-        report = run_audit(args.release, ledger=args.ledger, sample=args.sample, face_detector=args.face_detector)
+        report = run_audit(args.release, ledger=getattr(args, "ledger_snapshot", None), sample=args.sample,
+                           face_detector=args.face_detector)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     if args.report:

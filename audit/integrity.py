@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from veilset.plugins import Plugin
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
 from veilset.audit.release import INDEX, Release, ReleaseReadError
 from veilset.release import ids, layout, registry
@@ -334,3 +335,7 @@ def _check_unlisted(release: Release, index_by_id: dict[str, dict[str, Any]], fi
         why = "temporary file left behind" if TMP_MARK in name else "file not listed in the manifest or index"
         findings.append(_f(rel, image_id_of_name(rel) if ids.is_valid_image_id(image_id_of_name(rel)) else "",
                            why))
+
+
+PLUGIN = Plugin("audit check", INTEGRITY, lambda ctx: check_integrity(ctx.release),
+                summary="every listed file is there with its hash; formats, index and counts agree")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from veilset.plugins import Plugin
 from veilset.audit.findings import MASKS, CheckResult, Finding
 from veilset.audit.release import Release
 
@@ -96,3 +97,7 @@ def check_masks(release: Release) -> CheckResult:
                                         message=f"mask {ann.get('id')}: {problem}"))
     return CheckResult.from_findings(MASKS, findings, f"{checked} mask annotations decoded (every format)",
                                      {"annotations": checked})
+
+
+PLUGIN = Plugin("audit check", MASKS, lambda ctx: check_masks(ctx.release),
+                summary="mask annotations decode, fit their image and agree with their bbox and area")

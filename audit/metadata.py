@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from veilset.plugins import Plugin
 from veilset.audit.findings import METADATA, CheckResult, Finding
 from veilset.audit.release import Release
 
@@ -126,3 +127,7 @@ def check_metadata(release: Release) -> CheckResult:
     return CheckResult.from_findings(METADATA, findings,
                                      f"{checked} published JPEGs parsed (Parquet, images/, tar members)",
                                      {"jpegs": checked})
+
+
+PLUGIN = Plugin("audit check", METADATA, lambda ctx: check_metadata(ctx.release),
+                summary="published JPEGs carry no EXIF/XMP/ICC/comments or other metadata")

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from veilset.audit.anonymization import INSIDE_COVERAGE, image_regions
+from veilset.audit.anonymization import INSIDE_COVERAGE, SAMPLE_ARG, image_regions
 from veilset.audit.findings import RESIDUAL, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
 from veilset.audit.release import Release
 from veilset.detectors.ops import iou_matrix
+from veilset.plugins import Arg, Args, Availability, Plugin, available, unavailable
 
 CONFIRM_IOU = 0.5  # a candidate is confirmed when the grey-filled image still gives a box this close to it
 REGION_FILL = 128
@@ -123,3 +124,23 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
          "faces_inside_regions": inside, "artefacts": artefacts, "residual_faces": len(findings),
          "scores": [round(s, 4) for s in scores],
          "residual_per_image": per_image})
+
+
+def _check() -> Availability:
+    """Which second detector the scan would use here (without ``--face-detector``)."""
+    from veilset.detectors.registry import DETECTORS
+
+    retinaface = DETECTORS.get("retinaface").availability()
+    if retinaface.ok:
+        return available("second detector: RetinaFace")
+    centerface = DETECTORS.get("centerface").availability()
+    if centerface.ok:
+        return available(f"second detector: CenterFace multi-scale; RetinaFace: {retinaface.reason}")
+    return unavailable(f"no second face detector: RetinaFace: {retinaface.reason}; CenterFace: {centerface.reason}")
+
+
+PLUGIN = Plugin("audit check", RESIDUAL,
+                lambda ctx: check_residual(ctx.release, ctx.residual or build_residual_detector(), ctx.sample),
+                Args(SAMPLE_ARG, Arg("face_detector", "text", None, "second face detector spec (default: "
+                                     "retinaface when its weights are present, else " + FALLBACK_SPEC + ")")),
+                check=_check, summary="a second face detector finds no face outside the anonymized regions")

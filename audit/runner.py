@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from veilset.audit import findings as F
-from veilset.audit.anonymization import ProductionDetector, check_anonymization
+from veilset.audit.anonymization import ProductionDetector
+from veilset.audit.checks import CHECKS, AuditContext
 from veilset.audit.findings import CheckResult
-from veilset.audit.integrity import check_integrity
-from veilset.audit.masks import check_masks
-from veilset.audit.metadata import check_metadata
 from veilset.audit.release import Release
-from veilset.audit.residual import ResidualDetector, build_residual_detector, check_residual
-from veilset.audit.takedowns import check_takedowns, open_ledger
+from veilset.audit.residual import ResidualDetector, build_residual_detector
+from veilset.audit.takedowns import LedgerSnapshot
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-]+)@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
@@ -66,37 +64,31 @@ def detection_stats(release: Release) -> dict[str, Any]:
     return {"per_image": per_image, "scores": scores}
 
 
-def run_audit(release_dir: str, *, ledger: str | None = None, sample: int | None = None,
-              face_detector: str | None = None, checks: Sequence[str] = F.CHECKS,
+def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample: int | None = None,
+              face_detector: str | None = None, checks: Sequence[str] | None = None,
               residual: ResidualDetector | None = None,
               production: Sequence[ProductionDetector] | None = None) -> AuditReport:
-    """Every requested check on ``release_dir``. ``residual``/``production`` inject prebuilt detectors (tests
-    and repeated audits reuse a loaded model); by default they are built from ``face_detector`` and the
-    manifest."""
-    unknown = [c for c in checks if c not in F.CHECKS]
+    """Every requested check (default: every registered one, ``checks.CHECKS``) on ``release_dir``. ``ledger`` is
+    the takedown ledger as data (``veilset.api.audit`` reads it from a path). ``residual``/``production`` inject
+    prebuilt detectors (tests and repeated audits reuse a loaded model); by default they are built from
+    ``face_detector`` and the manifest."""
+    names = CHECKS.names()
+    checks = names if checks is None else list(checks)
+    unknown = [c for c in checks if c not in names]
     if unknown:
-        raise ValueError(f"unknown checks {unknown!r}; choose from {', '.join(F.CHECKS)}")
+        raise ValueError(f"unknown checks {unknown!r}; choose from {', '.join(names)}")
     if sample is not None and sample < 1:
         raise ValueError(f"--sample must be >= 1, got {sample}")
+    selected = [CHECKS.get(c) for c in checks]  # a check that cannot be loaded fails here, before the long ones
     release = Release(release_dir)
-    led = open_ledger(ledger) if ledger else None
     if F.RESIDUAL in checks and residual is None:
         residual = build_residual_detector(face_detector)  # fails early, before the long checks
+    context = AuditContext(release, ledger, sample, production, residual)
     results = []
-    for check in checks:
+    for plugin in selected:
         started = time.perf_counter()
-        if check == F.INTEGRITY:
-            results.append(check_integrity(release))
-        elif check == F.TAKEDOWNS:
-            results.append(check_takedowns(release, led))
-        elif check == F.METADATA:
-            results.append(check_metadata(release))
-        elif check == F.ANONYMIZATION:
-            results.append(check_anonymization(release, sample, production))
-        elif check == F.RESIDUAL:
-            results.append(check_residual(release, residual, sample))
-        elif check == F.MASKS:
-            results.append(check_masks(release))
-        results[-1].stats["seconds"] = round(time.perf_counter() - started, 3)
-    history = tuple(mask_emails(h) for h in led.history()) if led is not None else ()
+        result = plugin.builder(context)
+        result.stats["seconds"] = round(time.perf_counter() - started, 3)
+        results.append(result)
+    history = tuple(mask_emails(h) for h in ledger.history) if ledger is not None else ()
     return AuditReport(release_dir, release.manifest, tuple(results), history, detection_stats(release))

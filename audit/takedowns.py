@@ -4,12 +4,12 @@ lines, file names, and the raw bytes of every other file."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from veilset.audit.findings import TAKEDOWNS, CheckResult, Finding
+from veilset.plugins import Arg, Args, Plugin
 from veilset.audit.release import Release, ReleaseReadError
 from veilset.release import ids
 from veilset.release.layout import MANIFEST_NAME
@@ -32,22 +32,23 @@ class Blocklist:
         return {int(i[3:15], 16): i for i in self.image_ids if ids.is_valid_image_id(i)}
 
 
-def open_ledger(path: str) -> Any:
-    """The takedown ledger, read-only use. A missing file is an error (opening would create an empty one)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--ledger: no ledger file at {path!r}")
-    from veilset.takedown.ledger import Ledger
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """What the audit reads from the takedown ledger, handed over as data by the front door (``veilset.api``
+    reads the ledger; the audit never imports the takedown room)."""
 
-    return Ledger(path)
+    image_ids: frozenset[str]
+    content_hashes: frozenset[str]  # source and published sha256 hex of removed images
+    history: tuple[dict[str, Any], ...] = ()  # append-only state changes, oldest first
 
 
-def load_blocklist(release: Release, ledger: Any | None) -> Blocklist:
+def load_blocklist(release: Release, ledger: LedgerSnapshot | None) -> Blocklist:
     image_ids: set[str] = set()
     hashes: set[str] = set()
     sources = []
     if ledger is not None:
-        image_ids |= set(ledger.blocked_image_ids())
-        hashes |= {h.lower() for h in ledger.blocked_content_hashes()}
+        image_ids |= set(ledger.image_ids)
+        hashes |= {h.lower() for h in ledger.content_hashes}
         sources.append("ledger")
     logged = {i for entry in release.manifest.get("log", []) for i in entry.get("removed", [])}
     if logged:
@@ -97,7 +98,7 @@ def _walk_strings(value: Any) -> Iterable[str]:
             yield from _walk_strings(v)
 
 
-def check_takedowns(release: Release, ledger: Any | None) -> CheckResult:
+def check_takedowns(release: Release, ledger: LedgerSnapshot | None) -> CheckResult:
     block = load_blocklist(release, ledger)
     if not block.image_ids and not block.content_hashes:
         return CheckResult.from_findings(TAKEDOWNS, [], f"nothing was taken down ({block.source})",
@@ -170,3 +171,9 @@ def check_takedowns(release: Release, ledger: Any | None) -> CheckResult:
         TAKEDOWNS, unique, f"{len(block.image_ids)} removed IDs and {len(block.content_hashes)} hashes "
                            f"({block.source}) searched in {len(release.all_files())} files",
         {"blocked_ids": len(block.image_ids), "blocked_hashes": len(block.content_hashes)})
+
+
+PLUGIN = Plugin("audit check", TAKEDOWNS, lambda ctx: check_takedowns(ctx.release, ctx.ledger),
+                Args(Arg("ledger", "path", None, "takedown ledger: its removed IDs and hashes must be absent "
+                                                 "(the manifest's takedown log is always checked)")),
+                summary="no removed image ID or hash appears anywhere in the release")

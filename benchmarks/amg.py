@@ -67,15 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from veilset.segmentation.amg import FastSamAutomaticMaskGenerator
     from veilset.segmentation.sam import PRESETS, random_sam
-    from veilset.segmentation.spec import convert_options
     from dataclasses import replace
-    from veilset.segmentation.sam import _SETTING_CONVERTERS
+    from veilset.segmentation.sam import SETTING_ARGS
 
     torch.set_num_threads(args.threads)
     if args.preset not in PRESETS:
         raise SystemExit(f"amg.py: --preset: expected one of {sorted(PRESETS)}, got {args.preset!r}")
     overrides = dict(item.partition("=")[::2] for item in args.set)
-    settings = replace(PRESETS[args.preset], **convert_options(overrides, _SETTING_CONVERTERS, "sam"))
+    settings = replace(PRESETS[args.preset], **SETTING_ARGS.parse_given(overrides, "sam"))
     kwargs = settings.library_kwargs()
     model = random_sam(args.model, args.seed, args.img_size if args.model == "vit_tiny" else None)
     model = model.to(args.device)

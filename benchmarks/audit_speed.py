@@ -17,11 +17,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from veilset.api import audit  # noqa: E402
 from veilset.audit import findings as F  # noqa: E402
 from veilset.audit.anonymization import build_production_detectors  # noqa: E402
 from veilset.audit.release import Release  # noqa: E402
 from veilset.audit.residual import build_residual_detector  # noqa: E402
-from veilset.audit.runner import run_audit  # noqa: E402
 
 
 def _sample_release(folder: str) -> str:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print("warning:", *problems, sep="\n  ")
         times: dict[str, list[float]] = {c: [] for c in F.CHECKS}
         for _ in range(args.repeat):
-            report = run_audit(release, ledger=args.ledger, sample=args.sample, production=production,
+            report = audit(release, ledger=args.ledger, sample=args.sample, production=production,
                                residual=residual)
             for r in report.results:
                 times[r.check].append(r.stats["seconds"])

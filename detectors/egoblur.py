@@ -38,8 +38,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from veilset.detectors import ops
-from veilset.detectors.base import (FACE, LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256,
-                                    option_choice, option_float, option_int, package_version, register)
+from veilset.detectors.base import (FACE, LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG,
+                                    MultiPassDetector, Pass, check_image, device_option, file_sha256, package_version)
+from veilset.plugins import Arg, Args, Plugin, needs_modules
 
 INSTALL_HINT = "pip install 'veilset[torch]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "
@@ -75,11 +76,28 @@ PRESETS: dict[str, tuple[Pass, ...]] = {
 }
 
 
-def _device(det: str, value: Any) -> str:
-    text = str(value).strip().lower()
-    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise ValueError(f"{det}: device must be cpu, cuda or cuda:N, got {value!r}")
+def _args(det: str) -> Args:
+    """The options of ``egoblur_face`` / ``egoblur_plate`` (None: the generation's default, ``PRESETS_BY_GEN``)."""
+    return Args(
+        Arg("weights", "text", None, "the EgoBlur TorchScript file (.jit); required"),
+        Arg("gen", "int", DEFAULT_GEN, "EgoBlur generation of the file: sets the defaults below", lo=1, hi=2),
+        Arg("threshold", "float", None, "score threshold (default: the generation's)", lo=0, hi=1),
+        Arg("nms", "float", None, NMS_ARG_HELP + " (default: the generation's)", lo=0.0, hi=1.0),
+        Arg("short_side", "int", None, "resize the short side to this before the model (0: native; default: the "
+            "generation's)", lo=0, hi=100_000),
+        Arg("max_side", "int", None, "cap on the long side after short_side (0: none; default: the generation's)",
+            lo=0, hi=100_000),
+        Arg("preset", "choice", "default", "passes per image: default (whole image), crowd (+ 2x2 tiles)",
+            choices=tuple(PRESETS)),
+        MARGIN_ARG,
+        MIN_SIZE_ARG,
+        Arg("device", "text", DEFAULT_DEVICE, "torch device: cpu, cuda or cuda:N",
+            convert=lambda value: device_option(value, det)),
+        THREADS_ARG,
+    )
+
+
+ARGS = {FACE: _args(FACE_NAME), LICENSE_PLATE: _args(PLATE_NAME)}
 
 
 # ------------------------------------------------------------------------------------------ pure maths
@@ -107,29 +125,25 @@ def to_model_input(image_rgb: np.ndarray) -> np.ndarray:
 class EgoBlurDetector(MultiPassDetector):
     """One EgoBlur TorchScript model for one label. Build it as ``egoblur_face`` / ``egoblur_plate``."""
 
-    def __init__(self, label: str, weights: Any = None, gen: Any = DEFAULT_GEN, threshold: Any = None,
-                 nms: Any = None, short_side: Any = None, max_side: Any = None, preset: Any = "default",
-                 margin: Any = DEFAULT_MARGIN, min_size: Any = 0, device: Any = DEFAULT_DEVICE,
-                 threads: Any = 0) -> None:
+    def __init__(self, label: str, **options: Any) -> None:
         if label not in CLASS_IDS:
             raise ValueError(f"egoblur: label must be one of {', '.join(CLASS_IDS)}, got {label!r}")
         self.label = label
         self.name = FACE_NAME if label == FACE else PLATE_NAME
         det = self.name
-        self.gen = option_int("gen", gen, 1, 2)
+        o = ARGS[label].parse(options, det)
+        self.gen = o["gen"]
         defaults = PRESETS_BY_GEN[self.gen]
-        self.threshold = defaults.threshold(label) if threshold is None else option_float("threshold", threshold, 0, 1)
-        self.nms_iou = defaults.nms_iou if nms is None else option_float("nms", nms, 0.0, 1.0)
+        self.threshold = defaults.threshold(label) if o["threshold"] is None else o["threshold"]
+        self.nms_iou = defaults.nms_iou if o["nms"] is None else o["nms"]
         self.merge_iou = self.nms_iou
-        self.short_side = (defaults.short_side if short_side is None
-                           else option_int("short_side", short_side, 0, 100_000))
-        self.max_side = defaults.max_side if max_side is None else option_int("max_side", max_side, 0, 100_000)
-        self.preset = option_choice("preset", preset, tuple(PRESETS))
+        self.short_side = defaults.short_side if o["short_side"] is None else o["short_side"]
+        self.max_side = defaults.max_side if o["max_side"] is None else o["max_side"]
+        self.preset = o["preset"]
         self.passes = PRESETS[self.preset]
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
-        self.device = _device(det, device)
-        self.threads = option_int("threads", threads, 0, 256)
+        self.margin, self.min_size = o["margin"], o["min_size"]
+        self.device, self.threads = o["device"], o["threads"]
+        weights = o["weights"]
         if weights is None or not str(weights).strip():
             raise ValueError(f"{det}: weights=PATH.jit is required ({WEIGHTS_HELP})")
         path = os.path.expanduser(str(weights).strip())
@@ -141,7 +155,7 @@ class EgoBlurDetector(MultiPassDetector):
         except ImportError as err:
             raise ImportError(f"{det} needs torch and torchvision ({err}); install them with: {INSTALL_HINT}") from err
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"{det}: device {device!r} requested but torch sees no CUDA device")
+            raise ValueError(f"{det}: device {options.get('device')!r} requested but torch sees no CUDA device")
         if self.threads:
             torch.set_num_threads(self.threads)  # process-wide: one model per Beam worker process
         import warnings
@@ -240,25 +254,22 @@ class EgoBlurDetector(MultiPassDetector):
         return boxes, scores, labels
 
 
-@register(FACE_NAME)
-def egoblur_face(**kwargs: Any) -> EgoBlurDetector:
+def _check() -> Any:
+    return needs_modules("torch", "torchvision", hint=INSTALL_HINT, note="needs weights=PATH.jit (" + WEIGHTS_HELP + ")")
+
+
+def egoblur_face(**options: Any) -> EgoBlurDetector:
     """``egoblur_face:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
-    _check_options(FACE_NAME, kwargs)
-    return EgoBlurDetector(FACE, **kwargs)
+    return EgoBlurDetector(FACE, **options)
 
 
-@register(PLATE_NAME)
-def egoblur_plate(**kwargs: Any) -> EgoBlurDetector:
+def egoblur_plate(**options: Any) -> EgoBlurDetector:
     """``egoblur_plate:weights=PATH.jit[,gen=1|2,threshold=,nms=,short_side=,max_side=,preset=,margin=,...]``"""
-    _check_options(PLATE_NAME, kwargs)
-    return EgoBlurDetector(LICENSE_PLATE, **kwargs)
+    return EgoBlurDetector(LICENSE_PLATE, **options)
 
 
-def _check_options(name: str, kwargs: dict[str, Any]) -> None:
-    """Unknown spec keys are a ValueError naming the accepted ones (not a TypeError from the constructor)."""
-    import inspect
-
-    accepted = [k for k in inspect.signature(EgoBlurDetector.__init__).parameters if k not in ("self", "label")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+FACE_PLUGIN = Plugin("detector", FACE_NAME, egoblur_face, ARGS[FACE], check=_check, tags=(FACE,),
+                     summary="Meta's EgoBlur faces from a user-supplied TorchScript file (torch)")
+PLATE_PLUGIN = Plugin("detector", PLATE_NAME, egoblur_plate, ARGS[LICENSE_PLATE], check=_check,
+                      tags=(LICENSE_PLATE,), summary="Meta's EgoBlur licence plates from a user-supplied TorchScript "
+                                                     "file (torch)")

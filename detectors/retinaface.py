@@ -43,8 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from veilset.detectors import ops
-from veilset.detectors.base import (FACE, Detection, MultiPassDetector, Pass, check_image, file_sha256, option_bool,
-                                    option_choice, option_float, option_int, package_version, register, to_detections)
+from veilset.detectors.base import (FACE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG, Detection,
+                                    MultiPassDetector, Pass, check_image, device_option, file_sha256, option_int,
+                                    package_version, threshold_arg, to_detections)
+from veilset.plugins import Arg, Args, Plugin, available, needs_modules, unavailable
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"
@@ -91,11 +93,38 @@ DEFAULT_NORMALIZE = "imagenet"
 _STRIP_PREFIXES = ("module.", "model.")
 
 
-def _device(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise ValueError(f"device must be {DEVICES_HELP}, got {value!r}")
+def _weights_option(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError(f"weights must be a file path, got {value!r}")
+    return text
+
+
+def _max_side_option(value: Any) -> int:
+    side = option_int("max_side", value, 0, 100_000)
+    if 0 < side < PAD_MULTIPLE:
+        raise ValueError(f"max_side must be 0 (native size) or >= {PAD_MULTIPLE}, got {value!r}")
+    return side
+
+
+ARGS = Args(
+    Arg("weights", "text", None, "weights file (default: the torch hub cache; see download)",
+        convert=_weights_option),
+    Arg("network", "choice", "resnet50", "backbone", choices=NETWORKS),
+    threshold_arg(DEFAULT_THRESHOLD),
+    Arg("nms", "float", DEFAULT_NMS, NMS_ARG_HELP, lo=0.0, hi=1.0),
+    Arg("preset", "choice", "default", "passes per image (default: long side 1280)", choices=tuple(PRESETS)),
+    Arg("max_side", "int", None, "long side of each pass instead of the preset's (0: native size)", lo=0,
+        hi=100_000, convert=_max_side_option),
+    MARGIN_ARG,
+    MIN_SIZE_ARG,
+    Arg("batch_size", "int", DEFAULT_BATCH_SIZE, "images per forward pass (changes floats slightly)", lo=1,
+        hi=1024),
+    Arg("device", "text", DEFAULT_DEVICE, f"torch device: {DEVICES_HELP}", convert=device_option),
+    THREADS_ARG,
+    Arg("normalize", "choice", DEFAULT_NORMALIZE, "input normalisation", choices=NORMALIZATIONS),
+    Arg("download", "bool", False, "fetch the weights into the torch hub cache when missing"),
+)
 
 
 # ------------------------------------------------------------------------------------------ pure maths
@@ -279,40 +308,29 @@ class RetinaFaceDetector(MultiPassDetector):
     name = NAME
     label = FACE
 
-    def __init__(self, weights: Any = None, network: Any = "resnet50", threshold: Any = DEFAULT_THRESHOLD,
-                 nms: Any = DEFAULT_NMS, preset: Any = "default", max_side: Any = None, margin: Any = DEFAULT_MARGIN,
-                 min_size: Any = 0, batch_size: Any = DEFAULT_BATCH_SIZE, device: Any = DEFAULT_DEVICE,
-                 threads: Any = 0, normalize: Any = DEFAULT_NORMALIZE, download: Any = False) -> None:
-        self.network = option_choice("network", network, NETWORKS)
-        self.threshold = option_float("threshold", threshold, 0.0, 1.0)
-        self.nms_iou = option_float("nms", nms, 0.0, 1.0)
+    def __init__(self, **options: Any) -> None:
+        o = ARGS.parse(options, NAME)
+        self.network, self.threshold = o["network"], o["threshold"]
+        self.nms_iou = o["nms"]
         self.merge_iou = self.nms_iou
-        self.preset = option_choice("preset", preset, tuple(PRESETS))
+        self.preset = o["preset"]
         passes = PRESETS[self.preset]
-        if max_side is not None:  # 0: native size in every pass
-            side = option_int("max_side", max_side, 0, 100_000)
-            if 0 < side < PAD_MULTIPLE:
-                raise ValueError(f"max_side must be 0 (native size) or >= {PAD_MULTIPLE}, got {max_side!r}")
+        side = o["max_side"]
+        if side is not None:  # 0: native size in every pass
             passes = tuple(Pass(p.grid, (side * (2 if p.scale > 1 else 1)) if side else None, p.scale)
                            for p in passes)
         self.passes = passes
-        self.margin = option_float("margin", margin, 0.0, 1.0)
-        self.min_size = option_float("min_size", min_size, 0.0, 10000.0)
-        self.batch_size = option_int("batch_size", batch_size, 1, 1024)
-        self.device = _device(device)
-        self.threads = option_int("threads", threads, 0, 256)
-        self.normalize = option_choice("normalize", normalize, NORMALIZATIONS)
-        download = option_bool("download", download)
-        if weights is not None and not str(weights).strip():
-            raise ValueError(f"weights must be a file path, got {weights!r}")
+        self.margin, self.min_size, self.batch_size = o["margin"], o["min_size"], o["batch_size"]
+        self.device, self.threads, self.normalize = o["device"], o["threads"], o["normalize"]
+        weights, download = o["weights"], o["download"]
         _require_torch()
         import torch
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"{NAME}: device {device!r} requested but torch sees no CUDA device")
+            raise ValueError(f"{NAME}: device {options.get('device')!r} requested but torch sees no CUDA device")
         if self.threads:
             torch.set_num_threads(self.threads)  # process-wide: one model per Beam worker process
-        self.weights_path = resolve_weights(None if weights is None else str(weights).strip(), download)
+        self.weights_path = resolve_weights(weights, download)
         model = build_network(self.network)
         state = load_state_dict(self.weights_path)
         try:
@@ -407,17 +425,16 @@ class RetinaFaceDetector(MultiPassDetector):
         return to_detections(ops.expand_boxes(boxes, self.margin, w, h), scores, self.label, self.name)
 
 
-@register(NAME)
-def build(**kwargs: Any) -> RetinaFaceDetector:
-    _check_options(NAME, kwargs)
-    return RetinaFaceDetector(**kwargs)
+def _check() -> Any:
+    """Installed, and weights in the torch hub cache (else it needs weights=PATH or download=true)."""
+    needs = needs_modules("torch", "torchvision", "retinaface", hint=INSTALL_HINT)
+    if not needs.ok:
+        return needs
+    if os.path.isfile(hub_weights_path()):
+        return available()
+    return unavailable(f"no weights in the torch hub cache ({hub_weights_path()}): pass weights=PATH, "
+                       "or download=true")
 
 
-def _check_options(name: str, kwargs: dict[str, Any]) -> None:
-    """Unknown spec keys are a ValueError naming the accepted ones (not a TypeError from the constructor)."""
-    import inspect
-
-    accepted = [k for k in inspect.signature(RetinaFaceDetector.__init__).parameters if k not in ("self", "label")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+PLUGIN = Plugin("detector", NAME, RetinaFaceDetector, ARGS, check=_check, tags=(FACE,),
+                summary="RetinaFace ResNet-50 faces on torch (retinaface-pytorch; weights via torch hub)")

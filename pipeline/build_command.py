@@ -12,9 +12,12 @@ import sys
 import time
 from typing import Any
 
+from veilset.detectors.base import FACE, LICENSE_PLATE
+from veilset.detectors.registry import names_for
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
 from veilset.release import registry
+from veilset.segmentation.registry import MASKS
 
 LOG = logging.getLogger("veilset.build")
 
@@ -30,12 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", default=None,
                    help=f"comma-separated shard formats: {', '.join(registry.selectable())} "
                         f"(default: {','.join(opt.DEFAULT_FORMATS)})")
+    faces, plates, masks = ", ".join(names_for(FACE)), ", ".join(names_for(LICENSE_PLATE)), ", ".join(MASKS.names())
     p.add_argument("--face-detector", default=None, metavar="NAME[:ARGS]",
-                   help=f"face detector (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a warning)")
+                   help=f"face detector: {faces} (default: {opt.DEFAULT_FACE_DETECTOR}; 'none' disables, with a "
+                        f"warning; `veilset detectors` lists their ARGS)")
     p.add_argument("--plate-detector", default=None, metavar="NAME[:ARGS]",
-                   help=f"licence-plate detector (default: {opt.DEFAULT_PLATE_DETECTOR}; 'none' disables)")
+                   help=f"licence-plate detector: {plates} (default: {opt.DEFAULT_PLATE_DETECTOR}; 'none' disables)")
     p.add_argument("--masks", default=None, metavar="NAME[:ARGS]|none",
-                   help=f"automatic mask generator (default: {opt.DEFAULT_MASKS}; e.g. sam:vit_b:/path/sam.pth)")
+                   help=f"automatic mask generator: {masks} (default: {opt.DEFAULT_MASKS}; e.g. "
+                        f"sam:vit_b:/path/sam.pth)")
     p.add_argument("--device", default=None, help="device for torch models (cpu, cuda; default: cuda when present)")
     p.add_argument("--max-short-side", type=int, default=None,
                    help="cap the shortest side of published images (default 1500 as SA-1B; 0 disables)")
@@ -98,19 +104,10 @@ def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
     return models
 
 
-def load_blocklist(ledger_path: str | None) -> tuple[frozenset[str], frozenset[str]]:
-    if ledger_path is None:
-        return frozenset(), frozenset()
-    if not os.path.isfile(ledger_path):
-        raise ValueError(f"--ledger {ledger_path!r} does not exist (a typo would silently skip the blocklist)")
-    from veilset.takedown.ledger import Ledger
-
-    ledger = Ledger(ledger_path)
-    return frozenset(ledger.blocked_image_ids()), frozenset(ledger.blocked_content_hashes())
-
-
-def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run a build; returns the manifest. The Python API behind ``veilset build``."""
+def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: bool = False,
+          blocklist: opt.Blocklist | None = None) -> dict[str, Any]:
+    """Run a build; returns the manifest. ``blocklist``: what the ledger ``opts.ledger`` removed (required when
+    ``opts.ledger`` is set; ``veilset.api.build`` reads it)."""
     import apache_beam as beam
 
     from veilset.pipeline.graph import build_graph
@@ -118,13 +115,16 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     from veilset.release.housekeeping import check_output_dir
     from veilset.release.manifest import load_manifest
 
+    if opts.ledger is not None and blocklist is None:
+        raise ValueError(f"--ledger {opts.ledger!r}: the ledger is read by the front door and passed as blocklist= "
+                         f"(veilset.api.build does both)")
+    blocklist = blocklist if blocklist is not None else opt.Blocklist()
     check_output_dir(opts.output)
     inputs = expand_inputs(opts.inputs, exclude_under=opts.output)
     num_shards = opts.num_shards(len(inputs))
     if opts.face_detector == "none":
         LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
     models = model_identities(opts)
-    blocked_ids, blocked_hashes = load_blocklist(opts.ledger)
     LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
              num_shards, ",".join(opts.formats), opts.workers)
     local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
@@ -132,8 +132,8 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
     detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
     with beam.Pipeline(options=beam_options(opts, beam_args or [], verbose)) as p:
-        build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocked_ids,
-                    blocked_hashes=blocked_hashes, detector_threads=detector_threads)
+        build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocklist.image_ids,
+                    blocked_hashes=blocklist.content_hashes, detector_threads=detector_threads)
     return load_manifest(opts.output)
 
 
@@ -155,9 +155,10 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
 
 
 def run(args: argparse.Namespace) -> int:
+    """``args.blocklist``: the ledger's, read by the front door (``veilset.cli``) when --ledger is given."""
     opts = options_from_args(args)
     t0 = time.monotonic()
-    manifest = build(opts, args.beam_args, args.verbose)
+    manifest = build(opts, args.beam_args, args.verbose, getattr(args, "blocklist", None))
     print(format_summary(manifest, opts.output, time.monotonic() - t0))
     sys.stdout.flush()
     return 0

@@ -28,6 +28,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from veilset.detectors.base import DetectorSpec
 from veilset.detectors.handler import DetectorModelHandler
+from veilset.detectors.registry import DETECTORS
 from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
@@ -248,9 +249,11 @@ class WriteManifest(beam.DoFn):
 
 # ------------------------------------------------------------------------------------------------ the graph
 def with_threads(spec: str, threads: int | None) -> str:
-    """``spec`` with ``threads=N`` added unless the user set it (N worker processes x N threads = the cores)."""
+    """``spec`` with ``threads=N`` added unless the user set it or the detector takes no ``threads`` option
+    (N worker processes x N threads = the cores)."""
     parsed = DetectorSpec.parse(spec)
-    if threads is None or any(k == "threads" for k, _ in parsed.kwargs):
+    if threads is None or any(k == "threads" for k, _ in parsed.kwargs) \
+            or "threads" not in DETECTORS.get(parsed.name).args.names:
         return spec
     return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
 

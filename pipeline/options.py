@@ -20,6 +20,15 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Blocklist:
+    """What a takedown removed, never to be published again (``DropBlocked``). The front door reads it from the
+    ledger (``veilset.api``) and hands it to ``build`` as data: the pipeline never imports the takedown room."""
+
+    image_ids: frozenset[str] = frozenset()
+    content_hashes: frozenset[str] = frozenset()  # source and published sha256 hex of removed images
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     inputs: tuple[str, ...]
     output: str

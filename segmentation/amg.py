@@ -30,7 +30,7 @@ CPU.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -40,7 +40,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 from veilset.segmentation.rle import encode_rle_window
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CropCandidates:
     """Survivors of one crop, in stock order (batch, point, multimask index)."""
 
@@ -156,6 +156,29 @@ def _remove_small_regions_window(window: np.ndarray, area_thresh: float, mode: s
     return np.isin(regions, fill_labels), True, True
 
 
+def mask_records(masks: list[tuple[int, int, np.ndarray]], order: list[int], boxes_np: np.ndarray,
+                 iou_preds: torch.Tensor, stability: torch.Tensor, points: torch.Tensor, crop_boxes: torch.Tensor,
+                 image_hw: tuple[int, int]) -> list[dict[str, Any]]:
+    """The stock generator's ``coco_rle`` dicts: mask ``j`` (a (y0, x0, window) in image pixels, box
+    ``boxes_np[j]``) is candidate ``order[j]`` of the score tensors."""
+    iou_np, stab_np = iou_preds.cpu().numpy(), stability.cpu().numpy()
+    points_np, crop_np = points.cpu().numpy(), crop_boxes.cpu().numpy()
+    out = []
+    for j, i in enumerate(order):
+        y0, x0, window = masks[j]
+        box, cb = boxes_np[j], crop_np[i]
+        out.append({
+            "segmentation": encode_rle_window(window, y0, x0, *image_hw),
+            "area": int(window.sum()),
+            "bbox": [int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1])],
+            "predicted_iou": iou_np[i].item(),
+            "point_coords": [points_np[i].tolist()],
+            "stability_score": stab_np[i].item(),
+            "crop_box": [int(cb[0]), int(cb[1]), int(cb[2] - cb[0]), int(cb[3] - cb[1])],
+        })
+    return out
+
+
 class FastSamAutomaticMaskGenerator:
     """Drop-in for ``SamAutomaticMaskGenerator(..., output_mode="coco_rle")`` (same arguments, same output)."""
 
@@ -251,27 +274,7 @@ class FastSamAutomaticMaskGenerator:
             order, masks, boxes_np = self._postprocess_small_regions(masks, boxes_np, orig_h, orig_w)
         else:
             order = list(range(len(masks)))
-        iou_np = iou_preds.cpu().numpy()
-        stab_np = stability.cpu().numpy()
-        points_np = points.cpu().numpy()
-        crop_np = crop_box_t.cpu().numpy()
-
-        out = []
-        for j, i in enumerate(order):
-            y0, x0, window = masks[j]
-            rle = encode_rle_window(window, y0, x0, orig_h, orig_w)
-            box = boxes_np[j]
-            cb = crop_np[i]
-            out.append({
-                "segmentation": rle,
-                "area": int(window.sum()),
-                "bbox": [int(box[0]), int(box[1]), int(box[2] - box[0]), int(box[3] - box[1])],
-                "predicted_iou": iou_np[i].item(),
-                "point_coords": [points_np[i].tolist()],
-                "stability_score": stab_np[i].item(),
-                "crop_box": [int(cb[0]), int(cb[1]), int(cb[2] - cb[0]), int(cb[3] - cb[1])],
-            })
-        return out
+        return mask_records(masks, order, boxes_np, iou_preds, stability, points, crop_box_t, (orig_h, orig_w))
 
     # ------------------------------------------------------------------------------------------------------
     def _set_image(self, cropped: np.ndarray) -> None:
@@ -284,78 +287,87 @@ class FastSamAutomaticMaskGenerator:
 
     def _process_crop(self, image: np.ndarray, crop_box: list[int], layer_idx: int,
                       orig_size: tuple[int, int]) -> dict[str, Any]:
-        from segment_anything.utils.amg import calculate_stability_score, is_box_near_crop_edge
-
+        """One crop: embed it, decode the prompt grid batch by batch, keep the survivors, NMS within the crop."""
         x0, y0, x1, y1 = crop_box
         cropped = image[y0:y1, x0:x1, :]
-        im_size = cropped.shape[:2]
         self._set_image(cropped)
-        predictor, model = self.predictor, self.model
-        device = predictor.device
-        input_size, original_size = predictor.input_size, predictor.original_size
-        points_for_image = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
-        orig_h, orig_w = orig_size
-        low_cut = model.mask_threshold - self.stability_score_offset - 1e-3
-        dense_pe = model.prompt_encoder.get_dense_pe()
-
-        kept_low, kept_iou, kept_stab, kept_points, kept_boxes = [], [], [], [], []
+        input_size, original_size = self.predictor.input_size, self.predictor.original_size
+        points_for_image = self.point_grids[layer_idx] * np.array(cropped.shape[:2])[None, ::-1]
+        dense_pe = self.model.prompt_encoder.get_dense_pe()
+        kept: list[_CropCandidates] = []
         for start in range(0, len(points_for_image), self.points_per_batch):
             points = points_for_image[start:start + self.points_per_batch]
-            in_points = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=device)
-            in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=device)
-            sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]),
-                                                 boxes=None, masks=None)
-            low_res, iou_preds = decode_shared_image(model.mask_decoder, predictor.features, dense_pe, sparse, dense)
-            low_res = low_res.flatten(0, 1)
-            iou_preds = iou_preds.flatten(0, 1)
+            low_res, iou_preds = self._decode_points(points, cropped.shape[:2], dense_pe)
             pts = torch.as_tensor(points.repeat(3, axis=0))
-            keep = torch.ones_like(iou_preds, dtype=torch.bool)
-            if self.pred_iou_thresh > 0.0:
-                keep &= iou_preds > self.pred_iou_thresh
-            if self.stability_score_thresh > 0.0:
-                keep &= low_res.flatten(1).amax(dim=1) >= low_cut
-            idx = torch.nonzero(keep).flatten()
+            idx = self._prefilter(low_res, iou_preds)
             for c in range(0, len(idx), self.upscale_chunk):
-                sel = idx[c:c + self.upscale_chunk]
-                up = model.postprocess_masks(low_res[sel][:, None], input_size, original_size)[:, 0]
-                windows = self._windows(low_res[sel], input_size, original_size)
-                if windows is None:  # GPU: vectorised over the whole crop, as the library does
-                    stab = calculate_stability_score(up, model.mask_threshold, self.stability_score_offset)
-                else:
-                    stab, boxes_all = _window_stats(up, windows, model.mask_threshold, self.stability_score_offset)
-                ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
-                    torch.ones_like(stab, dtype=torch.bool)
-                if not bool(ok.any()):
-                    continue
-                boxes = _mask_box_xyxy(up[ok] > model.mask_threshold) if windows is None else boxes_all[ok]
-                near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
-                ok_idx = torch.nonzero(ok).flatten()[~near]
-                boxes = boxes[~near]
-                keep_sel = sel[ok_idx.to(sel.device)]
-                kept_low.append(low_res[keep_sel])
-                kept_iou.append(iou_preds[keep_sel])
-                kept_stab.append(stab[ok_idx])
-                kept_points.append(pts[keep_sel.cpu()])
-                kept_boxes.append(boxes)
-        predictor.reset_image()
+                found = self._survivors(low_res, iou_preds, pts, idx[c:c + self.upscale_chunk], crop_box, orig_size)
+                if found is not None:
+                    kept.append(found)
+        self.predictor.reset_image()
+        return self._crop_result(kept, crop_box, input_size, original_size)
 
-        if kept_low:
-            low = torch.cat(kept_low)
-            iou_t, stab_t = torch.cat(kept_iou), torch.cat(kept_stab)
-            pts_t, boxes_t = torch.cat(kept_points), torch.cat(kept_boxes)
+    def _decode_points(self, points: np.ndarray, im_size: tuple[int, int], dense_pe: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits (3 per point, flattened: (3B, h, w)) and predicted IoUs (3B,) of one prompt batch
+        on the image set in the predictor."""
+        predictor, model = self.predictor, self.model
+        in_points = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=predictor.device)
+        sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]), boxes=None,
+                                             masks=None)
+        low_res, iou_preds = decode_shared_image(model.mask_decoder, predictor.features, dense_pe, sparse, dense)
+        return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
+
+    def _prefilter(self, low_res: torch.Tensor, iou_preds: torch.Tensor) -> torch.Tensor:
+        """Indices of the candidates that can still pass: predicted IoU above the threshold, and (when stability is
+        filtered) some low-res logit above the lowest cutoff (else the upscaled mask is provably empty)."""
+        keep = torch.ones_like(iou_preds, dtype=torch.bool)
+        if self.pred_iou_thresh > 0.0:
+            keep &= iou_preds > self.pred_iou_thresh
+        if self.stability_score_thresh > 0.0:
+            low_cut = self.model.mask_threshold - self.stability_score_offset - 1e-3
+            keep &= low_res.flatten(1).amax(dim=1) >= low_cut
+        return torch.nonzero(keep).flatten()
+
+    def _survivors(self, low_res: torch.Tensor, iou_preds: torch.Tensor, pts: torch.Tensor, sel: torch.Tensor,
+                   crop_box: list[int], orig_size: tuple[int, int]) -> Optional[_CropCandidates]:
+        """The candidates ``sel`` upscaled: those stable enough and not at the crop's inner edge (None: none)."""
+        from segment_anything.utils.amg import calculate_stability_score, is_box_near_crop_edge
+
+        model, thr, offset = self.model, self.model.mask_threshold, self.stability_score_offset
+        input_size, original_size = self.predictor.input_size, self.predictor.original_size
+        up = model.postprocess_masks(low_res[sel][:, None], input_size, original_size)[:, 0]
+        windows = self._windows(low_res[sel], input_size, original_size)
+        if windows is None:  # GPU: vectorised over the whole crop, as the library does
+            stab = calculate_stability_score(up, thr, offset)
         else:
-            side = model.prompt_encoder.mask_input_size
-            low = torch.zeros((0, *side), device=device)
-            iou_t = torch.zeros(0, device=device)
-            stab_t = torch.zeros(0, device=device)
-            pts_t = torch.zeros((0, 2), dtype=torch.float64)
-            boxes_t = torch.zeros((0, 4), dtype=torch.int64, device=device)
-        keep = batched_nms(boxes_t.float(), iou_t, torch.zeros(len(boxes_t)), iou_threshold=self.box_nms_thresh)
-        offset_box = torch.tensor([[x0, y0, x0, y0]], device=boxes_t.device)
+            stab, boxes_all = _window_stats(up, windows, thr, offset)
+        ok = stab >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else \
+            torch.ones_like(stab, dtype=torch.bool)
+        if not bool(ok.any()):
+            return None
+        boxes = _mask_box_xyxy(up[ok] > thr) if windows is None else boxes_all[ok]
+        near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+        ok_idx = torch.nonzero(ok).flatten()[~near]
+        keep_sel = sel[ok_idx.to(sel.device)]
+        return _CropCandidates(low_res[keep_sel], iou_preds[keep_sel], stab[ok_idx], pts[keep_sel.cpu()],
+                               boxes[~near])
+
+    def _crop_result(self, kept: list[_CropCandidates], crop_box: list[int], input_size: tuple[int, int],
+                     original_size: tuple[int, int]) -> dict[str, Any]:
+        """The crop's survivors after box NMS, points and boxes moved to image coordinates."""
+        if kept:
+            c = _CropCandidates(*(torch.cat([getattr(k, f.name) for k in kept]) for f in fields(_CropCandidates)))
+        else:
+            c = _empty_like_crop(*self.model.prompt_encoder.mask_input_size, self.predictor.device)
+        keep = batched_nms(c.boxes.float(), c.iou_preds, torch.zeros(len(c.boxes)), iou_threshold=self.box_nms_thresh)
+        x0, y0 = crop_box[0], crop_box[1]
+        offset_box = torch.tensor([[x0, y0, x0, y0]], device=c.boxes.device)
         offset_pt = torch.tensor([[x0, y0]])
         return {
-            "low_res": low[keep], "iou_preds": iou_t[keep], "stability": stab_t[keep],
-            "points": pts_t[keep.cpu()] + offset_pt, "boxes": boxes_t[keep] + offset_box,
+            "low_res": c.low_res[keep], "iou_preds": c.iou_preds[keep], "stability": c.stability[keep],
+            "points": c.points[keep.cpu()] + offset_pt, "boxes": c.boxes[keep] + offset_box,
             "crop_box": list(crop_box), "input_size": input_size, "original_size": original_size,
         }
 
@@ -474,81 +486,67 @@ class FastSamAutomaticMaskGenerator:
         return keep, out_masks, out_boxes[keep] if keep else out_boxes[:0]
 
 
-def decode_shared_image(decoder: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                        sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``MaskDecoder.forward(..., multimask_output=True)`` for B point prompts on one image, without B copies.
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    bb, n, cc = x.shape
+    return x.reshape(bb, n, heads, cc // heads).transpose(1, 2)
 
-    The stock decoder repeats the image embedding B times and runs the first two-way block's image-side
-    projections (token-to-image keys/values, image-to-token queries) on B identical copies. Here those are
-    computed once and broadcast; every other operation is the library's, in the library's order, so the
-    outputs are the same numbers (checked bit for bit in tests/segmentation/test_amg.py). Only valid when the
-    dense prompt embedding is the same for all prompts (point prompts without mask input, as in the AMG).
-    """
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    bb, nh, nt, cp = x.shape
+    return x.transpose(1, 2).reshape(bb, nt, nh * cp)
+
+
+def _attend(attn_mod: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``Attention.forward`` on already projected q, k, v (k/v may have batch 1: broadcast)."""
     import math
 
-    transformer = decoder.transformer
-    b = sparse.size(0)
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    output_tokens = output_tokens.unsqueeze(0).expand(b, -1, -1)
-    tokens = torch.cat((output_tokens, sparse), dim=1)
-    src1 = image_embeddings + dense[:1]  # (1, C, h, w): the same for every prompt
-    _, c, h, w = src1.shape
-    keys1 = src1.flatten(2).permute(0, 2, 1)  # (1, N, C)
-    pe1 = image_pe.flatten(2).permute(0, 2, 1)  # (1, N, C)
+    heads = attn_mod.num_heads
+    q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
+    if k.size(0) != q.size(0):
+        k = k.expand(q.size(0), -1, -1, -1)
+        v = v.expand(q.size(0), -1, -1, -1)
+    c_per_head = q.shape[-1]
+    attn = q @ k.permute(0, 1, 3, 2)
+    attn = attn / math.sqrt(c_per_head)
+    attn = torch.softmax(attn, dim=-1)
+    return attn_mod.out_proj(_merge_heads(attn @ v))
 
-    def split(x: torch.Tensor, heads: int) -> torch.Tensor:
-        bb, n, cc = x.shape
-        return x.reshape(bb, n, heads, cc // heads).transpose(1, 2)
 
-    def merge(x: torch.Tensor) -> torch.Tensor:
-        bb, nh, nt, cp = x.shape
-        return x.transpose(1, 2).reshape(bb, nt, nh * cp)
-
-    def attend(attn_mod: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``Attention.forward`` on already projected q, k, v (k/v may have batch 1: broadcast)."""
-        q, k, v = split(q, attn_mod.num_heads), split(k, attn_mod.num_heads), split(v, attn_mod.num_heads)
-        if k.size(0) != q.size(0):
-            k = k.expand(q.size(0), -1, -1, -1)
-            v = v.expand(q.size(0), -1, -1, -1)
-        c_per_head = q.shape[-1]
-        attn = q @ k.permute(0, 1, 3, 2)
-        attn = attn / math.sqrt(c_per_head)
-        attn = torch.softmax(attn, dim=-1)
-        return attn_mod.out_proj(merge(attn @ v))
-
-    queries, point_embedding = tokens, tokens
-    keys: torch.Tensor = keys1
-    for i, layer in enumerate(transformer.layers):
-        shared = i == 0
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + point_embedding
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
-
-        mod = layer.cross_attn_token_to_image
+def two_way_block(layer: Any, queries: torch.Tensor, keys: torch.Tensor, point_embedding: torch.Tensor,
+                  key_pe: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TwoWayAttentionBlock.forward``. ``shared``: ``keys``/``key_pe`` have batch 1 (one image for every prompt);
+    the image-side projections run once and are broadcast, and the keys come out with the prompts' batch."""
+    b = queries.size(0)
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries, k=queries, v=queries)
+    else:
         q = queries + point_embedding
-        k = keys + pe1
-        attn_out = attend(mod, mod.q_proj(q), mod.k_proj(k), mod.v_proj(keys)) if shared else mod(q=q, k=k, v=keys)
-        queries = layer.norm2(queries + attn_out)
-        queries = layer.norm3(queries + layer.mlp(queries))
+        queries = queries + layer.self_attn(q=q, k=q, v=queries)
+    queries = layer.norm1(queries)
 
-        mod = layer.cross_attn_image_to_token
-        q = queries + point_embedding
-        k = keys + pe1
-        if shared:
-            attn_out = attend(mod, mod.q_proj(k).expand(b, -1, -1), mod.k_proj(q), mod.v_proj(queries))
-            keys = keys.expand(b, -1, -1)
-        else:
-            attn_out = mod(q=k, k=q, v=queries)
-        keys = layer.norm4(keys + attn_out)
-
+    mod = layer.cross_attn_token_to_image
     q = queries + point_embedding
-    k = keys + pe1
-    queries = transformer.norm_final_attn(queries + transformer.final_attn_token_to_image(q=q, k=k, v=keys))
-    hs, src = queries, keys
+    k = keys + key_pe
+    attn_out = _attend(mod, mod.q_proj(q), mod.k_proj(k), mod.v_proj(keys)) if shared else mod(q=q, k=k, v=keys)
+    queries = layer.norm2(queries + attn_out)
+    queries = layer.norm3(queries + layer.mlp(queries))
 
+    mod = layer.cross_attn_image_to_token
+    q = queries + point_embedding
+    k = keys + key_pe
+    if shared:
+        attn_out = _attend(mod, mod.q_proj(k).expand(b, -1, -1), mod.k_proj(q), mod.v_proj(queries))
+        keys = keys.expand(b, -1, -1)
+    else:
+        attn_out = mod(q=k, k=q, v=queries)
+    return queries, layer.norm4(keys + attn_out)
+
+
+def mask_head(decoder: Any, hs: torch.Tensor, src: torch.Tensor, shape: tuple[int, int, int, int]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.predict_masks`` after the transformer, ``multimask_output=True``: (masks, iou_pred) of the
+    three multimask outputs. ``shape``: (B, C, h, w) of the image embedding."""
+    b, c, h, w = shape
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:(1 + decoder.num_mask_tokens), :]
     src = src.transpose(1, 2).view(b, c, h, w)
@@ -559,3 +557,31 @@ def decode_shared_image(decoder: Any, image_embeddings: torch.Tensor, image_pe: 
     masks = (hyper_in @ upscaled.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
     iou_pred = decoder.iou_prediction_head(iou_token_out)
     return masks[:, 1:, :, :], iou_pred[:, 1:]
+
+
+def decode_shared_image(decoder: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                        sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MaskDecoder.forward(..., multimask_output=True)`` for B point prompts on one image, without B copies.
+
+    The stock decoder repeats the image embedding B times and runs the first two-way block's image-side
+    projections (token-to-image keys/values, image-to-token queries) on B identical copies. Here those are
+    computed once and broadcast (``two_way_block(shared=True)``); every other operation is the library's, in the
+    library's order, so the outputs are the same numbers (checked bit for bit in tests/segmentation/test_amg.py).
+    Only valid when the dense prompt embedding is the same for all prompts (point prompts without mask input, as
+    in the AMG).
+    """
+    transformer = decoder.transformer
+    b = sparse.size(0)
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+    src1 = image_embeddings + dense[:1]  # (1, C, h, w): the same for every prompt
+    _, c, h, w = src1.shape
+    keys = src1.flatten(2).permute(0, 2, 1)  # (1, N, C)
+    pe1 = image_pe.flatten(2).permute(0, 2, 1)  # (1, N, C)
+    queries = tokens
+    for i, layer in enumerate(transformer.layers):
+        queries, keys = two_way_block(layer, queries, keys, tokens, pe1, shared=i == 0)
+    q = queries + tokens
+    k = keys + pe1
+    queries = transformer.norm_final_attn(queries + transformer.final_attn_token_to_image(q=q, k=k, v=keys))
+    return mask_head(decoder, queries, keys, (b, c, h, w))

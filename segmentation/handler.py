@@ -11,7 +11,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from veilset.segmentation.base import MaskAnnotation, MaskGenerator
-from veilset.segmentation.registry import build_mask_generator
+from veilset.segmentation.registry import MASKS, build_mask_generator
 from veilset.segmentation.spec import MaskSpec
 
 DEVICES = ("cpu", "cuda")
@@ -22,7 +22,7 @@ def _with_device(spec: str, device: str | None) -> str:
     if device is None:
         return spec
     parsed = MaskSpec.parse(spec)
-    if parsed.name in ("none", "felzenszwalb"):
+    if "device" not in MASKS.get(parsed.name).args.names:
         return spec
     options = dict(parsed.options)
     options.setdefault("device", device)

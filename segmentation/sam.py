@@ -15,18 +15,35 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any, Optional
 
 import numpy as np
 
+from veilset.plugins import Arg, Args, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
-from veilset.segmentation.spec import convert_options, to_bool, to_float, to_int
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
 INSTALL_HINT = "pip install 'veilset[torch]' (torch, torchvision, segment-anything)"
-SAM2_HINT = "pip install 'git+https://github.com/facebookresearch/sam2.git' (package sam2)"
+
+
+_PRESET_DEFAULT = "(default: the preset's)"
+SETTING_ARGS = Args(
+    Arg("points_per_side", "int", None, f"prompt grid side {_PRESET_DEFAULT}", lo=1),
+    Arg("points_per_batch", "int", None, f"prompts per decoder call {_PRESET_DEFAULT}", lo=1),
+    Arg("pred_iou_thresh", "float", None, f"least predicted IoU {_PRESET_DEFAULT}", lo=0.0, hi=1.0),
+    Arg("stability_score_thresh", "float", None, f"least stability score {_PRESET_DEFAULT}", lo=0.0, hi=1.0),
+    Arg("stability_score_offset", "float", None, f"logit offset of the stability score {_PRESET_DEFAULT}"),
+    Arg("box_nms_thresh", "float", None, f"box NMS within a crop {_PRESET_DEFAULT}", lo=0.0, hi=1.0),
+    Arg("crop_n_layers", "int", None, f"crop layers (0: the whole image only) {_PRESET_DEFAULT}", lo=0),
+    Arg("crop_nms_thresh", "float", None, f"box NMS across crops {_PRESET_DEFAULT}", lo=0.0, hi=1.0),
+    Arg("crop_overlap_ratio", "float", None, f"crop overlap {_PRESET_DEFAULT}", lo=0.0, hi=1.0),
+    Arg("crop_n_points_downscale_factor", "int", None, f"grid shrink per crop layer {_PRESET_DEFAULT}", lo=1),
+    Arg("min_mask_region_area", "int", None, f"remove holes/islands smaller than this {_PRESET_DEFAULT}", lo=0),
+    Arg("max_mask_coverage", "float", None, f"drop masks covering this fraction or more {_PRESET_DEFAULT}", gt=0.0,
+        hi=1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -47,18 +64,8 @@ class AmgSettings:
     max_mask_coverage: float = 1.0  # drop masks covering >= this fraction of the image (1.0: keep all)
 
     def __post_init__(self) -> None:
-        for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sam: {name} must be >= 1, got {getattr(self, name)!r}")
-        if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
-            raise ValueError(f"sam: crop_n_layers and min_mask_region_area must be >= 0, got "
-                             f"{self.crop_n_layers!r}, {self.min_mask_region_area!r}")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh",
-                     "crop_overlap_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"sam: {name} must be in [0, 1], got {getattr(self, name)!r}")
-        if not 0.0 < self.max_mask_coverage <= 1.0:
-            raise ValueError(f"sam: max_mask_coverage must be in (0, 1], got {self.max_mask_coverage!r}")
+        for arg in SETTING_ARGS:  # ranges: SETTING_ARGS, the one list the spec strings are checked against too
+            object.__setattr__(self, arg.name, arg.parse(getattr(self, arg.name)))
 
     def library_kwargs(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,10 +79,27 @@ PRESETS: dict[str, AmgSettings] = {
                         max_mask_coverage=0.95),
 }
 
-_SETTING_CONVERTERS = {f.name: (to_int if f.type in ("int", int) else to_float) for f in fields(AmgSettings)}
-_CONVERTERS = {**_SETTING_CONVERTERS, "preset": lambda k, v: str(v), "device": lambda k, v: str(v),
-               "impl": lambda k, v: str(v), "img_size": to_int, "bf16": to_bool, "compile": to_bool,
-               "upscale_chunk": to_int}
+
+
+def _preset_option(value: Any) -> str:
+    text = str(value).strip()
+    if text not in PRESETS:
+        raise ValueError(f"sam: unknown preset {text!r}; available: {', '.join(sorted(PRESETS))}")
+    return text
+
+
+ARGS = Args(
+    Arg("preset", "choice", "sa1b", "generation settings: sa1b (SA-1B's) or default (the library's)",
+        choices=tuple(sorted(PRESETS)), convert=_preset_option),
+    Arg("device", "text", None, "auto, cpu, cuda or cuda:N (default auto: cuda when present)"),
+    Arg("impl", "choice", "fast", "fast: veilset's generator (same masks); stock: the library's",
+        choices=("fast", "stock")),
+    Arg("img_size", "int", None, "vit_tiny only: input size, a multiple of 64", lo=64),
+    Arg("bf16", "bool", False, "GPU only: image encoder under bfloat16 autocast (faster, not identical)"),
+    Arg("compile", "bool", False, "GPU only: torch.compile the image encoder"),
+    Arg("upscale_chunk", "int", 16, "masks upscaled per chunk", lo=1),
+    *SETTING_ARGS,
+)
 
 
 def _require_torch():
@@ -189,14 +213,13 @@ class SamMaskGenerator:
 
     name = "sam"
 
-    def __init__(self, model_type: str, checkpoint: str, *, preset: str = "sa1b", device: Optional[str] = None,
-                 impl: str = "fast", img_size: Optional[int] = None, bf16: bool = False, compile: bool = False,
-                 upscale_chunk: int = 16, model: Any = None, **settings: Any) -> None:
+    def __init__(self, model_type: str, checkpoint: str, *, model: Any = None, **options: Any) -> None:
+        """Options: ``ARGS`` (``model``: an in-memory SAM instead of the checkpoint's, for tests/benchmarks)."""
+        o = ARGS.parse(options, "sam")
+        preset, device, impl, img_size = o["preset"], o["device"], o["impl"], o["img_size"]
+        bf16, compile, upscale_chunk = o["bf16"], o["compile"], o["upscale_chunk"]
+        settings = {k: o[k] for k in SETTING_ARGS.names if o[k] is not None}
         _require_torch()
-        if preset not in PRESETS:
-            raise ValueError(f"sam: unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
-        if impl not in ("fast", "stock"):
-            raise ValueError(f"sam: impl must be fast or stock, got {impl!r}")
         self.settings = replace(PRESETS[preset], **settings)
         self.preset, self.impl = preset, impl
         self.device = resolve_device(device)
@@ -274,23 +297,15 @@ def to_annotation(ann: dict[str, Any]) -> MaskAnnotation:
     )
 
 
-def build(positional: str, options: dict[str, str]) -> SamMaskGenerator:
+def build(positional: str, **options: Any) -> SamMaskGenerator:
     model_type, _, checkpoint = positional.partition(":")
     if not model_type or not checkpoint:
         raise ValueError(f"sam spec needs sam:MODEL_TYPE:CHECKPOINT, got {('sam:' + positional)!r}; model types: "
                          f"{', '.join(MODEL_TYPES)}")
-    values = convert_options(options, _CONVERTERS, "sam")
-    return SamMaskGenerator(model_type, checkpoint, **values)
+    return SamMaskGenerator(model_type, checkpoint, **options)
 
 
-def build_sam2(positional: str, options: dict[str, str]):
-    config, _, checkpoint = positional.partition(":")
-    if not config or not checkpoint:
-        raise ValueError(f"sam2 spec needs sam2:CONFIG:CHECKPOINT, got {('sam2:' + positional)!r}")
-    try:
-        import sam2  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
-    from veilset.segmentation.sam2_backend import Sam2MaskGenerator
-
-    return Sam2MaskGenerator(config, checkpoint, **options)
+PLUGIN = Plugin("mask generator", "sam", build, ARGS, positional="MODEL_TYPE:CHECKPOINT",
+                check=lambda: needs_modules("torch", "torchvision", "segment_anything", hint=INSTALL_HINT,
+                                            note="needs a checkpoint file: sam:vit_h|vit_l|vit_b:CHECKPOINT"),
+                summary="Segment Anything automatic masks (SA-1B settings by default; checkpoints never downloaded)")

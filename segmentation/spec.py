@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
 
 _OPTIONS_START = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -65,51 +64,3 @@ def _parse_options(segment: str, whole: str) -> list[tuple[str, str]]:
             raise ValueError(f"mask-generator option {key!r} given twice in {whole!r}")
         seen.add(key)
     return [(k, v) for k, v in pairs]
-
-
-# --- typed conversion of option strings -------------------------------------------------------------------
-
-
-def to_int(key: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"mask option {key}: expected an integer, got {value!r}") from None
-
-
-def to_float(key: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"mask option {key}: expected a number, got {value!r}") from None
-
-
-def to_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"mask option {key}: expected true/false, got {value!r}")
-
-
-def to_floats(key: str, value: Any) -> tuple[float, ...]:
-    if isinstance(value, str):
-        items = [v for v in value.replace(";", ",").split(",") if v.strip()]
-    else:
-        items = list(value)
-    if not items:
-        raise ValueError(f"mask option {key}: expected a comma-separated list of numbers, got {value!r}")
-    return tuple(to_float(key, v) for v in items)
-
-
-def convert_options(options: Mapping[str, Any], converters: Mapping[str, Callable[[str, Any], Any]],
-                    generator: str) -> dict[str, Any]:
-    """Convert ``options`` with one converter per known key; unknown keys are a ``ValueError`` listing the known."""
-    unknown = sorted(set(options) - set(converters))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for mask generator {generator!r}; "
-                         f"known: {', '.join(sorted(converters))}")
-    return {k: converters[k](k, v) for k, v in options.items()}

@@ -1,7 +1,10 @@
 """veilset: privacy-preserving image-dataset curation (build, take down, audit).
 
-This folder is only the front door of the ``veilset`` import namespace. The rooms live in their own top-level
-folders of the repository and are mapped into the namespace by setuptools' ``package_dir`` (``setup.py``):
+This folder holds the front door of the ``veilset`` import namespace (``cli``, ``api``, ``catalog``) and the
+leaf ``veilset.plugins`` (the one plugin registry every room uses). It stays import-light: importing
+``veilset.detectors`` must not load the stages. The rooms live in their own top-level folders of the repository
+and are mapped into the namespace by setuptools' ``package_dir`` (``setup.py``); docs/ARCHITECTURE.md draws the
+layers they form:
 
     pipeline/      -> veilset.pipeline      (options, decode, anonymize, encode, the Beam graph)
     detectors/     -> veilset.detectors     (face and plate detectors, registry, Beam ModelHandler, eval)

@@ -1,7 +1,8 @@
 """``veilset`` console script: one parser, one module per subcommand (``add_arguments`` + ``run``).
 
-Each room owns its subcommands; this front door only dispatches. Only the chosen subcommand's module is
-imported, so ``veilset takedown status`` need not import Beam.
+Each room owns its subcommands; this front door dispatches, and reads what one room needs from another before
+the room runs (``veilset.api.cli_inputs``: the takedown ledger for build and audit, handed down as data). Only
+the chosen subcommand's module is imported, so ``veilset takedown status`` need not import Beam.
 """
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import importlib
 import logging
 import sys
 
-from veilset import __version__
+from veilset import __version__, api
 from veilset.pipeline import cli as pipeline_cli
 
 SUBCOMMANDS = {
     **pipeline_cli.SUBCOMMANDS,  # build, eval
     "takedown": ("veilset.takedown.cli", "ingest, apply and answer e-mailed removal requests"),
     "audit": ("veilset.audit.cli", "verify a release end to end and write a compliance report"),
+    "detectors": ("veilset.catalog", "list the detectors, mask generators and audit checks, their options, and "
+                                     "which can run here"),
 }
 
 
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         pipeline_cli.quiet_beam_logging()
     try:
+        api.cli_inputs(args)
         return int(args._run(args) or 0)
     except ValueError as err:  # option validation: the message names the bad value
         print(f"veilset {args.command}: error: {err}", file=sys.stderr)

@@ -110,9 +110,9 @@ def residual():
 
 @pytest.fixture(scope="session")
 def good_report(built, production, residual):
-    from veilset.audit.runner import run_audit
+    from veilset.api import audit
 
-    return run_audit(built.root, ledger=built.ledger, production=production, residual=residual)
+    return audit(built.root, ledger=built.ledger, production=production, residual=residual)
 
 
 # ---------------------------------------------------------------------------------------------- tamper helpers

@@ -25,9 +25,9 @@ def test_ledger_history_is_in_the_report_with_masked_addresses(good_report):
 
 
 def test_release_after_a_real_takedown_passes_every_check(taken_down, production, residual):
-    from veilset.audit.runner import run_audit
+    from veilset.api import audit
 
-    report = run_audit(taken_down.root, ledger=taken_down.ledger, production=production, residual=residual)
+    report = audit(taken_down.root, ledger=taken_down.ledger, production=production, residual=residual)
     assert report.passed, "\n".join(f.line() for f in report.findings)
     assert report.result(F.INTEGRITY).stats["images"] == 2
     events = [h["event"] for h in report.ledger_history]

@@ -10,13 +10,14 @@ import pytest
 
 from veilset.audit.findings import FAIL, PASS, TAKEDOWNS
 from veilset.audit.release import Release
-from veilset.audit.takedowns import check_takedowns, open_ledger
+from veilset.api import ledger_snapshot
+from veilset.audit.takedowns import check_takedowns
 from veilset.release import ids, layout, registry
 from tests.audit.conftest import coco_path, load_json, row_of, save_json
 
 
 def _check(root: str, ledger: str):
-    return check_takedowns(Release(root), open_ledger(ledger))
+    return check_takedowns(Release(root), ledger_snapshot(ledger))
 
 
 def test_good_release_honours_the_ledger(built):
@@ -84,7 +85,7 @@ def test_the_manifest_log_may_name_removed_ids_but_nothing_else_may(built, copy_
 
 def test_missing_ledger_file_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no ledger file"):
-        open_ledger(str(tmp_path / "nope.sqlite"))
+        ledger_snapshot(str(tmp_path / "nope.sqlite"))
 
 
 def test_release_after_a_real_takedown_passes_and_restoring_an_old_shard_fails(taken_down, tmp_path):

@@ -231,10 +231,12 @@ class _ExplodingFaceDetector:
         return [self.detect(im) for im in images_rgb]
 
 
-def test_a_failing_detector_rejects_its_images_and_counts_still_add_up(tmp_path):
-    from veilset.detectors.base import register
+def test_a_failing_detector_rejects_its_images_and_counts_still_add_up(tmp_path, request):
+    from veilset.detectors.registry import DETECTORS
+    from veilset.plugins import Plugin
 
-    register(_ExplodingFaceDetector.name)(lambda **kw: _ExplodingFaceDetector())
+    DETECTORS.add(Plugin("detector", _ExplodingFaceDetector.name, _ExplodingFaceDetector, tags=("face",)))
+    request.addfinalizer(lambda: DETECTORS.remove(_ExplodingFaceDetector.name))
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.full((40, 60, 3), 250, np.uint8)).save(photos / "bright.png")

@@ -175,3 +175,39 @@ def test_window_stats_equal_full_crop_stats(model):
         assert torch.equal(torch.isnan(stab), torch.isnan(want))
         assert torch.equal(stab[~torch.isnan(stab)], want[~torch.isnan(want)])
         assert torch.equal(boxes, batched_mask_to_box(up > model.mask_threshold))
+
+
+# ------------------------------------------------------------------------------------------ named steps
+def test_the_shared_first_block_equals_the_block_on_copies(model):
+    """two_way_block(shared=True) on one image embedding = the library's block on B copies, bit for bit."""
+    from veilset.segmentation.amg import two_way_block
+
+    layer = model.mask_decoder.transformer.layers[0]
+    g = torch.Generator().manual_seed(0)
+    queries = torch.randn(5, 7, 64, generator=g)
+    keys1, pe1 = torch.randn(1, 256, 64, generator=g), torch.randn(1, 256, 64, generator=g)
+    with torch.no_grad():
+        shared = two_way_block(layer, queries, keys1, queries, pe1, shared=True)
+        copies = layer(queries, keys1.expand(5, -1, -1), queries, pe1)
+        plain = two_way_block(layer, queries, keys1.expand(5, -1, -1), queries, pe1, shared=False)
+    assert all(torch.equal(a, b) for a, b in zip(shared, copies)) and all(torch.equal(a, b)
+                                                                       for a, b in zip(plain, copies))
+
+
+def test_prefilter_keeps_what_can_pass_and_records_are_the_stock_dicts(model):
+    from veilset.segmentation.amg import FastSamAutomaticMaskGenerator, mask_records
+
+    gen = FastSamAutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.5)
+    low = torch.full((4, 8, 8), -20.0)
+    low[1, 2, 2] = 5.0
+    low[2, 3, 3] = 5.0
+    iou = torch.tensor([0.9, 0.9, 0.4, 0.9])
+    assert gen._prefilter(low, iou).tolist() == [1]  # 0, 3: provably empty; 2: low predicted IoU
+    window = np.zeros((3, 4), bool)
+    window[1:, 1:3] = True
+    [rec] = mask_records([(5, 6, window)], [0], np.array([[7, 6, 8, 7]]), torch.tensor([0.75]),
+                         torch.tensor([0.5]), torch.tensor([[1.0, 2.0]], dtype=torch.float64),
+                         torch.tensor([[0, 0, 20, 10]]), (10, 20))
+    assert (rec["area"], rec["bbox"], rec["crop_box"], rec["point_coords"]) == (4, [7, 6, 1, 1], [0, 0, 20, 10],
+                                                                                [[1.0, 2.0]])
+    assert rec["segmentation"]["size"] == [10, 20] and rec["predicted_iou"] == 0.75
