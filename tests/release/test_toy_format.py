@@ -10,6 +10,7 @@ import os
 import pytest
 from PIL import Image
 
+from veilset.api import ledger_snapshot
 from veilset.audit.findings import PASS
 from veilset.audit.integrity import check_integrity
 from veilset.audit.metadata import check_metadata
@@ -85,7 +86,7 @@ def test_build_take_down_read_back_and_audit(tmp_path):
         assert victim.encode() not in open(shard_file, "rb").read()
     assert [json.loads(open(os.path.join(root, "manifest.json")).read())["log"][0]["removed"]] == [[victim]]
     release = Release(root)
-    results = [check_integrity(release), check_takedowns(release, ledger), check_metadata(release)]
+    results = [check_integrity(release), check_takedowns(release, ledger_snapshot(str(tmp_path / "ledger.sqlite"))), check_metadata(release)]
     for result in results:
         assert result.status == PASS, [f.line() for f in result.findings]
     assert results[0].stats["images"] == len(built) - 1
