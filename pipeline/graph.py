@@ -36,6 +36,7 @@ from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import ids, index, layout, manifest, shards, storage
 from veilset.release.housekeeping import remove_unlisted
+from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
 LOG = logging.getLogger("veilset.build")
@@ -187,6 +188,10 @@ class EncodeAndStage(beam.DoFn):
         image, masks = item
         try:
             jpeg = image.lossless_jpeg or encode_jpeg(image.pixels, quality=self._quality)
+            violations = strict_violations(jpeg)
+            if violations:  # only the image is published (checked on the very bytes that are staged)
+                yield TaggedOutput(REJECTS, Reject(image.source, "encode", "not_strict", "; ".join(violations)))
+                return
             published = PublishedImage(
                 image_id=image.image_id, content_sha256=image.content_sha256,
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
