@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from veilset.release import coco, index, parquet, registry, sa1b, storage
 from veilset.release.format import FormatError, ShardFormat, ShardKey
-from veilset.release.layout import MANIFEST_NAME, REJECTS_NAME
+from veilset.release.layout import MANIFEST_NAME, MARKER_NAME, REJECTS_NAME
 from veilset.release.manifest import load_manifest
 from veilset.release.records import ImageCopy, ImageRecord  # noqa: F401  (re-exported)
 
@@ -77,7 +77,7 @@ class Release:
         return [e for e in self.manifest.get("shards", []) if e.get("format") == fmt]
 
     def listed_files(self) -> set[str]:
-        listed = {MANIFEST_NAME}
+        listed = {MANIFEST_NAME, MARKER_NAME}  # the marker is the release's identity (release.housekeeping)
         if self.manifest.get("rejects"):
             listed.add(self.manifest["rejects"])
         for entry in self.manifest.get("shards", []) + self.manifest.get("index", []):

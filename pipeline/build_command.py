@@ -6,11 +6,12 @@ Without ``--runner`` the DirectRunner is used, in multi_processing mode with ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from veilset.detectors.base import FACE, LICENSE_PLATE
 from veilset.detectors.registry import names_for
@@ -108,9 +109,6 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
           blocklist: opt.Blocklist | None = None) -> dict[str, Any]:
     """Run a build; returns the manifest. ``blocklist``: what the ledger ``opts.ledger`` removed (required when
     ``opts.ledger`` is set; ``veilset.api.build`` reads it)."""
-    import apache_beam as beam
-
-    from veilset.pipeline.graph import build_graph
     from veilset.pipeline.ingest import expand_inputs
     from veilset.release.housekeeping import check_output_dir
     from veilset.release.manifest import load_manifest
@@ -122,19 +120,52 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     check_output_dir(opts.output)
     inputs = expand_inputs(opts.inputs, exclude_under=opts.output)
     num_shards = opts.num_shards(len(inputs))
-    if opts.face_detector == "none":
-        LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
-    models = model_identities(opts)
-    LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
-             num_shards, ",".join(opts.formats), opts.workers)
-    local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
-    # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
-    # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
-    detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
-    with beam.Pipeline(options=beam_options(opts, beam_args or [], verbose)) as p:
-        build_graph(p, opts, inputs, num_shards=num_shards, models=models, blocked_ids=blocklist.image_ids,
-                    blocked_hashes=blocklist.content_hashes, detector_threads=detector_threads)
+    with writer_lock(opts.output):  # before the models load: a second writer fails at once
+        if opts.face_detector == "none":
+            LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
+        models = model_identities(opts)
+        LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
+                 num_shards, ",".join(opts.formats), opts.workers)
+        local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
+        # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
+        # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
+        detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
+        run_graph(opts, beam_options(opts, beam_args or [], verbose), inputs, num_shards=num_shards, models=models,
+                  blocked_ids=blocklist.image_ids, blocked_hashes=blocklist.content_hashes,
+                  detector_threads=detector_threads)
     return load_manifest(opts.output)
+
+
+@contextlib.contextmanager
+def writer_lock(output: str) -> Iterator[None]:
+    """The output folder for this build alone: created (local), locked (one writer at a time), checked again
+    under the lock and marked as a veilset release before anything is written into it."""
+    from veilset.release import housekeeping, storage
+    from veilset.release.lock import ReleaseLock
+
+    if storage.is_remote(output):
+        yield
+        return
+    os.makedirs(output, exist_ok=True)
+    with ReleaseLock(output, command="build"):
+        housekeeping.check_output_dir(output)
+        housekeeping.mark(output)
+        yield
+
+
+def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[str], **kwargs: Any) -> None:
+    """Run the pipeline (the next release of the one in the folder, if any), then (its manifest committed) remove
+    the files of the release it replaced."""
+    import apache_beam as beam
+
+    from veilset.pipeline.graph import build_graph
+    from veilset.release import housekeeping, manifest
+
+    before = housekeeping.release_files(opts.output)
+    previous = housekeeping.current_release(opts.output)
+    with beam.Pipeline(options=options) as p:
+        build_graph(p, opts, inputs, previous=previous, **kwargs)
+    housekeeping.remove_superseded(opts.output, before, manifest.read(opts.output))
 
 
 def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str:
@@ -156,9 +187,15 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
 
 def run(args: argparse.Namespace) -> int:
     """``args.blocklist``: the ledger's, read by the front door (``veilset.cli``) when --ledger is given."""
+    from veilset.release.lock import ReleaseLocked
+
     opts = options_from_args(args)
     t0 = time.monotonic()
-    manifest = build(opts, args.beam_args, args.verbose, getattr(args, "blocklist", None))
+    try:
+        manifest = build(opts, args.beam_args, args.verbose, getattr(args, "blocklist", None))
+    except ReleaseLocked as err:
+        print(f"veilset build: error: {err}", file=sys.stderr)
+        return 3
     print(format_summary(manifest, opts.output, time.monotonic() - t0))
     sys.stdout.flush()
     return 0

@@ -64,6 +64,8 @@ def encode_jpeg(pixels: np.ndarray, *, quality: int = DEFAULT_QUALITY) -> bytes:
 def strip_jpeg_metadata(data: bytes, *, max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE) -> bytes | None:
     """Lossless fast path: the source JPEG minus its APPn/COM segments and anything after EOI, or ``None``.
 
+    The result must pass ``release.jpeg.strict_violations`` (else ``None``: the image is re-encoded).
+
     Qualifies only a clean, single-scan baseline (SOF0) 8-bit JPEG with 3 components whose ids are 1, 2, 3
     (YCbCr without relying on a JFIF/Adobe marker), no Adobe colour transform other than YCbCr, no ICC profile
     (dropping it would change the colours a colour-managed viewer shows), EXIF orientation 1 (or absent) and a
@@ -94,7 +96,9 @@ def strip_jpeg_metadata(data: bytes, *, max_short_side: int | None = DEFAULT_MAX
         end = jpeg.scan_end(data, segments[-1])
     except ValueError:
         return None
-    return drop_segments(bytes(data[:end]), meta)
+    out = drop_segments(bytes(data[:end]), meta)
+    # anything else the source carries (DNL, unknown markers, fill bytes, ...) sends it to the re-encoder
+    return None if jpeg.strict_violations(out) else out
 
 
 def _orientation(data: bytes) -> int:

@@ -34,8 +34,8 @@ from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
-from veilset.release import ids, index, layout, manifest, shards, storage
-from veilset.release.housekeeping import remove_unlisted
+from veilset.release import ids, index, layout, log as release_log, manifest, shards, storage
+from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
 LOG = logging.getLogger("veilset.build")
@@ -187,6 +187,10 @@ class EncodeAndStage(beam.DoFn):
         image, masks = item
         try:
             jpeg = image.lossless_jpeg or encode_jpeg(image.pixels, quality=self._quality)
+            violations = strict_violations(jpeg)
+            if violations:  # only the image is published (checked on the very bytes that are staged)
+                yield TaggedOutput(REJECTS, Reject(image.source, "encode", "not_strict", "; ".join(violations)))
+                return
             published = PublishedImage(
                 image_id=image.image_id, content_sha256=image.content_sha256,
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
@@ -224,10 +228,12 @@ class WriteShards(beam.DoFn):
 
 
 class WriteManifest(beam.DoFn):
-    """Runs once at the end: writes rejects.jsonl and manifest.json, removes stale files and the staging dir."""
+    """Runs once at the end: writes rejects.jsonl and manifest.json (the driver removes superseded files)."""
 
-    def __init__(self, opts: BuildOptions, num_inputs: int, num_shards: int, models: dict[str, Any]):
+    def __init__(self, opts: BuildOptions, num_inputs: int, num_shards: int, models: dict[str, Any],
+                 previous: manifest.Manifest | None = None):
         self._opts, self._num_inputs, self._num_shards, self._models = opts, num_inputs, num_shards, models
+        self._previous = previous  # the release this build replaces: its number + 1, its takedown log
 
     def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject], duplicates: int,
                 blocked: int) -> Iterator[manifest.Manifest]:
@@ -239,11 +245,11 @@ class WriteManifest(beam.DoFn):
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
             formats=self._opts.formats, files=shard_files, counts=counts,
             rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
-            models=self._models)
+            models=self._models, release=self._previous.release + 1 if self._previous else 1,
+            log=self._previous.log if self._previous else ())
         storage.atomic_write(storage.join(self._opts.output, built.rejects),
                              b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
-        manifest.write(self._opts.output, built)
-        remove_unlisted(self._opts.output, built)
+        manifest.write(self._opts.output, built)  # the commit; the driver then removes superseded files
         yield built
 
 
@@ -260,12 +266,17 @@ def with_threads(spec: str, threads: int | None) -> str:
 
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
-                blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None) -> beam.PCollection:
+                blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
+                previous: manifest.Manifest | None = None) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
-    ``--workers`` processes share this machine's cores; None leaves each detector's default).
+    ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
+    release in the output folder, if any: this build is its next release, and every image its log says was
+    taken down stays out (blocked) even without the ledger.
     """
+    if previous is not None:
+        blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
     read = (
         p
         | "ListInputs" >> beam.Create(sorted(inputs))
@@ -320,7 +331,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         p
         | "Finish" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(
-            WriteManifest(opts, len(inputs), num_shards, models),
+            WriteManifest(opts, len(inputs), num_shards, models, previous),
             shard_files=AsSingleton(shard_files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
             duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),

@@ -1,62 +1,109 @@
-"""Release-folder housekeeping shared by build and takedown: what belongs to a release, what must go."""
+"""Release-folder housekeeping shared by build and takedown: whose folder it is, what belongs to a release, what
+may go.
+
+A build writes only into a folder that is absent, empty or a veilset release (``layout.MARKER_NAME`` holds the
+release's identity; a release written before markers existed is known by a manifest that loads). It deletes only
+files that it (or an earlier build or takedown) wrote: files an earlier manifest or index listed and no longer
+does, its own temporary files, its own staged records. A file anybody else put anywhere in the folder stays.
+"""
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import re
+import uuid
+from datetime import datetime, timezone
 
-from veilset.release import index, layout, registry, storage
+from veilset.release import index, layout, manifest as release_manifest, storage
 from veilset.release.manifest import Manifest
+
+_OWN_TEMP = re.compile(r"^\..+" + re.escape(storage.TMP_MARK) + r"[0-9a-f]{32}$")
+_OWN_STAGED = re.compile(r"^sa_[0-9a-f]{32}\.pkl$")
 
 
 def check_output_dir(path: str) -> None:
-    """Refuse to build into a folder that holds something other than a veilset release."""
+    """Refuse (``ValueError`` naming what is there) a folder that is not absent, empty or a veilset release."""
     if storage.is_remote(path) or not os.path.exists(path):
         return
     if not os.path.isdir(path):
-        raise ValueError(f"--output {path!r} exists and is not a folder")
-    entries = [e for e in os.listdir(path) if e != layout.STAGING]
-    if entries and not os.path.exists(os.path.join(path, layout.MANIFEST_NAME)):
-        raise ValueError(f"--output {path!r} is not empty and holds no {layout.MANIFEST_NAME}: refusing to write "
-                         "into it")
+        raise ValueError(f"--output {path!r} exists and is not a folder: refusing to write there")
+    entries = sorted(e for e in os.listdir(path) if e != layout.LOCK_NAME)  # a writer's lock is no content
+    if not entries or is_release(path):
+        return
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise ValueError(f"--output {path!r} is not empty and is not a veilset release (no {layout.MARKER_NAME}); it "
+                     f"holds {shown}: refusing to write into it (give an absent or empty folder)")
+
+
+def is_release(path: str) -> bool:
+    """A veilset release folder: it carries the marker, or (older releases) a manifest that loads."""
+    if os.path.isfile(os.path.join(path, layout.MARKER_NAME)):
+        return True
+    if not os.path.isfile(os.path.join(path, layout.MANIFEST_NAME)):
+        return False
+    try:
+        release_manifest.load_manifest(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def mark(path: str) -> None:
+    """Give the folder the release marker (its identity) unless it has one; the first write of a build."""
+    marker = os.path.join(path, layout.MARKER_NAME)
+    if storage.is_remote(path) or os.path.exists(marker):
+        return
+    identity = {"format": "veilset-release", "release_uuid": uuid.uuid4().hex,
+                "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    storage.atomic_write(marker, json.dumps(identity, sort_keys=True).encode() + b"\n")
 
 
 def kept_files(release_dir: str, manifest: Manifest) -> set[str]:
     """Every file of the release: what the manifest lists, and the per-image files the index names."""
-    keep = manifest.listed_paths()
+    keep = manifest.listed_paths() | {layout.MARKER_NAME}
     for entry in manifest.index:
         keep.update(r["file_name"] for r in index.read(release_dir, entry.path) if r.get("file_name"))
     return keep
 
 
-def remove_unlisted(release_dir: str, manifest: Manifest) -> list[str]:
-    """Delete shard files of earlier builds that this manifest does not list, temp files and the staging dir.
+def current_release(release_dir: str) -> Manifest | None:
+    """The release in ``release_dir`` (None when there is none). A manifest that does not load is an error: a
+    rebuild must not forget what its release took down."""
+    if not storage.exists(storage.join(release_dir, layout.MANIFEST_NAME)):
+        return None
+    try:
+        return release_manifest.read(release_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--output {release_dir!r}: its {layout.MANIFEST_NAME} does not load ({err}): refusing "
+                         f"to replace a release whose takedown history cannot be read") from err
 
-    Only the folders formats own are touched. Per-image JPEGs under images/ are kept when the index lists them
-    (file_name). Returns the removed relative paths. Local folders only (object stores overwrite in place).
-    """
+
+def release_files(release_dir: str) -> set[str]:
+    """The files the current release in ``release_dir`` owns (empty when there is none)."""
+    current = None if storage.is_remote(release_dir) else current_release(release_dir)
+    return set() if current is None else kept_files(release_dir, current)
+
+
+def remove_superseded(release_dir: str, before: set[str], manifest: Manifest) -> list[str]:
+    """After ``manifest`` is committed: delete the files of the earlier release (``before``) it no longer lists,
+    this writer's own temporary files and staged records. Nothing else is touched. Returns the removed paths."""
     if storage.is_remote(release_dir):
         return []
-    keep = kept_files(release_dir, manifest)
-    removed = []
-    for sub in registry.managed_dirs():
-        removed += _remove_unkept(release_dir, sub, keep)
-    for f in os.listdir(release_dir):
-        if storage.TMP_MARK in f:
-            os.unlink(os.path.join(release_dir, f))
-            removed.append(f)
-    shutil.rmtree(os.path.join(release_dir, layout.STAGING), ignore_errors=True)
-    return removed
+    gone = sorted(before - kept_files(release_dir, manifest))
+    for rel in gone:
+        storage.remove(storage.join(release_dir, rel))
+        storage.remove_empty_dir(os.path.dirname(storage.join(release_dir, rel)))
+    return gone + _remove_own_scratch(release_dir)
 
 
-def _remove_unkept(release_dir: str, sub: str, keep: set[str]) -> list[str]:
+def _remove_own_scratch(release_dir: str) -> list[str]:
     removed = []
-    top = os.path.join(release_dir, sub)
-    for root, _dirs, files in os.walk(top, topdown=False):
+    for root, dirs, files in os.walk(release_dir):
+        dirs[:] = [d for d in dirs if d != layout.TAKEDOWN_DIR]  # a takedown's stage is the takedown's
+        staging = os.path.relpath(root, release_dir).split(os.sep)[0] == layout.STAGING
         for f in files:
-            rel = os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/")
-            if rel not in keep:
+            if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)):
                 os.unlink(os.path.join(root, f))
-                removed.append(rel)
-        if root != top and not os.listdir(root):
-            os.rmdir(root)
+                removed.append(os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/"))
+    storage.remove_empty_dir(os.path.join(release_dir, layout.STAGING))
     return removed

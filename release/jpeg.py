@@ -174,3 +174,66 @@ def scan_end(data: bytes, sos: Segment) -> int:
         if nxt == EOI:
             return i + 2
         raise ValueError(f"not a single-scan JPEG: {marker_name(nxt)} follows the first scan at offset {i}")
+
+
+# The only markers a published JPEG may hold (issue "Safe builds" §2): SOI, JFIF APP0, DQT, SOF, DHT, DRI, SOS with
+# its entropy-coded data (restart markers only under a DRI) and EOI. Nothing else, nowhere else.
+DQT, DHT, DRI = 0xDB, 0xC4, 0xDD
+_HEADER_ALLOWED = frozenset({DQT, DHT, DRI, *SOF_MARKERS})
+
+
+def strict_violations(data: bytes) -> list[str]:
+    """Why ``data`` is not a strict published JPEG (empty list: it is one).
+
+    Strict: SOI at offset 0; then only DQT, SOFn, DHT, DRI and at most a JFIF APP0 segment, with no fill or
+    other bytes between them; one SOS whose entropy-coded data holds only stuffed bytes (FF 00) and, when a DRI
+    was given, restart markers; EOI as the last two bytes. Any APPn (other than JFIF APP0), COM, DNL, unknown
+    marker, second scan, padding or byte after EOI is a violation.
+    """
+    data = bytes(data)
+    try:
+        segments = iter_segments(data)
+    except ValueError as err:
+        return [str(err)]
+    out = _header_violations(data, segments)
+    out += _scan_violations(data, segments[-1], any(s.marker == DRI for s in segments))
+    return out
+
+
+def _header_violations(data: bytes, segments: list[Segment]) -> list[str]:
+    out = []
+    prev_end = 2
+    for seg in segments[1:]:
+        if seg.offset != prev_end:
+            out.append(f"{seg.offset - prev_end} byte(s) (fill or padding) before {seg.name} at offset {seg.offset}")
+        prev_end = seg.offset + seg.length
+        if seg.marker in _HEADER_ALLOWED or seg.marker == SOS:
+            continue
+        if seg.marker == APP0 and seg.payload(data).startswith(b"JFIF\x00") and len(seg.payload(data)) == 14:
+            continue  # a bare JFIF header (no thumbnail)
+        out.append(f"{seg.name} segment at offset {seg.offset} is not allowed in a published JPEG")
+    if sum(1 for s in segments if s.marker in SOF_MARKERS) != 1:
+        out.append("not exactly one SOF segment")
+    return out
+
+
+def _scan_violations(data: bytes, sos: Segment, restarts: bool) -> list[str]:
+    n = len(data)
+    pos = sos.offset + sos.length
+    expected_rst = 0
+    while True:
+        i = data.find(b"\xff", pos)
+        if i < 0 or i + 1 >= n:
+            return ["entropy-coded data ends without an EOI marker"]
+        nxt = data[i + 1]
+        if nxt == 0x00:
+            pos = i + 2
+            continue
+        if 0xD0 <= nxt <= 0xD7 and restarts and nxt - 0xD0 == expected_rst:
+            expected_rst = (expected_rst + 1) % 8
+            pos = i + 2
+            continue
+        if nxt == EOI:
+            trailing = n - (i + 2)
+            return [f"{trailing} byte(s) after EOI"] if trailing else []
+        return [f"{marker_name(nxt)} marker at offset {i} inside or after the scan is not allowed"]

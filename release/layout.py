@@ -7,6 +7,8 @@
     images/SSSSS/sa_<id>.jpg            image_path(): per-image published JPEGs
     .staging/                           STAGING: the build's staged records (gone when the build ends)
     .takedown/                          TAKEDOWN_DIR: a takedown apply's stage and journal (gone when it ends)
+    .veilset-release.json               MARKER_NAME: marks the folder as a veilset release (its identity)
+    .veilset-lock.json                  LOCK_NAME: who holds the writer lock (gone when the writer ends)
 
 Formats name their own folder and suffix (``release.registry``); the paths are spelled here only.
 """
@@ -20,6 +22,8 @@ IMAGES_DIR = "images"
 JPEG_SUFFIX = ".jpg"
 STAGING = ".staging"
 TAKEDOWN_DIR = ".takedown"
+MARKER_NAME = ".veilset-release.json"
+LOCK_NAME = ".veilset-lock.json"
 
 
 def shard_stem(shard: int, num_shards: int) -> str:

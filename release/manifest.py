@@ -108,16 +108,17 @@ class Manifest:
     @classmethod
     def for_build(cls, *, created: str, num_shards: int, formats: Sequence[str], files: Sequence[ShardFile],
                   counts: Counts, rejects_by_reason: Mapping[str, int], config: dict[str, Any],
-                  models: dict[str, Any]) -> "Manifest":
-        """Release 1 of a build. Raises RuntimeError when the counts do not add up (a bug, never data)."""
+                  models: dict[str, Any], release: int = 1, log: Sequence[LogEntry] = ()) -> "Manifest":
+        """The release a build makes: 1, or the next one of the release it replaces (``release``), keeping that
+        release's takedown ``log``. Raises RuntimeError when the counts do not add up (a bug, never data)."""
         files = sorted(files, key=lambda f: (f.format, f.shard))
         index = tuple(f for f in files if f.format == INDEX)
         if counts.published != sum(f.images for f in index) or not counts.conserved():
             raise RuntimeError(f"count conservation violated: {counts.to_dict()}")
-        return cls(release=1, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
+        return cls(release=release, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
                    rejects_by_reason=dict(sorted(rejects_by_reason.items())),
                    shards=tuple(f for f in files if f.format != INDEX), index=index, config=config,
-                   models=models)
+                   models=models, log=tuple(log))
 
     def after_takedown(self, *, touched: set[int], rewritten: Mapping[str, ShardFile], removed: int,
                        entries: Sequence[LogEntry]) -> "Manifest":

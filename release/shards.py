@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from veilset.release import ids, index, registry, storage
+from veilset.release import ids, index, layout, registry, storage
 from veilset.release.format import Fetch, ShardFormat, ShardKey
 from veilset.release.records import PublishedImage, ShardFile
 
@@ -50,7 +50,7 @@ def write_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence
         storage.atomic_write(storage.join(release_dir, f.path), data[f.path])
     for fmt in registry.expand(formats):
         if not fmt.listed:
-            _sync_files(release_dir, key, fmt, {rel: b for rel, b in data.items() if fmt.owns(rel)})
+            _sync_files(release_dir, key, fmt, {rel: b for rel, b in data.items() if fmt.owns(rel)}, prune=False)
     return listed
 
 
@@ -60,20 +60,22 @@ def _listed_files(key: ShardKey, formats: Sequence[str], data: dict[str, bytes],
     return [ShardFile(name, key.shard, rel, ids.sha256_hex(data[rel]), images) for name, rel in entries]
 
 
-def _sync_files(release_dir: str, key: ShardKey, fmt: ShardFormat, files: dict[str, bytes]) -> None:
-    """Make a per-image format's shard folder hold exactly ``files`` (stale ones, e.g. taken down, are deleted;
-    files that already hold these bytes are not rewritten)."""
+def _sync_files(release_dir: str, key: ShardKey, fmt: ShardFormat, files: dict[str, bytes], *,
+                prune: bool = True) -> None:
+    """Write a per-image format's ``files`` (files that already hold these bytes are not rewritten). ``prune``:
+    also delete the other per-image files of this shard (image-ID names only: a file somebody else put there
+    stays). A build does not prune: it removes what the release it replaces listed, after its commit."""
     for rel, data in files.items():
         path = storage.join(release_dir, rel)
         if not (storage.exists(path) and storage.read(path) == data):
             storage.atomic_write(path, data)
     folder = fmt.shard_dir(key)
-    if folder is None:
+    if folder is None or not prune:
         return
     wanted = {rel.rsplit("/", 1)[-1] for rel in files}
     full = storage.join(release_dir, folder)
     for name in storage.list_files(full):
-        if name not in wanted:
+        if name not in wanted and ids.is_valid_image_id(layout.image_id_of_name(name)):
             storage.remove(storage.join(full, name))
     storage.remove_empty_dir(full)
 

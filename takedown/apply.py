@@ -19,8 +19,6 @@ of a removed image stays in the folder. Untouched shards are never opened for wr
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -36,6 +34,7 @@ from typing import Any, Callable, Sequence
 from veilset.release import ids, index, layout, log as release_log, manifest, registry, shards, storage
 from veilset.release.canonical import dumps_json
 from veilset.release.format import ShardKey
+from veilset.release.lock import ReleaseLock, ReleaseLocked
 from veilset.release.manifest import Manifest
 from veilset.release.records import ShardFile
 from veilset.takedown.ledger import ApplyOutcome, Ledger, RemovedImage, RequestRow
@@ -49,8 +48,7 @@ STAGE = "stage"
 Hook = Callable[[str], None]
 
 
-class ApplyLocked(RuntimeError):
-    pass
+ApplyLocked = ReleaseLocked  # the name takedown callers know
 
 
 @dataclass(frozen=True)
@@ -71,38 +69,6 @@ class ApplyReport:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class ReleaseLock:
-    """Exclusive, non-blocking ``flock`` on the release folder itself (no lock file left behind)."""
-
-    def __init__(self, release_dir: str, *, wait_s: float = 0.0) -> None:
-        self.release_dir = release_dir
-        self.wait_s = wait_s
-        self.fd: int | None = None
-
-    def __enter__(self) -> "ReleaseLock":
-        self.fd = os.open(self.release_dir, os.O_RDONLY)
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    raise ApplyLocked(f"another takedown apply holds the lock on {self.release_dir!r}") from None
-                time.sleep(0.05)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -178,7 +144,7 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
     _check_args(release_dir, workers)
     hook = hook or (lambda _stage: None)
     t0 = time.perf_counter()
-    with ReleaseLock(release_dir, wait_s=lock_wait_s):
+    with ReleaseLock(release_dir, wait_s=lock_wait_s, command="takedown apply"):
         recovered = recover(ledger, release_dir, hook=hook)
         current = manifest.read(release_dir)
         p = plan(ledger, release_dir, current)

@@ -164,7 +164,7 @@ def test_rebuild_in_place_replaces_the_release_and_removes_stale_shards(inputs, 
     assert main(["build", str(inputs), "--output", str(out), "--workers", "1", "--shards", "1", *FAST]) == 0
     m = load_manifest(str(out))
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", "rejects.jsonl"}
+    listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", "rejects.jsonl", ".veilset-release.json"}
     images = {p for p in on_disk if p.startswith("images/")}
     assert on_disk - images == listed
     assert len(images) == 5
@@ -176,6 +176,7 @@ def test_refuses_to_write_into_a_foreign_folder(inputs, tmp_path, capsys):
     (foreign / "thesis.docx").write_text("precious")
     assert main(["build", str(inputs), "--output", str(foreign), *FAST]) == 2
     assert "refusing" in capsys.readouterr().err
+    assert os.listdir(foreign) == ["thesis.docx"]
     assert (foreign / "thesis.docx").read_text() == "precious"
 
 

@@ -159,7 +159,7 @@ def test_portable_build_equals_the_direct_runner_build(portable_endpoints, tmp_p
     a, b = _tree(direct), _tree(portable)
     assert sorted(a) == sorted(b)
     differing = sorted(k for k in a if a[k] != b[k])
-    assert differing == ["manifest.json"]  # only its "created" timestamp may differ
+    assert differing == [".veilset-release.json", "manifest.json"]  # only their identity / "created" may differ
     ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (direct, portable))
     assert {k: v for k, v in ma.items() if k != "created"} == {k: v for k, v in mb.items() if k != "created"}
 

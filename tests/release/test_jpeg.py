@@ -77,3 +77,37 @@ def test_scan_end_refuses_multi_scan_and_missing_eoi():
     data = g.make_jpeg()
     with pytest.raises(ValueError, match="EOI"):
         jpeg.scan_end(data[:-2], jpeg.iter_segments(data)[-1])
+
+
+# ---------------------------------------------------------------------------------------- strict published JPEGs
+def test_strict_accepts_what_the_encoder_writes():
+    data = encode_jpeg(g.make_pattern())
+    assert jpeg.strict_violations(data) == []
+
+
+def test_strict_accepts_a_bare_jfif_header():
+    from tests.crafted_jpeg import clean_jpeg
+
+    data = clean_jpeg()
+    assert [s.name for s in jpeg.metadata_segments(data)] == ["APP0"]
+    assert jpeg.strict_violations(data) == []
+
+
+@pytest.mark.parametrize("name,needle", [("dnl", "DNL"), ("trailing", "after EOI"), ("between_segments", "corrupt"),
+                                         ("fill_bytes", "fill"), ("unknown_marker", "JPG1"), ("com", "COM"),
+                                         ("app9", "APP9")])
+def test_strict_names_every_hiding_place(name, needle):
+    from tests.crafted_jpeg import crafted
+
+    found = jpeg.strict_violations(crafted()[name])
+    assert found and needle in "; ".join(found), found
+
+
+def test_strict_refuses_restart_markers_without_dri_and_a_second_scan():
+    from tests.crafted_jpeg import clean_jpeg
+
+    data = clean_jpeg()
+    rst = data[:-2] + b"\xff\xd0" + data[-2:]
+    assert "RST0" in "; ".join(jpeg.strict_violations(rst))
+    second = data[:-2] + b"\xff\xda\x00\x02" + data[-2:]
+    assert "SOS" in "; ".join(jpeg.strict_violations(second))

@@ -72,15 +72,18 @@ def test_sa1b_tar_reads_with_webdataset(tmp_path, images):
     assert MaskAnnotation.from_sa1b(ann) == sorted(images, key=lambda i: i.image_id)[0].masks[0]
 
 
-def test_rewrite_without_an_image_removes_its_jpeg(tmp_path, images):
+def test_rewrite_without_an_image_keeps_its_jpeg_until_the_commit(tmp_path, images):
+    # a build's write_shard never deletes: the release it replaces stays whole until its manifest is swapped in;
+    # then housekeeping.remove_superseded removes what the old release listed and the new one does not
     shards.write_shard(str(tmp_path), 0, 1, ALL, images)
     gone = images[0]
     shards.write_shard(str(tmp_path), 0, 1, ALL, images[1:])
-    assert not (tmp_path / layout.image_path(gone.image_id, 0)).exists()
+    assert (tmp_path / layout.image_path(gone.image_id, 0)).exists()
     for rel in (registry.shard_path(f, 0, 1) for f in ("parquet", "coco", "sa1b", "index")):
         assert gone.image_id.encode() not in (tmp_path / rel).read_bytes()
+    (tmp_path / layout.image_dir(0) / "user-notes.txt").write_text("not ours")
     shards.delete_shard(str(tmp_path), 0, 1)
-    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["user-notes.txt"]
 
 
 def test_no_temp_files_left_and_duplicates_refused(tmp_path, images):

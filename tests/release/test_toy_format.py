@@ -69,7 +69,7 @@ def test_build_take_down_read_back_and_audit(tmp_path):
     assert rc == 0
     m = load_manifest(root)
     assert m["formats"] == ["jsonl"] and {e["format"] for e in m["shards"]} == {"jsonl"}
-    assert sorted(os.listdir(root)) == ["index", "jsonl", "manifest.json", "rejects.jsonl"]
+    assert sorted(os.listdir(root)) == [".veilset-release.json", "index", "jsonl", "manifest.json", "rejects.jsonl"]
     built = _published_ids(root)
     assert len(built) == len(sources)
 
