@@ -40,7 +40,7 @@ import numpy as np
 from veilset.detectors import ops
 from veilset.detectors.base import (FACE, LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG,
                                     MultiPassDetector, Pass, check_image, device_option, file_sha256, package_version)
-from veilset.plugins import Arg, Args, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingFileError, Plugin, needs_modules
 
 INSTALL_HINT = "pip install 'veilset[torch]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "
@@ -148,7 +148,7 @@ class EgoBlurDetector(MultiPassDetector):
             raise ValueError(f"{det}: weights=PATH.jit is required ({WEIGHTS_HELP})")
         path = os.path.expanduser(str(weights).strip())
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{det}: weights file {weights!r} does not exist ({WEIGHTS_HELP})")
+            raise MissingFileError(f"{det}: weights file {weights!r} does not exist ({WEIGHTS_HELP})")
         try:
             import torch
             import torchvision  # noqa: F401  (registers torchvision::nms used by the models and by us)
