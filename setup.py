@@ -39,6 +39,8 @@ EXTRAS = {
     "egoblur": list(TORCH),
     # every torch backend (the name the Makefile and older docs use)
     "torch": TORCH + ["segment-anything>=1.0"],
+    # Release.to_pandas() / Release.to_hf_dataset()
+    "readers": ["pandas>=2", "datasets>=3"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2",

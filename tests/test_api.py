@@ -48,4 +48,14 @@ def test_readme_api_example(tmp_path):
     res = subprocess.run([sys.executable, "-c", readme_api_example()], cwd=tmp_path, capture_output=True,
                          text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "published 2" in res.stdout, res.stdout
+    assert "published 2" in res.stdout and "audit PASSED" in res.stdout, res.stdout
+    import veilset
+
+    release = veilset.Release(str(tmp_path / "release"))
+    assert release.version == 1 and release.counts["published"] == 2
+    ids = [r["image_id"] for r in release.records()]
+    assert len(ids) == 2 and release.image(ids[0])[:2] == b"\xff\xd8"
+    assert sorted(release.to_pandas()["image_id"]) == sorted(ids)
+    assert len(release.to_hf_dataset()) == 2
+    with pytest.raises(KeyError):
+        release.image("sa_" + "0" * 32)

@@ -83,8 +83,11 @@ def build_release(inputs: str | Sequence[str], output: str, *, ledger: str | Non
     ``ValueError`` naming it before anything is written. Returns ``{"release", "counts", "output",
     "manifest", "shards", "rejects"}`` (paths absolute).
     """
+    from veilset.pipeline.cli import quiet_beam_logging
     from veilset.pipeline.options import BuildOptions
 
+    if not verbose:
+        quiet_beam_logging()
     inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
     if "formats" in options and isinstance(options["formats"], str):
         options["formats"] = tuple(f.strip() for f in options["formats"].split(",") if f.strip())
@@ -149,16 +152,25 @@ class Release:
         raise KeyError(f"{image_id!r} is not in release {self.version} at {self.path!r}")
 
     def to_pandas(self) -> Any:
-        import pandas as pd
+        pd = _reader("pandas")
 
         frames = [__import__("pyarrow.parquet").parquet.read_table(f).to_pandas() for f in self.parquet_files()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def to_hf_dataset(self) -> Any:
         """A Hugging Face ``datasets.Dataset`` with an ``Image`` column."""
-        import datasets
+        datasets = _reader("datasets")
 
         return datasets.load_dataset("parquet", data_files=self.parquet_files(), split="train")
+
+
+def _reader(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{module} is not installed: pip install 'veilset[readers]' (pandas, datasets)") from None
 
 
 def takedown_ingest(ledger: str, *, maildir: str | None = None, mbox: str | None = None, eml: str | None = None,
