@@ -42,7 +42,7 @@ from veilset.detectors.base import (FACE, LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_AR
                                     MultiPassDetector, Pass, check_image, device_option, file_sha256, package_version)
 from veilset.plugins import Arg, Args, MissingFileError, Plugin, needs_modules
 
-INSTALL_HINT = "pip install 'veilset[torch]'"
+INSTALL_HINT = "pip install 'veilset[egoblur]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "
                 "from https://www.projectaria.com/tools/egoblur/ after accepting Meta's licence")
 

@@ -50,7 +50,7 @@ from veilset.plugins import Arg, Args, MissingFileError, Plugin, available, need
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"
-INSTALL_HINT = "pip install 'veilset[torch]' && pip install --no-deps retinaface-pytorch==0.0.8"
+INSTALL_HINT = "pip install 'veilset[retinaface]' && pip install --no-deps retinaface-pytorch==0.0.8"
 
 WEIGHTS_URL = ("https://github.com/ternaus/retinaface/releases/download/0.01/"
                "retinaface_resnet50_2020-07-20-f168fae3c.zip")

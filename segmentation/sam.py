@@ -25,7 +25,7 @@ from veilset.plugins import Arg, Args, MissingFileError, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
-INSTALL_HINT = "pip install 'veilset[torch]' (torch, torchvision, segment-anything)"
+INSTALL_HINT = "pip install 'veilset[sam]' (torch, torchvision, segment-anything)"
 
 
 _PRESET_DEFAULT = "(default: the preset's)"
