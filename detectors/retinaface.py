@@ -46,7 +46,8 @@ from veilset.detectors import ops
 from veilset.detectors.base import (FACE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG, Detection,
                                     MultiPassDetector, Pass, check_image, device_option, file_sha256, option_int,
                                     package_version, threshold_arg, to_detections)
-from veilset.plugins import Arg, Args, MissingFileError, Plugin, available, needs_modules, unavailable
+from veilset.plugins import (Arg, Args, MissingExtraError, MissingFileError, Plugin, available, needs_modules,
+                             unavailable)
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"
@@ -174,12 +175,12 @@ def _require_torch() -> None:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the {NAME} detector needs torch and torchvision ({err}); "
+        raise MissingExtraError(f"the {NAME} detector needs torch and torchvision ({err}); "
                           f"install them with: {INSTALL_HINT}") from err
     try:
         import retinaface.network  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the {NAME} detector needs {PACKAGE} ({err}); install it with: {INSTALL_HINT}") from err
+        raise MissingExtraError(f"the {NAME} detector needs {PACKAGE} ({err}); install it with: {INSTALL_HINT}") from err
 
 
 def hub_weights_path() -> str:

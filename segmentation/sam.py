@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from veilset.plugins import Arg, Args, MissingFileError, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingExtraError, MissingFileError, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
@@ -107,7 +107,7 @@ def _require_torch():
         import torch  # noqa: F401
         import segment_anything  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"the sam mask generator needs torch and segment-anything: {INSTALL_HINT}") from exc
+        raise MissingExtraError(f"the sam mask generator needs torch and segment-anything: {INSTALL_HINT}") from exc
 
 
 def resolve_device(device: Optional[str]) -> str:

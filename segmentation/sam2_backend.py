@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from veilset.plugins import Arg, Args, MissingFileError, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingExtraError, MissingFileError, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 from veilset.segmentation.sam import file_sha256, resolve_device, to_annotation
 
@@ -84,7 +84,7 @@ def build(positional: str, **options: Any) -> Sam2MaskGenerator:
     try:
         import sam2  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
+        raise MissingExtraError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
     return Sam2MaskGenerator(config, checkpoint, **options)
 
 
