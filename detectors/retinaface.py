@@ -46,11 +46,12 @@ from veilset.detectors import ops
 from veilset.detectors.base import (FACE, MARGIN_ARG, MIN_SIZE_ARG, NMS_ARG_HELP, THREADS_ARG, Detection,
                                     MultiPassDetector, Pass, check_image, device_option, file_sha256, option_int,
                                     package_version, threshold_arg, to_detections)
-from veilset.plugins import Arg, Args, Plugin, available, needs_modules, unavailable
+from veilset.plugins import (Arg, Args, MissingExtraError, MissingFileError, Plugin, available, needs_modules,
+                             unavailable)
 
 NAME = "retinaface"
 PACKAGE = "retinaface-pytorch"
-INSTALL_HINT = "pip install 'veilset[torch]' && pip install --no-deps retinaface-pytorch==0.0.8"
+INSTALL_HINT = "pip install 'veilset[retinaface]' && pip install --no-deps retinaface-pytorch==0.0.8"
 
 WEIGHTS_URL = ("https://github.com/ternaus/retinaface/releases/download/0.01/"
                "retinaface_resnet50_2020-07-20-f168fae3c.zip")
@@ -174,12 +175,12 @@ def _require_torch() -> None:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the {NAME} detector needs torch and torchvision ({err}); "
+        raise MissingExtraError(f"the {NAME} detector needs torch and torchvision ({err}); "
                           f"install them with: {INSTALL_HINT}") from err
     try:
         import retinaface.network  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the {NAME} detector needs {PACKAGE} ({err}); install it with: {INSTALL_HINT}") from err
+        raise MissingExtraError(f"the {NAME} detector needs {PACKAGE} ({err}); install it with: {INSTALL_HINT}") from err
 
 
 def hub_weights_path() -> str:
@@ -200,21 +201,21 @@ def resolve_weights(weights: str | None, download: bool) -> str:
     if weights is not None:
         path = os.path.expanduser(weights)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{NAME}: weights file {weights!r} does not exist. The package's ResNet-50 "
+            raise MissingFileError(f"{NAME}: weights file {weights!r} does not exist. The package's ResNet-50 "
                                     f"weights are {WEIGHTS_FILE} from {WEIGHTS_URL}.")
         return path
     cached = hub_weights_path()
     if os.path.isfile(cached):
         return cached
     if not download:
-        raise FileNotFoundError(_missing_weights_message())
+        raise MissingFileError(_missing_weights_message())
     import torch
 
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     try:
         torch.hub.download_url_to_file(WEIGHTS_URL, cached, progress=False)
     except Exception as err:  # offline, DNS, HTTP error: same actionable message
-        raise FileNotFoundError(_missing_weights_message(f" and the download failed ({err})")) from err
+        raise MissingFileError(_missing_weights_message(f" and the download failed ({err})")) from err
     return cached
 
 

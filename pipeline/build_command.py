@@ -26,7 +26,10 @@ LOG = logging.getLogger("veilset.build")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="PATH_OR_GLOB",
                    help="image files, folders (recursive) or globs; local or any Beam filesystem (gs://...)")
-    p.add_argument("--output", "-o", required=True, help="release folder (created; a rerun replaces the release)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = BEAM_EPILOG
+    p.add_argument("--output", "-o", required=True,
+                   help="release folder (required; created; a rerun replaces the release)")
     p.add_argument("--workers", type=int, default=None,
                    help=f"DirectRunner worker processes (default: CPU count, here {os.cpu_count()})")
     p.add_argument("--shards", type=int, default=None,
@@ -48,12 +51,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap the shortest side of published images (default 1500 as SA-1B; 0 disables)")
     p.add_argument("--anonymize", dest="anonymize_method", choices=METHODS, default=None,
                    help="anonymization method (default: pixelate = pixelation + blur + noise)")
-    p.add_argument("--margin", type=float, default=None, help="box enlargement before anonymizing (fraction)")
-    p.add_argument("--jpeg-quality", type=int, default=None, help="published JPEG quality")
+    p.add_argument("--margin", type=float, default=None,
+                   help=f"box enlargement before anonymizing, a fraction in [0, 2] (default: {opt.DEFAULT_MARGIN})")
+    p.add_argument("--jpeg-quality", type=int, default=None,
+                   help=f"published JPEG quality, 1..100 (default: {opt.DEFAULT_QUALITY})")
     p.add_argument("--exact-decode", dest="draft_decode", action="store_false", default=None,
                    help="decode large JPEGs at full size before downscaling (default: libjpeg draft mode, "
                         "about 2.5x faster for photos >= 2x the size cap; pixels differ by < 1 grey level)")
-    p.add_argument("--ledger", default=None, help="takedown ledger (SQLite): never publish what it removed")
+    p.add_argument("--ledger", default=None,
+                   help="takedown ledger (SQLite): never publish what it removed (default: none)")
+
+
+BEAM_EPILOG = """\
+Beam options: everything after a bare `--` goes to Apache Beam unchanged (default: the DirectRunner,
+multi_processing with --workers processes), e.g.
+  veilset build photos/ --output release/ -- --runner DataflowRunner --project P --region R \\
+      --temp_location gs://B/tmp
+Global options (before `build`): -v shows Beam's own warnings, --debug prints tracebacks on errors."""
 
 
 def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:

@@ -19,8 +19,19 @@ def split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+# Warnings Beam logs on the root logger at import time that say nothing to a veilset user (-v shows them)
+_BEAM_NOISE = ("apitools not found",)
+
+
+def _not_beam_noise(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(_BEAM_NOISE))
+
+
 def quiet_beam_logging() -> None:
     """Beam's INFO chatter (type hints, state cache) drowns the progress lines."""
+    root = logging.getLogger()
+    if _not_beam_noise not in root.filters:
+        root.addFilter(_not_beam_noise)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     # worker start-up notices relayed by the in-process job service ("No semi_persistent_directory")
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)

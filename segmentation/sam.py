@@ -21,11 +21,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from veilset.plugins import Arg, Args, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingExtraError, MissingFileError, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_tiny")
-INSTALL_HINT = "pip install 'veilset[torch]' (torch, torchvision, segment-anything)"
+INSTALL_HINT = "pip install 'veilset[sam]' (torch, torchvision, segment-anything)"
 
 
 _PRESET_DEFAULT = "(default: the preset's)"
@@ -107,7 +107,7 @@ def _require_torch():
         import torch  # noqa: F401
         import segment_anything  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"the sam mask generator needs torch and segment-anything: {INSTALL_HINT}") from exc
+        raise MissingExtraError(f"the sam mask generator needs torch and segment-anything: {INSTALL_HINT}") from exc
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -198,7 +198,7 @@ def load_sam(model_type: str, checkpoint: str, device: str = "cpu", img_size: Op
         raise ValueError("sam: a checkpoint path is required (sam:MODEL_TYPE:CHECKPOINT); weights are never "
                          "downloaded at run time")
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"sam: checkpoint {checkpoint!r} not found; download it yourself (e.g. "
+        raise MissingFileError(f"sam: checkpoint {checkpoint!r} not found; download it yourself (e.g. "
                                 f"sam_vit_b_01ec64.pth from the segment-anything README) and pass its path")
     if img_size is not None and model_type != "vit_tiny":
         raise ValueError(f"sam: img_size is only for vit_tiny (got img_size={img_size} for {model_type})")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from veilset.plugins import Arg, Args, Plugin, needs_modules
+from veilset.plugins import Arg, Args, MissingExtraError, MissingFileError, Plugin, needs_modules
 from veilset.segmentation.base import MaskAnnotation, check_rgb
 from veilset.segmentation.sam import file_sha256, resolve_device, to_annotation
 
@@ -53,7 +53,7 @@ class Sam2MaskGenerator:
 
         o = ARGS.parse(options, NAME)
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"sam2: checkpoint {checkpoint!r} not found (weights are never downloaded)")
+            raise MissingFileError(f"sam2: checkpoint {checkpoint!r} not found (weights are never downloaded)")
         self.settings = {k: o[k] for k in LIBRARY_ARGS.names if o[k] is not None}
         self.max_mask_coverage, device = o["max_mask_coverage"], o["device"]
         self.device = resolve_device(device)
@@ -84,7 +84,7 @@ def build(positional: str, **options: Any) -> Sam2MaskGenerator:
     try:
         import sam2  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
+        raise MissingExtraError(f"mask generator sam2 needs the sam2 package: {SAM2_HINT}") from exc
     return Sam2MaskGenerator(config, checkpoint, **options)
 
 

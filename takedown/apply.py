@@ -169,6 +169,9 @@ def _check_args(release_dir: str, workers: Any) -> None:
         raise ValueError(f"--release: takedown apply needs a local release folder, got {release_dir!r}")
     if not os.path.isdir(release_dir):
         raise ValueError(f"--release: {release_dir!r} is not a folder")
+    if not os.path.isfile(os.path.join(release_dir, layout.MANIFEST_NAME)):
+        raise ValueError(f"--release: {release_dir!r} is not a veilset release (no {layout.MANIFEST_NAME}); give "
+                         f"the --output folder of `veilset build`")
 
 
 def _not_found(outcomes: Sequence[ApplyOutcome]) -> tuple[str, ...]:

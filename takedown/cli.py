@@ -132,6 +132,21 @@ def _ingest_once(args: argparse.Namespace, ledger, policy, known) -> dict[str, A
     return {"messages": res.seen, "new": res.new, "duplicates": res.duplicates, "by_state": res.by_state}
 
 
+def _check_mail_source(args: argparse.Namespace) -> None:
+    """A missing Maildir/mbox/.eml is a typo: refuse it before the ledger file is created."""
+    import os
+
+    for flag, path, ok in (("--maildir", args.maildir, os.path.isdir), ("--mbox", args.mbox, os.path.isfile),
+                           ("--eml", args.eml, os.path.exists)):
+        if path is not None and not ok(path):
+            kind = "folder" if flag == "--maildir" else "file" if flag == "--mbox" else "file or folder"
+            raise ValueError(f"{flag} {path!r}: no such {kind}")
+    from veilset.release import storage
+
+    if args.release is not None and not storage.is_remote(args.release) and not os.path.isdir(args.release):
+        raise ValueError(f"--release {args.release!r}: no such folder")
+
+
 def _run_ingest(args: argparse.Namespace) -> int:
     from veilset.takedown import intake
 
@@ -143,6 +158,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         parse_imap_url(args.imap)
     elif args.imap_password_env is not None:
         raise ValueError("--imap-password-env only applies to --imap")
+    _check_mail_source(args)
     policy = _policy(args)
     ledger = _ledger(args.ledger)
     stop = {"now": False}

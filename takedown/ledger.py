@@ -12,6 +12,7 @@ Every statement is parametrised; nothing from a message is ever concatenated int
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -82,6 +83,34 @@ BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _not_a_ledger(path: str, what: str) -> ValueError:
+    return ValueError(f"--ledger {path!r} is not a veilset takedown ledger ({what}); give the SQLite file "
+                      f"`veilset takedown ingest --ledger` created, or a new path to start one")
+
+
+def _check_is_ledger_file(path: str) -> None:
+    """Refuse, before SQLite touches it, a file that is not a SQLite database (a typo'd path to a report...)."""
+    if os.path.isdir(path):
+        raise _not_a_ledger(path, "it is a folder")
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as f:
+            if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                raise _not_a_ledger(path, "not a SQLite file")
+
+
+def _check_is_ledger_db(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse another program's SQLite database (it holds tables but not the ledger's ``meta``), unchanged."""
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as err:
+        raise _not_a_ledger(path, str(err)) from None
+    if names and "meta" not in names:
+        raise _not_a_ledger(path, f"a SQLite database with other tables: {', '.join(sorted(names)[:5])}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +186,13 @@ class Ledger:
             raise ValueError(f"ledger must be a local SQLite file path, got {path!r}")
         self.path = path
         self._lock = threading.RLock()
+        _check_is_ledger_file(path)
         self._conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            _check_is_ledger_db(self._conn, path)
+        except ValueError:
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")

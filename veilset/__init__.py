@@ -26,4 +26,24 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+# The Python API (``veilset.api``), resolved on first use (PEP 562) so that ``import veilset`` and importing a room
+# stay light: ``veilset.build(inputs, output, **options)``, ``veilset.Release(path)``,
+# ``veilset.audit_release(release)``, ``veilset.takedown_ingest/takedown_apply/takedown_status``. (``veilset.audit``
+# and ``veilset.takedown`` are the rooms: a submodule import sets those names, so functions could not keep them.)
+_API = {"build": "build_release", "Release": "Release", "audit_release": "audit",
+        "takedown_ingest": "takedown_ingest",
+        "takedown_apply": "takedown_apply", "takedown_status": "takedown_status"}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from veilset import api
+
+        return getattr(api, _API[name])
+    raise AttributeError(f"module 'veilset' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

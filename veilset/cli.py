@@ -27,7 +27,10 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (``veilset takedown status`` need not import Beam)."""
     parser = argparse.ArgumentParser(prog="veilset", description="Privacy-preserving image-dataset curation.")
     parser.add_argument("--version", action="version", version=f"veilset {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, Beam's own warnings and worker notices included (default: off)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the traceback after the one-line message (default: off)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -55,9 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api.cli_inputs(args)
         return int(args._run(args) or 0)
-    except ValueError as err:  # option validation: the message names the bad value
-        print(f"veilset {args.command}: error: {err}", file=sys.stderr)
+    except ValueError as err:  # a user mistake: the message names the bad value and the fix
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"veilset {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

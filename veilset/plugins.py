@@ -34,6 +34,16 @@ _FALSE = {"0", "false", "no", "off"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """A file the user named (weights, checkpoint) is not there: a ``FileNotFoundError`` to callers, and a
+    ``ValueError`` (a user mistake: one line, exit 2) to the command line."""
+
+
+class MissingExtraError(ImportError, ValueError):
+    """A plugin's package is not installed (an extra: ``pip install 'veilset[sam]'``): an ``ImportError`` to
+    callers, and a ``ValueError`` (a user mistake: one line naming the install command, exit 2) to the CLI."""
+
 # ------------------------------------------------------------------------------------------ conversion
 def _range_text(lo: float | None, hi: float | None, gt: float | None) -> str:
     if gt is not None:

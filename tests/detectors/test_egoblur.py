@@ -267,7 +267,7 @@ def test_import_is_cheap_and_missing_torch_gives_install_hint(tmp_path):
     model = tmp_path / "ego_blur_face.jit"
     model.write_bytes(b"x")
     out = import_and_build_without_torch("veilset.detectors.egoblur", f"m.egoblur_face(weights={str(model)!r})")
-    assert "pip install 'veilset[torch]'" in out
+    assert "pip install 'veilset[egoblur]'" in out
 
 
 def test_margin_min_size_and_crowd_preset(tmp_path):

@@ -354,7 +354,7 @@ def test_pad_batch_pads_to_multiple_of_32():
 def test_import_is_cheap_and_missing_torch_gives_install_hint(weights_file):
     out = import_and_build_without_torch("veilset.detectors.retinaface",
                                          f"m.RetinaFaceDetector(weights={weights_file!r})")
-    assert "pip install 'veilset[torch]'" in out and "retinaface-pytorch" in out
+    assert "pip install 'veilset[retinaface]'" in out and "retinaface-pytorch" in out
 
 
 def test_unknown_spec_option_is_a_value_error(weights_file):
