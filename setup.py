@@ -19,6 +19,7 @@ CORE = [
     "dkimpy>=1.1",
     "dnspython>=2.4",  # dkimpy looks DKIM keys up in DNS with it
     "matplotlib>=3.7",
+    "pdqhash>=0.2.8",  # Meta's PDQ perceptual hash (reference C++; an sdist: needs a C++ compiler to install)
 ]
 
 EXTRAS = {
@@ -42,7 +43,7 @@ setup(
     # One import namespace. The rooms stay top-level folders of the repository and install as veilset.<room>;
     # veilset/ itself only holds the front door (__init__, cli, __main__).
     packages=["veilset", "veilset.pipeline", "veilset.detectors", "veilset.segmentation", "veilset.takedown",
-              "veilset.audit"],
+              "veilset.audit", "veilset.release"],
     package_dir={
         "veilset": "veilset",
         "veilset.pipeline": "pipeline",
@@ -50,6 +51,7 @@ setup(
         "veilset.segmentation": "segmentation",
         "veilset.takedown": "takedown",
         "veilset.audit": "audit",
+        "veilset.release": "release",
     },
     install_requires=CORE,
     extras_require=EXTRAS,

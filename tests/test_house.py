@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("pipeline", "detectors", "segmentation", "takedown", "audit")
+ROOMS = ("pipeline", "detectors", "segmentation", "takedown", "audit", "release")
 SCANNED = ("veilset", *ROOMS, "tests", "benchmarks")
 SKIP_DIRS = {"__pycache__", ".venv", "build", "dist", ".git", ".pytest_cache"}
 

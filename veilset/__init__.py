@@ -8,6 +8,7 @@ folders of the repository and are mapped into the namespace by setuptools' ``pac
     segmentation/  -> veilset.segmentation  (mask generators: felzenszwalb, SAM)
     takedown/      -> veilset.takedown      (e-mailed removal requests, ledger, apply, receipts)
     audit/         -> veilset.audit         (release verification and the compliance report)
+    release/       -> veilset.release       (the release format: image fingerprints, near-duplicate index)
 
 Always import them through the namespace (``from veilset.pipeline import ids``), never as bare top-level
 packages: the folders are not importable as ``pipeline`` etc. once installed, and a second copy of a module
