@@ -351,7 +351,7 @@ class Ledger:
             if row[0] not in ("review", "quarantined"):
                 verb = "approved" if event == "approved" else "rejected"
                 raise ValueError(f"request {request_id} is {row[0]!r}; only review/quarantined can be {verb}")
-            reason = row[2] if event == "approved" else f"rejected by {by}: {why}"
+            reason = f"{event} by {by}" + (f": {why}" if why else "")  # what it waited for stays in the history
             cur.execute("UPDATE requests SET state = ?, decided_by = ?, reason = ? WHERE id = ?",
                         (to_state, by, reason, request_id))
             self._history(cur, request_id=request_id, message_id=row[1], event=event, from_state=row[0],

@@ -101,6 +101,7 @@ def test_review_decisions_are_recorded_and_do_not_use_the_budget(ledger):
     ledger.approve(r2, note="photo of the sender, checked", by="ops@host")
     ledger.reject(r3, reason="not the sender's photo", by="ops@host")
     assert (ledger.request(r2).state, ledger.request(r2).decided_by) == ("received", "ops@host")
+    assert ledger.request(r2).reason == "approved by ops@host: photo of the sender, checked"
     assert ledger.request(r3).state == "rejected" and "not the sender's photo" in ledger.request(r3).reason
     assert ledger.automatic_usage("2000-01-01T00:00:00.000000Z") == 1  # the approval is a person's, not the cap's
     events = [(h["request_id"], h["event"], h["from_state"], h["to_state"]) for h in ledger.history()]
