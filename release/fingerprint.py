@@ -58,20 +58,31 @@ class Fingerprint:
     pixels_sha256: str  # hex
     height: int
     width: int
+    # PDQ of the picture inside its own flat margins (letterbox bars, a flat sky band: ``trim_borders``), None
+    # when it has none. Indexed next to ``pdq``: a copy framed or screenshotted is trimmed by the query down to
+    # the same inner picture.
+    pdq_trimmed: bytes | None = None
 
     @property
     def pdq_hex(self) -> str:
         return self.pdq.hex()
 
+    def index_hashes(self) -> list[bytes]:
+        """What to put in a ``NearDuplicateIndex`` for this image (``NearDuplicateIndex.add_fingerprint``)."""
+        return [self.pdq] + ([self.pdq_trimmed] if self.pdq_trimmed and self.pdq_trimmed != self.pdq else [])
+
     def to_dict(self) -> dict[str, object]:
         return {"pdq": self.pdq.hex(), "pdq_quality": self.quality, "pixels_sha256": self.pixels_sha256,
-                "height": self.height, "width": self.width}
+                "height": self.height, "width": self.width,
+                "pdq_trimmed": self.pdq_trimmed.hex() if self.pdq_trimmed else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> "Fingerprint":
+        trimmed = data.get("pdq_trimmed")
         return cls(pdq=hash_bytes(str(data["pdq"])), quality=int(data["pdq_quality"]),  # type: ignore[arg-type]
                    pixels_sha256=str(data["pixels_sha256"]), height=int(data["height"]),  # type: ignore[arg-type]
-                   width=int(data["width"]))  # type: ignore[arg-type]
+                   width=int(data["width"]),  # type: ignore[arg-type]
+                   pdq_trimmed=hash_bytes(str(trimmed)) if trimmed else None)
 
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -152,11 +163,12 @@ def pixels_sha256(pixels: np.ndarray) -> str:
 
 
 def fingerprint(pixels: np.ndarray) -> Fingerprint:
-    """Both fingerprints of RGB pixels (what a build computes for each published image)."""
+    """The fingerprints of RGB pixels (what a build computes for each published image)."""
     rgb = as_rgb(pixels)
     pdq, quality = pdq_hash(rgb)
+    inner = trim_borders(rgb)
     return Fingerprint(pdq=pdq, quality=quality, pixels_sha256=pixels_sha256(rgb), height=int(rgb.shape[0]),
-                       width=int(rgb.shape[1]))
+                       width=int(rgb.shape[1]), pdq_trimmed=pdq_hash(inner)[0] if inner is not None else None)
 
 
 def fingerprint_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Fingerprint:
@@ -179,29 +191,31 @@ def _content_run(flat: np.ndarray, max_gap: int) -> tuple[int, int]:
 
 
 def _flat_lines(gray: np.ndarray, tolerance: float) -> np.ndarray:
-    """Per row of ``gray``: its pixels are all about one value (mean absolute deviation from the median)."""
-    med = np.median(gray, axis=1, keepdims=True)
-    return np.abs(gray - med).mean(axis=1) < tolerance
+    """Per row of ``gray``: its pixels are all about one value (standard deviation under ``tolerance``)."""
+    return gray.std(axis=1) < tolerance
 
 
-def trim_borders(pixels: np.ndarray, *, tolerance: float = 3.0, min_keep: float = 0.25) -> np.ndarray | None:
+def trim_borders(pixels: np.ndarray, *, tolerance: float = 4.0, min_keep: float = 0.25) -> np.ndarray | None:
     """The picture inside a border, a letterbox or a screenshot's flat margins: the longest band of rows that
     are not flat, then within it the longest band of columns that are not flat (twice over, for screenshots with
     UI bars). None when nothing is trimmed or what is left is under ``min_keep`` of either side.
 
-    Query-side only: the hash of the trimmed pixels is one more way to look a copy up (``query_hashes``)."""
+    Both sides use it: a query adds the hash of its trimmed pixels (``query_hashes``), and a published image
+    whose own edges are flat (letterbox bars) is indexed with its trimmed hash too (``Fingerprint.pdq_trimmed``),
+    since trimming a framed copy also removes the bars."""
     rgb = as_rgb(pixels)
     gray = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     h, w = gray.shape
+    step = max(1, min(h, w) // 400)  # every line is tested, on every step-th pixel along it (speed)
     top, bottom, left, right = 0, h, 0, w
     for _ in range(2):
         box = gray[top:bottom, left:right]
-        r0, r1 = _content_run(_flat_lines(box, tolerance), max(1, box.shape[0] // 200))
+        r0, r1 = _content_run(_flat_lines(box[:, ::step], tolerance), max(1, box.shape[0] // 200))
         top, bottom = top + r0, top + r1
         if bottom - top < 1:
             return None
         box = gray[top:bottom, left:right]
-        c0, c1 = _content_run(_flat_lines(box.T, tolerance), max(1, box.shape[1] // 200))
+        c0, c1 = _content_run(_flat_lines(box[::step].T, tolerance), max(1, box.shape[1] // 200))
         left, right = left + c0, left + c1
         if right - left < 1:
             return None
@@ -336,6 +350,11 @@ class NearDuplicateIndex:
     # -- adding and removing ----------------------------------------------------------------------------------
     def add(self, image_id: str, value: HashLike) -> None:
         self.add_many([image_id], [value])
+
+    def add_fingerprint(self, image_id: str, fp: Fingerprint) -> None:
+        """The rows of a published image: its PDQ hash and, if it has flat margins, its trimmed hash."""
+        hashes = fp.index_hashes()
+        self.add_many([image_id] * len(hashes), hashes)
 
     def add_many(self, image_ids: Sequence[str], hashes: Sequence[HashLike] | np.ndarray) -> None:
         ids = [_check_id(i) for i in image_ids]

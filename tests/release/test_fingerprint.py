@@ -168,3 +168,31 @@ def test_index_add_remove_duplicates_and_persistence(tmp_path):
         index.add_many(["a", "b"], [raw[0].tobytes()])
     with pytest.raises(ValueError, match="max_distance"):
         index.query(raw[0].tobytes(), 257)
+
+
+def test_a_letterboxed_photo_is_indexed_with_its_trimmed_hash_too(hopper):
+    """A published photo with black bars of its own (a phone photo in a square): a framed copy loses the frame
+    and the bars when trimmed, so it matches the published image's trimmed hash, not its plain one."""
+    h, w = hopper.shape[:2]
+    square = np.zeros((h, h, 3), np.uint8)
+    square[:, (h - w) // 2:(h - w) // 2 + w] = hopper
+    published = fp.fingerprint(square)
+    assert published.pdq_trimmed is not None and published.index_hashes() == [published.pdq, published.pdq_trimmed]
+    assert fp.Fingerprint.from_dict(json_roundtrip(published.to_dict())) == published
+    assert fp.fingerprint(hopper).pdq_trimmed is None and fp.fingerprint(hopper).index_hashes() == [
+        fp.fingerprint(hopper).pdq]
+    index = fp.NearDuplicateIndex()
+    index.add_fingerprint("square", published)
+    assert len(index) == 2
+    framed = np.full((h + 80, h + 80, 3), 255, np.uint8)
+    framed[40:40 + h, 40:40 + h] = square
+    copy = fp.decode_rgb(_encode(framed, quality=80))
+    hashes, _ = fp.query_hashes(copy)
+    assert fp.hamming(hashes[-1], published.pdq_trimmed) <= fp.MATCH_DISTANCE < fp.hamming(hashes[-1], published.pdq)
+    assert [m.image_id for m in index.query(hashes)] == ["square"]
+
+
+def json_roundtrip(data: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(data))
