@@ -320,8 +320,12 @@ def parse_message(raw: bytes, *, source: str, policy: IntakePolicy,
     except Exception as err:
         own = [authenticity.SignatureResult("", "temperror", "dkimpy", detail=f"{type(err).__name__}")]
         log.info("DKIM check failed on %s: %s", source, err)
-    auth = authenticity.assess(raw, msg, trusted_authserv_ids=policy.trust.trusted_authserv_ids,
-                               alignment=policy.trust.alignment, own_results=own)
+    try:
+        auth = authenticity.assess(raw, msg, trusted_authserv_ids=policy.trust.trusted_authserv_ids,
+                                   alignment=policy.trust.alignment, own_results=own)
+    except Exception as err:  # hostile headers: never automatic, never a crash
+        auth = authenticity.Authenticity("failed", "", reason=f"unassessable: {type(err).__name__}",
+                                         results=tuple(own))
     base.update(dkim=own[0].result if own else "none", dkim_domain=own[0].domain if own else "",
                 authenticity=auth.verdict, auth_domain=auth.org_domain,
                 auth_detail=json.dumps(auth.to_dict(), sort_keys=True)[:8000])
