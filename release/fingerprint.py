@@ -4,17 +4,19 @@ A published image has two fingerprints:
 
 - ``pdq``: Meta's PDQ perceptual hash (256 bits, the reference C++ through ``pdqhash``) of the decoded pixels,
   packed into 32 bytes in the bit order of Meta's hex form (``pdq_hex`` equals what ThreatExchange tools print).
-  Copies re-encoded (JPEG 30-95, PNG, WebP), resized (0.25-2x), lightly cropped or bordered, brightened or
-  screenshotted stay within ``MATCH_DISTANCE`` bits of it; distinct photos stay far above ``REVIEW_DISTANCE``
-  (``benchmarks/near_duplicates.py`` measures both; README "Near-duplicates").
+  Copies re-encoded (JPEG 30-95, PNG, WebP), resized (0.25-2x), brightened, given new metadata, framed or
+  screenshotted (with ``query_hashes``' trimmed hash), turned or mirrored (its dihedral hashes) stay within
+  ``MATCH_DISTANCE`` bits of it; distinct photos stay above ``REVIEW_DISTANCE``. Crops are PDQ's limit: ~15 bits
+  per 1 % cropped, so 2 % crops fall in the grey band and 5 % or more are not found
+  (``benchmarks/near_duplicates.py`` measures all of it; README "Near-duplicates").
 - ``pixels_sha256``: sha256 of the decoded RGB pixels and their shape: the same picture whatever container or
   metadata wraps it (a published JPEG re-saved losslessly, stripped of or given EXIF), exact and free of false
   matches. It depends on the JPEG decoder (libjpeg-turbo's IDCT), so compare pixel hashes computed by the same
   decoder; PDQ is the decoder- and encoder-independent one.
 
 ``NearDuplicateIndex`` holds (image ID, PDQ hash) rows and answers ``query(hash, max_distance)`` with the IDs
-within that Hamming distance, by a vectorised exact scan (about 3-8 ms per query over 1,000,000 hashes on one
-core; the numbers and the comparison with faiss are in README). It is persisted to a compact checksummed file
+within that Hamming distance, by a vectorised exact scan (3.4 ms per query over 1,000,000 hashes on one core;
+the numbers and the comparison with faiss are in README). It is persisted to a compact checksummed file
 (``save``/``load``: 32 bytes per hash plus the IDs), so a build, a takedown and an operator command share it.
 
 Distances: ``d <= MATCH_DISTANCE``: the same image (act automatically); ``MATCH_DISTANCE < d <=
