@@ -502,7 +502,14 @@ def main(argv: list[str] | None = None) -> int:
         photos = load_photos(args.photos)[: args.limit]
         if len(photos) < 2:
             raise SystemExit("need at least 2 distinct photos")
-        data = compute(photos, transforms, with_imagehash=not args.no_imagehash, workers=args.workers)
+        with_imagehash = not args.no_imagehash
+        if with_imagehash:
+            try:
+                import imagehash  # noqa: F401 - only for the comparison; not a veilset dependency
+            except ImportError:
+                print("imagehash is not installed (pip install imagehash): PDQ only", file=sys.stderr)
+                with_imagehash = False
+        data = compute(photos, transforms, with_imagehash=with_imagehash, workers=args.workers)
         if args.cache:
             save_cache(args.cache, data)
     scan = scan_speed(args.scan_rows) if args.scan_rows else None
