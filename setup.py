@@ -25,6 +25,7 @@ CORE = [
     "dkimpy>=1.1",
     "dnspython>=2.4",  # dkimpy looks DKIM keys up in DNS with it
     "matplotlib>=3.7",
+    "pdqhash>=0.2.8",  # Meta's PDQ perceptual hash (reference C++; an sdist: needs a C++ compiler to install)
 ]
 
 TORCH = ["torch>=2.1", "torchvision>=0.16"]
@@ -68,6 +69,7 @@ setup(
         "veilset.release": "release",
         "veilset.takedown": "takedown",
         "veilset.audit": "audit",
+        "veilset.release": "release",
     },
     install_requires=CORE,
     extras_require=EXTRAS,

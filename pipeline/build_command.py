@@ -134,10 +134,10 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
     check_output_dir(opts.output)
     inputs = expand_inputs(opts.inputs, exclude_under=opts.output)
     num_shards = opts.num_shards(len(inputs))
-    with writer_lock(opts.output):  # before the models load: a second writer fails at once
-        if opts.face_detector == "none":
-            LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
-        models = model_identities(opts)
+    if opts.face_detector == "none":
+        LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
+    models = model_identities(opts)  # every spec validated (weights, checkpoints) before the folder is claimed
+    with writer_lock(opts.output):
         LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
                  num_shards, ",".join(opts.formats), opts.workers)
         local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))

@@ -16,4 +16,5 @@ Built by ``veilset.pipeline``, rewritten by ``veilset.takedown``, read by ``veil
     log          the takedown log the manifest carries
     manifest     manifest.json: the versioned Manifest dataclass, read and written here only
     housekeeping what belongs in a release folder, and removing what does not
+    fingerprint  PDQ perceptual hash + decoded-pixel hash of a published image; NearDuplicateIndex (Hamming search)
 """

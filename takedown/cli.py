@@ -1,4 +1,4 @@
-"""``veilset takedown ingest|apply|notify|status`` (CLI convention: ``add_arguments`` + ``run``)."""
+"""``veilset takedown ingest|apply|notify|status|review`` (CLI convention: ``add_arguments`` + ``run``)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,11 @@ LOG = logging.getLogger("veilset.takedown")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="takedown_command", required=True, metavar="ACTION")
+    for add in (_add_ingest, _add_apply, _add_notify, _add_status, _add_review):
+        add(sub)
 
+
+def _add_ingest(sub: Any) -> None:
     ing = sub.add_parser("ingest", help="read removal requests from mail into the ledger")
     ing.add_argument("--ledger", required=True, help="ledger SQLite file (created if missing)")
     src = ing.add_mutually_exclusive_group(required=True)
@@ -31,10 +35,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ing.add_argument("--watch", type=float, default=None, metavar="SECONDS",
                      help="keep ingesting every SECONDS until interrupted")
     ing.add_argument("--require-dkim", action="store_true", default=None,
-                     help="quarantine messages without a passing DKIM signature")
-    from veilset.takedown.intake import IntakeLimits, IntakePolicy
+                     help="quarantine every message that is not verified (a passing DKIM signature aligned with "
+                          "From), instead of sending unverified mail to the daily cap and failed mail to review")
+    from veilset.takedown.intake import IntakeLimits
+    from veilset.takedown.policy import TrustPolicy
 
-    lim, pol = IntakeLimits(), IntakePolicy()
+    lim, trust = IntakeLimits(), TrustPolicy()
+    ing.add_argument("--trusted-authserv-id", action="append", default=None, metavar="ID",
+                     help="authserv-id of your receiving mail host (e.g. mx.example.org): its "
+                          "Authentication-Results headers are believed, all others ignored (repeatable; "
+                          "the host must strip incoming headers with its id, RFC 8601 section 5)")
+    ing.add_argument("--max-ids-per-domain", "--abuse-ids-per-day", dest="max_ids_per_domain", type=int,
+                     default=None, metavar="N",
+                     help=f"image IDs removed automatically per verified signing domain in any 24 h; more wait "
+                          f"in review (default {trust.ids_per_domain_per_day}; --abuse-ids-per-day is the old name)")
+    ing.add_argument("--unverified-ids-per-day", type=int, default=None, metavar="N",
+                     help=f"image IDs removed automatically in any 24 h for all unsigned mail together; more "
+                          f"wait in review (default {trust.unverified_ids_per_day}; 0: unsigned mail always waits)")
+    ing.add_argument("--dkim-alignment", choices=("relaxed", "strict"), default=None,
+                     help=f"From domain vs signing domain: same organizational domain (relaxed) or the same "
+                          f"domain (strict) (default {trust.alignment})")
     ing.add_argument("--max-message-bytes", type=int, default=None,
                      help=f"larger messages are quarantined (default {lim.max_message_bytes})")
     ing.add_argument("--max-ids", type=int, default=None,
@@ -42,11 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ing.add_argument("--max-parts", type=int, default=None,
                      help=f"most MIME parts in one message (default {lim.max_parts})")
     ing.add_argument("--max-mime-depth", type=int, default=None, help=f"default {lim.max_mime_depth}")
-    ing.add_argument("--abuse-ids-per-day", type=int, default=None,
-                     help=f"IDs per sender per 24 h above which requests go to review "
-                          f"(default {pol.abuse_ids_per_sender_per_day})")
     ing.add_argument("--id-pattern", default=None, help="regular expression finding image IDs in mail text")
 
+
+def _add_apply(sub: Any) -> None:
     ap = sub.add_parser("apply", help="remove the images of received requests from a release (release + 1)",
                         description="Rewrites only the shards holding requested images; crash-safe (rerun "
                                     "completes an interrupted apply). Exit 3 when another apply holds the lock.")
@@ -57,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ap.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
                     help="wait this long for another apply to finish (default: fail at once)")
 
+
+def _add_notify(sub: Any) -> None:
     no = sub.add_parser("notify", help="send receipts for applied requests")
     no.add_argument("--ledger", required=True)
     dst = no.add_mutually_exclusive_group(required=True)
@@ -65,11 +86,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     no.add_argument("--starttls", action="store_true", default=False)
     no.add_argument("--from", dest="from_addr", default=None, help="receipt sender address")
 
+
+def _add_status(sub: Any) -> None:
     st = sub.add_parser("status", help="ledger summary")
     st.add_argument("--ledger", required=True)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--approve", type=int, default=None, metavar="REQUEST_ID",
-                    help="move a request in review/quarantine back to received (operator decision)")
+                    help="move a request in review/quarantine back to received (operator decision; "
+                         "same as review --approve)")
+
+
+def _add_review(sub: Any) -> None:
+    rv = sub.add_parser("review", help="requests waiting for a person: list them, approve or reject one",
+                        description="Lists the requests in review with why each waits. --approve makes one "
+                                    "pending for apply (as a verified request); --reject closes it (nothing "
+                                    "removed, no receipt). Every decision is recorded in the ledger's "
+                                    "append-only history with who, when and why.")
+    rv.add_argument("--ledger", required=True)
+    act = rv.add_mutually_exclusive_group()
+    act.add_argument("--approve", type=int, default=None, metavar="REQUEST_ID")
+    act.add_argument("--reject", type=int, default=None, metavar="REQUEST_ID")
+    rv.add_argument("--reason", default=None, help="why (required with --reject; recorded with --approve)")
+    rv.add_argument("--by", default=None, help="who decides (default: USER@HOST of this shell)")
+    rv.add_argument("--all", action="store_true", help="also list quarantined requests")
+    rv.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _ledger(path: str, *, must_exist: bool = False):
@@ -94,8 +134,18 @@ def _policy(args: argparse.Namespace):
     kwargs: dict[str, Any] = {"limits": IntakeLimits(**limits)}
     if args.require_dkim:
         kwargs["require_dkim"] = True
-    if args.abuse_ids_per_day is not None:
-        kwargs["abuse_ids_per_sender_per_day"] = args.abuse_ids_per_day
+    trust: dict[str, Any] = {}
+    if args.max_ids_per_domain is not None:
+        trust["ids_per_domain_per_day"] = args.max_ids_per_domain
+    if args.unverified_ids_per_day is not None:
+        trust["unverified_ids_per_day"] = args.unverified_ids_per_day
+    if args.trusted_authserv_id:
+        trust["trusted_authserv_ids"] = frozenset(args.trusted_authserv_id)
+    if args.dkim_alignment is not None:
+        trust["alignment"] = args.dkim_alignment
+    from veilset.takedown.policy import TrustPolicy
+
+    kwargs["trust"] = TrustPolicy(**trust)
     if args.id_pattern is not None:
         try:
             kwargs["id_pattern"] = re.compile(args.id_pattern)
@@ -235,6 +285,7 @@ def status_dict(ledger) -> dict[str, Any]:
         "blocked_images": len(ledger.blocked_image_ids()),
         "items": [{"id": r.id, "state": r.state, "sender": r.sender, "message_id": r.message_id,
                    "received_at": r.received_at, "reason": r.reason, "dkim": r.dkim, "release": r.applied_release,
+                   "authenticity": r.authenticity, "auth_domain": r.auth_domain, "decided_by": r.decided_by,
                    "ids": {s: n for s, n in _id_counts(ledger, r.id).items() if n}} for r in reqs],
     }
 
@@ -246,11 +297,76 @@ def _id_counts(ledger, request_id: int) -> dict[str, int]:
     return out
 
 
+def _operator() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry
+        user = "operator"
+    return f"{user}@{socket.gethostname()}"
+
+
+def review_dict(ledger, *, include_quarantined: bool = False) -> dict[str, Any]:
+    from datetime import datetime, timedelta, timezone
+
+    since = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    states = ("review", "quarantined") if include_quarantined else ("review",)
+    items = []
+    domains: set[str] = set()
+    for state in states:
+        for r in ledger.requests(state):
+            ids = [x.image_id for x in ledger.request_ids(r.id)]
+            if r.authenticity == "verified" and r.auth_domain:
+                domains.add(r.auth_domain)
+            try:
+                auth = json.loads(r.auth_detail) if r.auth_detail else {}
+            except ValueError:
+                auth = {}
+            items.append({"id": r.id, "state": state, "received_at": r.received_at, "sender": r.sender,
+                          "message_id": r.message_id, "authenticity": r.authenticity or "not assessed",
+                          "auth_domain": r.auth_domain, "auth_reason": auth.get("reason", ""),
+                          "why": r.reason, "ids": len(ids), "image_ids": ids[:20]})
+    usage = {"unverified": ledger.automatic_usage(since)}
+    usage.update({d: ledger.automatic_usage(since, org_domain=d) for d in sorted(domains)})
+    return {"pending": items, "automatic_ids_last_24h": usage}
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    if args.reject is not None and not (args.reason and args.reason.strip()):
+        raise ValueError("--reject needs --reason TEXT (recorded in the ledger's history)")
+    if args.reason is not None and args.approve is None and args.reject is None:
+        raise ValueError("--reason goes with --approve or --reject")
+    ledger = _ledger(args.ledger, must_exist=True)
+    try:
+        by = args.by or _operator()
+        if args.approve is not None:
+            ledger.approve(args.approve, note=args.reason or "", by=by)
+            print(f"#{args.approve} approved by {by}: pending for apply")
+        elif args.reject is not None:
+            ledger.reject(args.reject, reason=args.reason, by=by)
+            print(f"#{args.reject} rejected by {by}: {args.reason}")
+        data = review_dict(ledger, include_quarantined=args.all)
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return 0
+    usage = ", ".join(f"{k} {v}" for k, v in data["automatic_ids_last_24h"].items())
+    print(f"{len(data['pending'])} waiting for a person; IDs removed automatically in the last 24 h: {usage}")
+    for it in data["pending"]:
+        who = f"{it['sender'] or '-'} ({it['authenticity']}" + (f" {it['auth_domain']}" if it["auth_domain"] else "")
+        print(f"#{it['id']:<5} {it['state']:<11} {it['received_at'][:19]}  {who})  {it['ids']} IDs")
+        print(f"       why: {it['why']}")
+    return 0
+
+
 def _run_status(args: argparse.Namespace) -> int:
     ledger = _ledger(args.ledger, must_exist=True)
     try:
         if args.approve is not None:
-            ledger.approve(args.approve, note="veilset takedown status --approve")
+            ledger.approve(args.approve, note="veilset takedown status --approve", by=_operator())
         data = status_dict(ledger)
     finally:
         ledger.close()
@@ -269,5 +385,6 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"ingest": _run_ingest, "apply": _run_apply, "notify": _run_notify, "status": _run_status}
+    handlers = {"ingest": _run_ingest, "apply": _run_apply, "notify": _run_notify, "status": _run_status,
+                "review": _run_review}
     return handlers[args.takedown_command](args)

@@ -2,7 +2,7 @@
 
 Every message is hostile until proven otherwise: size is checked before parsing, MIME depth and part count are
 bounded while walking, every text part is decoded defensively (unknown/wrong charsets fall back to a lossy
-decode), IDs are found by a pattern and then validated strictly with ``pipeline.ids.is_valid_image_id`` and are
+decode), IDs are found by a pattern and then validated strictly with ``release.ids.is_valid_image_id`` and are
 never used to build paths or SQL. Nothing raises out of ``parse_message``: anything unexpected is a quarantine.
 
 Sources: single .eml files or folders of them, Maildir, mbox (this module) and IMAP (``takedown.imap``).
@@ -14,6 +14,7 @@ import email.policy
 import hashlib
 import html
 import html.parser
+import json
 import logging
 import mailbox
 import os
@@ -24,7 +25,9 @@ from email.utils import getaddresses
 from typing import Callable, Iterator, Sequence
 
 from veilset.release import ids, index, manifest
+from veilset.takedown import authenticity
 from veilset.takedown.ledger import NewRequest
+from veilset.takedown.policy import TrustPolicy
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,16 @@ class IntakeLimits:
 class IntakePolicy:
     limits: IntakeLimits = field(default_factory=IntakeLimits)
     id_pattern: re.Pattern[str] = ids.ID_PATTERN
-    require_dkim: bool = False  # quarantine messages whose DKIM result is not "pass"
-    abuse_ids_per_sender_per_day: int = 200
+    require_dkim: bool = False  # quarantine messages that are not verified (aligned passing DKIM)
+    trust: TrustPolicy = field(default_factory=TrustPolicy)  # who may remove what automatically (takedown.policy)
     keep_raw_bytes: int = 1024 * 1024  # raw message stored in the ledger up to this size (quarantine evidence)
     dkim_dnsfunc: Callable[..., bytes] | None = None  # tests inject a resolver; None = dkimpy's own DNS lookup
 
     def __post_init__(self) -> None:
         if not isinstance(self.id_pattern, re.Pattern):
             raise ValueError(f"id_pattern must be a compiled regular expression, got {self.id_pattern!r}")
-        if not isinstance(self.abuse_ids_per_sender_per_day, int) or self.abuse_ids_per_sender_per_day < 1:
-            raise ValueError(f"abuse_ids_per_sender_per_day must be a positive integer, "
-                             f"got {self.abuse_ids_per_sender_per_day!r}")
+        if not isinstance(self.trust, TrustPolicy):
+            raise ValueError(f"trust must be a TrustPolicy, got {self.trust!r}")
         if not isinstance(self.keep_raw_bytes, int) or self.keep_raw_bytes < 0:
             raise ValueError(f"keep_raw_bytes must be >= 0, got {self.keep_raw_bytes!r}")
         if self.require_dkim and self.dkim_dnsfunc is None and not dns_resolver_available():
@@ -276,29 +278,12 @@ def extract_ids(msg: Message, policy: IntakePolicy) -> tuple[str, ...]:
 # -- DKIM -------------------------------------------------------------------------------------------------------
 
 def check_dkim(raw: bytes, msg: Message, dnsfunc: Callable[..., bytes] | None = None) -> tuple[str, str]:
-    """(result, signing domain). ``none`` when unsigned; ``pass``/``fail`` from dkimpy; DNS trouble -> temperror."""
+    """(result, signing domain) of the first (topmost) DKIM signature: ``none`` when unsigned, else ``pass``,
+    ``fail``, ``permerror`` or ``temperror`` (``takedown.authenticity.verify_dkim``)."""
     if not msg.get_all("DKIM-Signature"):
         return "none", ""
-    try:
-        import dkim
-    except ImportError as err:  # pragma: no cover - dkimpy is a core dependency
-        raise RuntimeError("DKIM verification needs dkimpy: pip install dkimpy") from err
-    domain = ""
-    m = re.search(rb"\bd=([A-Za-z0-9.-]{1,253})", b"".join(
-        s.encode("ascii", "replace") for s in (str(v) for v in msg.get_all("DKIM-Signature"))))
-    if m:
-        domain = m.group(1).decode("ascii").lower()
-    kwargs = {"dnsfunc": dnsfunc} if dnsfunc is not None else {}
-    try:
-        ok = dkim.verify(raw, **kwargs)
-    except dkim.KeyFormatError:
-        return "permerror", domain
-    except dkim.ValidationError:
-        return "permerror", domain
-    except Exception as err:  # DNS failure, timeouts, no resolver library
-        log.info("DKIM verification could not complete: %s", err)
-        return "temperror", domain
-    return ("pass" if ok else "fail"), domain
+    results = authenticity.verify_dkim(raw, dnsfunc)
+    return (results[0].result, results[0].domain) if results else ("permerror", "")
 
 
 # -- one message ------------------------------------------------------------------------------------------------
@@ -331,11 +316,19 @@ def parse_message(raw: bytes, *, source: str, policy: IntakePolicy,
                 size=total, raw_sha256=raw_sha, raw=keep,
                 auth_results="\n".join(_all_headers(msg, "Authentication-Results"))[:8000])
     try:
-        dkim_result, dkim_domain = check_dkim(raw, msg, policy.dkim_dnsfunc)
+        own = authenticity.verify_dkim(raw, policy.dkim_dnsfunc) if msg.get_all("DKIM-Signature") else []
     except Exception as err:
-        dkim_result, dkim_domain = "temperror", ""
+        own = [authenticity.SignatureResult("", "temperror", "dkimpy", detail=f"{type(err).__name__}")]
         log.info("DKIM check failed on %s: %s", source, err)
-    base.update(dkim=dkim_result, dkim_domain=dkim_domain)
+    try:
+        auth = authenticity.assess(raw, msg, trusted_authserv_ids=policy.trust.trusted_authserv_ids,
+                                   alignment=policy.trust.alignment, own_results=own)
+    except Exception as err:  # hostile headers: never automatic, never a crash
+        auth = authenticity.Authenticity("failed", "", reason=f"unassessable: {type(err).__name__}",
+                                         results=tuple(own))
+    base.update(dkim=own[0].result if own else "none", dkim_domain=own[0].domain if own else "",
+                authenticity=auth.verdict, auth_domain=auth.org_domain,
+                auth_detail=json.dumps(auth.to_dict(), sort_keys=True)[:8000])
     try:
         found = extract_ids(msg, policy)
     except Quarantine as q:
@@ -346,9 +339,9 @@ def parse_message(raw: bytes, *, source: str, policy: IntakePolicy,
     if not sender:
         return NewRequest(state="quarantined", reason="no_sender: no valid From/Sender address",
                           image_ids=found, **base)
-    if policy.require_dkim and dkim_result != "pass":
-        return NewRequest(state="quarantined", reason=f"dkim_required: result {dkim_result}", image_ids=found,
-                          **base)
+    if policy.require_dkim and auth.verdict != "verified":
+        return NewRequest(state="quarantined", reason=f"dkim_required: {auth.verdict}: {auth.reason}"[:2000],
+                          image_ids=found, **base)
     if not found:
         return NewRequest(state="quarantined", reason="no_ids: no valid image ID in the message", **base)
     unknown = frozenset(i for i in found if known_ids is not None and i not in known_ids)
@@ -461,7 +454,7 @@ def ingest(ledger, messages: Sequence[RawMessage] | Iterator[RawMessage], policy
     for raw in messages:
         seen += 1
         req = parse_message(raw.data, source=raw.source, policy=policy, known_ids=known_ids, size=raw.size)
-        rid, created = ledger.add_request(req, abuse_limit_per_day=policy.abuse_ids_per_sender_per_day)
+        rid, created = ledger.add_request(req, trust=policy.trust)
         if created:
             new += 1
             state = ledger.request(rid).state

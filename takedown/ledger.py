@@ -1,7 +1,9 @@
 """The takedown ledger: SQLite (WAL, versioned schema), requests, their IDs, the blocklist, an append-only history.
 
 States of a request: ``received`` -> ``applied`` (release N) -> ``notified``; or ``quarantined`` (over a limit,
-unparseable, policy) or ``review`` (abuse guard; an operator can ``approve`` it back to ``received``).
+unparseable, policy) or ``review`` (not authenticated, or over a limit of ``takedown.policy``: a person decides,
+``approve`` -> ``received``, ``reject`` -> ``rejected``). Every decision, automatic or a person's, is in the
+history with who/when/why; ``decided_by`` says who accepted a request (``policy`` = automatically).
 Per-ID status: ``pending`` -> ``removed`` (release N) | ``not_found``; ``unknown`` when ingest was given a release
 that does not hold the ID (apply still looks again, the release may have changed).
 
@@ -17,18 +19,20 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from veilset.release import storage
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from veilset.takedown.policy import TrustPolicy
 
-STATES = ("received", "applied", "notified", "quarantined", "review")
+SCHEMA_VERSION = 2  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by
+
+STATES = ("received", "applied", "notified", "quarantined", "review", "rejected")
+AUTOMATIC = "policy"  # decided_by of requests the trust policy accepted without a person
 ID_STATUSES = ("pending", "unknown", "removed", "not_found")
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
+_REQUESTS_TABLE = f"""(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,
     sender TEXT NOT NULL DEFAULT '',
@@ -44,10 +48,21 @@ CREATE TABLE IF NOT EXISTS requests (
     raw_sha256 TEXT NOT NULL DEFAULT '',
     raw BLOB,
     applied_release INTEGER,
-    notified_at TEXT
-);
+    notified_at TEXT,
+    authenticity TEXT NOT NULL DEFAULT '',
+    auth_domain TEXT NOT NULL DEFAULT '',
+    auth_detail TEXT NOT NULL DEFAULT '',
+    decided_by TEXT NOT NULL DEFAULT ''
+)"""
+_REQUEST_INDEXES = """
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE INDEX IF NOT EXISTS requests_sender ON requests(sender, received_at);
+CREATE INDEX IF NOT EXISTS requests_auth ON requests(authenticity, auth_domain, received_at);
+"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests {_REQUESTS_TABLE};
+{_REQUEST_INDEXES}
 CREATE TABLE IF NOT EXISTS request_ids (
     request_id INTEGER NOT NULL REFERENCES requests(id),
     image_id TEXT NOT NULL,
@@ -131,6 +146,9 @@ class NewRequest:
     size: int = 0
     raw_sha256: str = ""
     raw: bytes | None = field(default=None, repr=False)
+    authenticity: str = ""  # takedown.authenticity verdict: verified | unverified | failed ('' = not assessed)
+    auth_domain: str = ""  # organizational domain of the aligned signer (verified only): the limits' key
+    auth_detail: str = ""  # JSON: the assessment (every DKIM result and its source)
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,10 @@ class RequestRow:
     raw_sha256: str
     applied_release: int | None
     notified_at: str | None
+    authenticity: str = ""
+    auth_domain: str = ""
+    auth_detail: str = ""
+    decided_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -173,7 +195,10 @@ class BlockEntry:
 
 
 _REQ_COLS = ("id, message_id, sender, date_header, received_at, source, state, reason, dkim, dkim_domain, "
-             "auth_results, size, raw_sha256, applied_release, notified_at")
+             "auth_results, size, raw_sha256, applied_release, notified_at, authenticity, auth_domain, auth_detail, "
+             "decided_by")
+_V1_COLS = ("id, message_id, sender, date_header, received_at, source, state, reason, dkim, dkim_domain, "
+            "auth_results, size, raw_sha256, raw, applied_release, notified_at")
 
 
 class Ledger:
@@ -212,6 +237,7 @@ class Ledger:
         return _Tx(self)
 
     def _migrate(self) -> None:
+        version = 0
         with self._tx() as cur:
             exists = cur.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
             if exists:
@@ -222,9 +248,43 @@ class Ledger:
                                      f"understands ({SCHEMA_VERSION}); upgrade veilset")
                 if version == SCHEMA_VERSION:
                     return
-            for stmt in _split_sql(_SCHEMA):
-                cur.execute(stmt)
-            cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if version == 0:  # a new ledger
+                for stmt in _split_sql(_SCHEMA):
+                    cur.execute(stmt)
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),))
+                return
+        if version != 1:
+            raise ValueError(f"{self.path}: ledger schema version {version} cannot be migrated")
+        self._migrate_v1_to_v2()
+
+    def _migrate_v1_to_v2(self) -> None:
+        """v1 -> v2 in one transaction: new columns, and the requests table rebuilt for the new state CHECK
+        (SQLite cannot alter a CHECK; its documented 12-step procedure, foreign keys off meanwhile). Requests
+        accepted under v1 keep ``decided_by`` '' (they never count towards v2's automatic limits)."""
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self._tx() as cur:
+                row = cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None or int(row[0]) != 1:  # another process migrated it meanwhile
+                    return
+                seq = cur.execute("SELECT seq FROM sqlite_sequence WHERE name='requests'").fetchone()
+                cur.execute(f"CREATE TABLE requests_v2 {_REQUESTS_TABLE}")
+                cur.execute(f"INSERT INTO requests_v2 ({_V1_COLS}) SELECT {_V1_COLS} FROM requests")
+                cur.execute("DROP TABLE requests")
+                cur.execute("ALTER TABLE requests_v2 RENAME TO requests")
+                if seq is not None:
+                    cur.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name='requests'", (seq[0],))
+                for stmt in _split_sql(_SCHEMA):  # indexes (and anything else missing)
+                    cur.execute(stmt)
+                broken = cur.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise ValueError(f"{self.path}: foreign keys broken by the v1 -> v2 migration: {broken[:5]}")
+                cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
+                              to_state=None, detail={"from": 1, "to": SCHEMA_VERSION})
+        finally:
+            self._conn.execute("PRAGMA foreign_keys=ON")
 
     def schema_version(self) -> int:
         row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -246,20 +306,19 @@ class Ledger:
         row = self._conn.execute("SELECT 1 FROM requests WHERE message_id = ?", (message_id,)).fetchone()
         return row is not None
 
-    def ids_from_sender_since(self, sender: str, since_iso: str) -> int:
-        row = self._conn.execute(
-            "SELECT COUNT(*) FROM request_ids r JOIN requests q ON q.id = r.request_id "
-            "WHERE q.sender = ? AND q.received_at >= ? AND q.state != 'quarantined'",
-            (sender, since_iso),
-        ).fetchone()
-        return int(row[0])
+    def automatic_usage(self, since_iso: str, *, org_domain: str | None = None) -> int:
+        """Image IDs in requests accepted automatically since ``since_iso``: of the verified signing
+        organization ``org_domain``, or (None) of all unverified mail. What the trust policy's limits count."""
+        return _automatic_usage(self._conn.cursor(), since_iso, org_domain)
 
     def add_request(self, req: NewRequest, *, received_at: str | None = None,
-                    abuse_limit_per_day: int | None = None) -> tuple[int, bool]:
+                    trust: "TrustPolicy | None" = None) -> tuple[int, bool]:
         """Record one message. Returns ``(request_id, created)``; an already-seen Message-ID is not added again.
 
-        With ``abuse_limit_per_day``, a request that would take its sender over that many IDs in the last
-        24 hours goes to ``review`` instead of ``received`` (checked inside the same transaction).
+        With ``trust`` (``takedown.policy.TrustPolicy``), a ``received`` request is accepted automatically only
+        if the policy allows it given the automatic removals of the last 24 hours (counted inside the same
+        transaction, so concurrent ingests cannot both take the last of a budget); otherwise it goes to
+        ``review`` with the reason. Without ``trust`` the state is recorded as given (tests, tools).
         """
         if req.state not in ("received", "quarantined", "review"):
             raise ValueError(f"new request state must be received, quarantined or review, got {req.state!r}")
@@ -271,23 +330,26 @@ class Ledger:
                               from_state=None, to_state=None, detail={"source": req.source,
                                                                       "raw_sha256": req.raw_sha256}, time=now)
                 return int(row[0]), False
-            state, reason = req.state, req.reason
-            if state == "received" and abuse_limit_per_day is not None and req.image_ids:
+            state, reason, decided_by = req.state, req.reason, ""
+            if state == "received" and trust is not None:
+                from veilset.takedown.policy import decide
+
                 since = (_parse_time(now) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                prior = cur.execute(
-                    "SELECT COUNT(*) FROM request_ids r JOIN requests q ON q.id = r.request_id "
-                    "WHERE q.sender = ? AND q.received_at >= ? AND q.state != 'quarantined'",
-                    (req.sender, since),
-                ).fetchone()[0]
-                if prior + len(req.image_ids) > abuse_limit_per_day:
-                    state = "review"
-                    reason = (f"abuse_guard: {prior + len(req.image_ids)} IDs from this sender in 24 h "
-                              f"> limit {abuse_limit_per_day}")
+                verified = req.authenticity == "verified" and bool(req.auth_domain)
+                decision = decide(
+                    trust, authenticity=req.authenticity or "unverified", org_domain=req.auth_domain,
+                    auth_reason=_auth_reason(req.auth_detail), n_ids=len(set(req.image_ids)),
+                    used_by_domain=_automatic_usage(cur, since, req.auth_domain) if verified else 0,
+                    used_unverified=0 if verified else _automatic_usage(cur, since, None))
+                state, reason = decision.state, decision.reason
+                decided_by = AUTOMATIC if decision.automatic else ""
             cur.execute(
                 "INSERT INTO requests(message_id, sender, date_header, received_at, source, state, reason, dkim, "
-                "dkim_domain, auth_results, size, raw_sha256, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "dkim_domain, auth_results, size, raw_sha256, raw, authenticity, auth_domain, auth_detail, "
+                "decided_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.message_id, req.sender, req.date_header, now, req.source, state, reason, req.dkim,
-                 req.dkim_domain, req.auth_results, req.size, req.raw_sha256, req.raw),
+                 req.dkim_domain, req.auth_results, req.size, req.raw_sha256, req.raw, req.authenticity,
+                 req.auth_domain, req.auth_detail, decided_by),
             )
             rid = int(cur.lastrowid)
             cur.executemany(
@@ -297,20 +359,41 @@ class Ledger:
             self._history(cur, request_id=rid, message_id=req.message_id, event="ingested", from_state=None,
                           to_state=state, detail={"reason": reason, "ids": len(req.image_ids),
                                                   "unknown": len(req.unknown_ids), "sender": req.sender,
-                                                  "dkim": req.dkim, "source": req.source}, time=now)
+                                                  "dkim": req.dkim, "source": req.source,
+                                                  "authenticity": req.authenticity,
+                                                  "auth_domain": req.auth_domain,
+                                                  "decided_by": decided_by}, time=now)
             return rid, True
 
-    def approve(self, request_id: int, *, note: str = "") -> None:
-        """Operator decision: move a ``review`` (or ``quarantined``) request to ``received`` so apply takes it."""
+    def approve(self, request_id: int, *, note: str = "", by: str = "operator") -> None:
+        """A person's decision: a ``review`` (or ``quarantined``) request becomes ``received`` (apply takes it),
+        recorded in the history with who and why. Approved requests do not use the automatic budgets."""
+        self._decide(request_id, event="approved", to_state="received", by=by, why=note)
+
+    def reject(self, request_id: int, *, reason: str, by: str = "operator") -> None:
+        """A person's decision: a ``review`` (or ``quarantined``) request becomes ``rejected`` (final; nothing
+        is removed, no receipt), recorded in the history with who and why."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("a rejection needs a reason")
+        self._decide(request_id, event="rejected", to_state="rejected", by=by, why=reason)
+
+    def _decide(self, request_id: int, *, event: str, to_state: str, by: str, why: str) -> None:
+        by = _one_line(by, 200) or "operator"
+        why = _one_line(why, 2000)
         with self._tx() as cur:
-            row = cur.execute("SELECT state, message_id FROM requests WHERE id = ?", (request_id,)).fetchone()
+            row = cur.execute("SELECT state, message_id, reason FROM requests WHERE id = ?",
+                              (request_id,)).fetchone()
             if row is None:
                 raise ValueError(f"no request with id {request_id}")
             if row[0] not in ("review", "quarantined"):
-                raise ValueError(f"request {request_id} is {row[0]!r}; only review/quarantined can be approved")
-            cur.execute("UPDATE requests SET state='received' WHERE id = ?", (request_id,))
-            self._history(cur, request_id=request_id, message_id=row[1], event="approved", from_state=row[0],
-                          to_state="received", detail={"note": note})
+                verb = "approved" if event == "approved" else "rejected"
+                raise ValueError(f"request {request_id} is {row[0]!r}; only review/quarantined can be {verb}")
+            reason = f"{event} by {by}" + (f": {why}" if why else "")  # what it waited for stays in the history
+            cur.execute("UPDATE requests SET state = ?, decided_by = ?, reason = ? WHERE id = ?",
+                        (to_state, by, reason, request_id))
+            self._history(cur, request_id=request_id, message_id=row[1], event=event, from_state=row[0],
+                          to_state=to_state, detail={"by": by, "note" if event == "approved" else "reason": why,
+                                                     "was_pending_because": row[2]})
 
     # -- apply --------------------------------------------------------------------------------------------
     def requests(self, state: str | None = None) -> list[RequestRow]:
@@ -479,6 +562,29 @@ def _split_sql(script: str) -> Iterator[str]:
             buf = []
     if "".join(buf).strip():
         yield "\n".join(buf)
+
+
+def _automatic_usage(cur: sqlite3.Cursor, since_iso: str, org_domain: str | None) -> int:
+    """IDs of automatically accepted requests since ``since_iso``, verified for ``org_domain`` or unverified."""
+    if org_domain is None:
+        where, args = "q.authenticity != 'verified'", (since_iso,)
+    else:
+        where, args = "q.authenticity = 'verified' AND q.auth_domain = ?", (since_iso, org_domain)
+    sql = ("SELECT COUNT(*) FROM request_ids r JOIN requests q ON q.id = r.request_id "
+           f"WHERE q.received_at >= ? AND q.decided_by = '{AUTOMATIC}' "
+           "AND q.state IN ('received', 'applied', 'notified') AND " + where)
+    return int(cur.execute(sql, args).fetchone()[0])
+
+
+def _auth_reason(detail: str) -> str:
+    try:
+        return str(json.loads(detail).get("reason", "")) if detail else ""
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _one_line(text: str, limit: int) -> str:
+    return " ".join(str(text or "").split())[:limit]
 
 
 def _parse_time(iso: str) -> datetime:

@@ -12,6 +12,7 @@ layers they form:
     release/       -> veilset.release       (the release format: ids, layout, manifest, index, formats, storage)
     takedown/      -> veilset.takedown      (e-mailed removal requests, ledger, apply, receipts)
     audit/         -> veilset.audit         (release verification and the compliance report)
+    release/       -> veilset.release       (the release format: image fingerprints, near-duplicate index)
 
 Always import them through the namespace (``from veilset.release import ids``), never as bare top-level
 packages: the folders are not importable as ``pipeline`` etc. once installed, and a second copy of a module

@@ -173,9 +173,11 @@ def test_status_approve_moves_review_to_received(tmp_path, capsys):
     inbox.mkdir()
     (inbox / "1.eml").write_bytes(mails.many_ids(30, message_id="<many@x.org>"))
     ledger_path = str(tmp_path / "l.sqlite")
-    assert main(["takedown", "ingest", "--ledger", ledger_path, "--eml", str(inbox), "--abuse-ids-per-day", "20"]) == 0
+    assert main(["takedown", "ingest", "--ledger", ledger_path, "--eml", str(inbox),
+                 "--unverified-ids-per-day", "20"]) == 0
     (req,) = Ledger(ledger_path).requests()
-    assert req.state == "review"
+    assert req.state == "review" and req.reason.startswith("unverified_cap: 30 IDs")
     assert main(["takedown", "status", "--ledger", ledger_path, "--approve", str(req.id)]) == 0
     assert Ledger(ledger_path).request(req.id).state == "received"
-    assert [h["event"] for h in Ledger(ledger_path).history()] == ["ingested", "approved"]
+    history = Ledger(ledger_path).history()
+    assert [h["event"] for h in history] == ["ingested", "approved"] and "@" in history[1]["detail"]["by"]

@@ -60,3 +60,27 @@ def test_imap_url_validation():
                 'imap://u@host/a"b'):
         with pytest.raises(ValueError):
             parse_imap_url(bad)
+
+
+def test_imap_signed_mail_is_verified_after_the_round_trip(tmp_path, dovecot, monkeypatch):  # noqa: F811
+    """DKIM-signed requests stored in and fetched from a real Dovecot still verify (the server's CRLF storage),
+    a tampered one does not, and the CLI's default key lookup is the one dkimpy uses (here served offline)."""
+    pytest.importorskip("cryptography", reason="generating a throwaway DKIM key needs cryptography")
+    import dkim.dnsplug
+
+    pem, txt = mails.rsa_keypair()
+    monkeypatch.setattr(dkim.dnsplug, "get_txt",
+                        lambda name, timeout=5: txt if name == b"s1._domainkey.example.org." else None)
+    ids = [mails.image_id(f"imap-signed-{k}") for k in range(3)]
+    good = mails.signed(mails.plain([ids[0]], message_id="<signed-1@example.org>"), pem)
+    dovecot.append(good)
+    dovecot.append(good.replace(b"<signed-1@", b"<signed-2@").replace(ids[0].encode(), ids[1].encode()))
+    dovecot.append(mails.signed(mails.plain([ids[2]], sender="bob@example.net", message_id="<signed-3@x>"), pem))
+    monkeypatch.setenv("VEILSET_IMAP_PASSWORD", dovecot.password)
+    ledger_path = str(tmp_path / "signed.sqlite")
+    assert main(["takedown", "ingest", "--ledger", ledger_path, "--imap", dovecot.url()]) == 0
+    reqs = {r.message_id: r for r in Ledger(ledger_path).requests()}
+    ok, tampered, misaligned = reqs["<signed-1@example.org>"], reqs["<signed-2@example.org>"], reqs["<signed-3@x>"]
+    assert (ok.state, ok.dkim, ok.authenticity, ok.auth_domain) == ("received", "pass", "verified", "example.org")
+    assert (tampered.state, tampered.dkim) == ("review", "fail")
+    assert (misaligned.state, misaligned.dkim, misaligned.authenticity) == ("review", "pass", "failed")
