@@ -32,6 +32,12 @@ RETAINED_FRACTION = 0.5
 MATCH_IOU = 0.3  # pairs a re-detection with the recorded original detection
 CONTEXT_FILL = 128  # what replaces the pixels outside the regions for re-detection
 BOX_SLACK_PX = 1.0
+# A production hit where nothing was recorded is judged only when this share of its box lies in the anonymized
+# pixels of regions of its own label (a face region is an ellipse in its box): a hit that reaches out of them
+# measures the unanonymized surroundings, and a face hit on a pixelated plate measures a plate blob with a face
+# measure (the plate's text is judged on its recorded box). On the eval build: 14 face hits on plate blobs and
+# ellipse corners, none of them on a face.
+SPOT_INSIDE = 0.9
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,41 @@ def region_boxes(rec: ImageRecord) -> list[list[float]]:
     return [list(d["box_xyxy"]) for d in rec.detections or () if len(d.get("box_xyxy") or ()) == 4]
 
 
+def image_region_shapes(release: Release) -> dict[str, list[tuple[str, str, list[float]]]]:
+    """image_id -> [(label, shape, box)] of the anonymized areas ("ellipse" inscribed in the box for faces,
+    "box" for plates; records that only count their regions give the detection boxes)."""
+    out: dict[str, list[tuple[str, str, list[float]]]] = {}
+    for rec in release.iter_records():
+        if rec.detections is None or rec.image_id in out:
+            continue
+        regions = (rec.anonymization or {}).get("regions")
+        if isinstance(regions, list):
+            out[rec.image_id] = [(str(r.get("label")), str(r.get("shape") or "box"), list(r["box_xyxy"]))
+                                 for r in regions if isinstance(r, dict) and len(r.get("box_xyxy") or ()) == 4]
+        else:
+            out[rec.image_id] = [(str(d.get("label")), "box", list(d["box_xyxy"])) for d in rec.detections
+                                 if len(d.get("box_xyxy") or ()) == 4]
+    return out
+
+
+def anonymized_mask(shapes: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> np.ndarray:
+    """The pixels the anonymizer replaced (the ellipse inscribed in the (clipped) box of a face region: the true
+    ellipse of a face cut by the border is larger, so this errs on the inside)."""
+    mask = np.zeros((height, width), dtype=bool)
+    ys = np.arange(height, dtype=np.float64)[:, None] + 0.5
+    xs = np.arange(width, dtype=np.float64)[None, :] + 0.5
+    for shape, (x0, y0, x1, y1) in shapes:
+        if shape == "ellipse" and x1 > x0 and y1 > y0:
+            r0, r1 = max(0, int(y0)), min(height, int(np.ceil(y1)))
+            c0, c1 = max(0, int(x0)), min(width, int(np.ceil(x1)))
+            cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+            inside = ((xs[:, c0:c1] - cx) / rx) ** 2 + ((ys[r0:r1] - cy) / ry) ** 2 <= 1.0
+            mask[r0:r1, c0:c1] |= inside
+        else:
+            mask |= region_mask([(x0, y0, x1, y1)], width, height)
+    return mask
+
+
 def image_detections(release: Release) -> dict[str, list[dict[str, Any]]]:
     """image_id -> recorded detections (first format that records them)."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -293,10 +334,12 @@ def judge(pixels: Any, label: str, box_xyxy: Sequence[float], reader: Any, origi
     return Judgement(label, box, origin, reading.reads(), float(len(chars)), chars, redetection)
 
 
-def judge_image(pixels: Any, recorded: Sequence[dict[str, Any]], hits: Sequence[Redetection],
-                reader: Any) -> list[Judgement]:
-    """Every recorded face/plate box of the image, and every production hit inside the regions that matches no
-    recorded box of its label (something there that was not recorded), judged on the published pixels."""
+def judge_image(pixels: Any, recorded: Sequence[dict[str, Any]], hits: Sequence[Redetection], reader: Any,
+                shapes: Sequence[tuple[str, str, Sequence[float]]] = ()) -> tuple[list[Judgement], int]:
+    """Every recorded face/plate box of the image, and every production hit that matches no recorded box of its
+    label and lies in the anonymized pixels of its label's regions (``SPOT_INSIDE`` of it; ``shapes``: (label,
+    shape, box) of the regions): something there that was not recorded, judged on the published pixels. Returns (judgements, hits not judged because they reach out of
+    the anonymized pixels)."""
     out = []
     boxes = [(d.get("label"), d.get("box_xyxy")) for d in recorded
              if d.get("label") in DETECTOR_KEYS and len(d.get("box_xyxy") or ()) == 4]
@@ -310,14 +353,21 @@ def judge_image(pixels: Any, recorded: Sequence[dict[str, Any]], hits: Sequence[
                 n, match = same[int(ious.argmax())]
                 used.add(n)
         out.append(judge(pixels, label, box, reader, "recorded", match))
+    h_, w_ = pixels.shape[:2]
+    replaced = {label: anonymized_mask([(shape, box) for lab, shape, box in shapes if lab == label], w_, h_)
+                for label in {h.label for h in hits}}
+    outside = 0
     for n, h in enumerate(hits):
         if n in used or h.label not in DETECTOR_KEYS:
             continue
         same = [box for label, box in boxes if label == h.label]
         if same and iou_matrix(np.array([h.box_xyxy], dtype=float), np.array(same, dtype=float))[0].max() >= MATCH_IOU:
             continue  # the recorded box there is judged already
+        if coverage(h.box_xyxy, replaced[h.label]) < SPOT_INSIDE:
+            outside += 1
+            continue
         out.append(judge(pixels, h.label, h.box_xyxy, reader, "redetected", h))
-    return out
+    return out, outside
 
 
 def judgement_finding(image_id: str, file: str, pixels: Any, j: Judgement) -> Finding:
@@ -382,9 +432,10 @@ def check_anonymization(release: Release, sample: int | None = None,
         add("manifest.json", "", problem)
     chosen = deterministic_sample(published, sample)
     regions = image_regions(release)
+    shapes = image_region_shapes(release)
     recorded = image_detections(release)
     scanned = 0
-    hits_total = 0
+    hits_total = spots_outside = 0
     weak: list[float] = []
     judged = {"face": 0, "license_plate": 0}
     too_small = 0
@@ -399,7 +450,10 @@ def check_anonymization(release: Release, sample: int | None = None,
         labels = {d.get("label") for d in recorded.get(image_id, [])} | {h.label for h in hits}
         if plates_reader is None and "license_plate" in labels:
             plates_reader = PlateReader()  # loaded once, and only for a release with plate regions
-        for j in judge_image(pixels, recorded.get(image_id, []), hits, plates_reader):
+        judgements, outside = judge_image(pixels, recorded.get(image_id, []), hits, plates_reader,
+                                          shapes.get(image_id, []))
+        spots_outside += outside
+        for j in judgements:
             if j.measure is None:
                 too_small += 1
                 continue
@@ -419,9 +473,10 @@ def check_anonymization(release: Release, sample: int | None = None,
         f"{records} records checked; {judged['face']} face and {judged['license_plate']} plate areas in {scanned} "
         f"published copies of {len(chosen)} images judged for identity (faces: facial detail, plates: text "
         f"recognition); production detectors ({specs}) re-run on the regions' content: {hits_total} hits, "
-        f"{len(weak)} on areas that are no longer identifiable (not failed)",
+        f"{len(weak)} on areas that are no longer identifiable, {spots_outside} reaching out of the anonymized "
+        f"pixels (not failed)",
         {"records": records, "redetected_images": len(chosen), "detectors": specs,
-         "redetections": hits_total, "weak_redetections": len(weak), "weak_retained_max": max(weak, default=None),
+         "redetections": hits_total, "weak_redetections": len(weak), "spots_reaching_out": spots_outside, "weak_retained_max": max(weak, default=None),
          "faces_judged": judged["face"], "plates_judged": judged["license_plate"],
          "faces_too_small": too_small, "face_detail_max_passed": detail_max, "plate_chars_max_passed": chars_max,
          "calibration": CALIBRATION})
