@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from veilset.audit.anonymization import INSIDE_COVERAGE, image_regions
-from veilset.audit.identifiable import FACE_MIN_DETAIL, FACE_MIN_SIDE, PlateReader, crop, face_detail
+from veilset.audit.identifiable import (FACE_MIN_DETAIL, RESIDUAL_FACE_THRESHOLD, PlateReader, crop,
+                                       face_detail)
 from veilset.audit.findings import RESIDUAL, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
 from veilset.audit.release import Release
@@ -47,7 +48,6 @@ RETINAFACE_SPEC = "retinaface"
 # Threshold 0.6: on default builds of the eval photos every candidate of the crowd preset outside the regions scored
 # <= 0.48 and none was a face (a car's reflection, the back of a head, a wheel); real faces >= 24 px score >= 0.6 in
 # 82 % of the eval ground-truth faces (the rest are profiles and occluded faces that CenterFace scores low anyway).
-RESIDUAL_FACE_THRESHOLD = 0.6
 FALLBACK_SPEC = f"centerface:preset=crowd,threshold={RESIDUAL_FACE_THRESHOLD},precision=fp32,merge=nms"
 # Candidates for residual plates, each read by text recognition (no merging: the crop that reads best counts).
 RESIDUAL_PLATE_SPECS = ("clpdet:threshold=0.2,max_side=1920", "pptext:threshold=0.5,max_side=1280")
