@@ -57,7 +57,9 @@ def draw_plate(text: str = "KX 4827", height: int = 44) -> np.ndarray:
 def paste(pixels: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
     out = np.array(pixels, copy=True)
     h, w = patch.shape[:2]
-    out[y:y + h, x:x + w] = patch[: out.shape[0] - y, : out.shape[1] - x]
+    assert 0 <= x and 0 <= y and x + w <= out.shape[1] and y + h <= out.shape[0], \
+        f"a {w}x{h} patch at ({x}, {y}) does not fit a {out.shape[1]}x{out.shape[0]} image"
+    out[y:y + h, x:x + w] = patch
     return out
 
 

@@ -90,7 +90,7 @@ def test_the_clean_plate_release_passes_every_check(plate_built):
     report = run_audit(plate_built.root)
     assert report.passed, "\n".join(f.line() for f in report.findings)
     anon = report.result(F.ANONYMIZATION).stats
-    assert anon["plates_judged"] >= 1 and anon["calibration"]["plate_min_chars"] >= 3
+    assert anon["plates_judged"] >= 1 and anon["calibration"]["plate"]["min_chars"] >= 3
 
 
 # ---------------------------------------------------------------------------------------------- the measures
