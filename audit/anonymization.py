@@ -435,7 +435,7 @@ def check_anonymization(release: Release, sample: int | None = None,
     shapes = image_region_shapes(release)
     recorded = image_detections(release)
     scanned = 0
-    hits_total = spots_outside = 0
+    hits_total = spots_outside = strong = 0
     weak: list[float] = []
     judged = {"face": 0, "license_plate": 0}
     too_small = 0
@@ -447,6 +447,7 @@ def check_anonymization(release: Release, sample: int | None = None,
         scanned += 1
         hits = redetect(pixels, regions.get(image_id, []), recorded.get(image_id, []), detectors or ())
         hits_total += len(hits)
+        strong += sum(h.strong for h in hits)
         labels = {d.get("label") for d in recorded.get(image_id, [])} | {h.label for h in hits}
         if plates_reader is None and "license_plate" in labels:
             plates_reader = PlateReader()  # loaded once, and only for a release with plate regions
@@ -476,7 +477,8 @@ def check_anonymization(release: Release, sample: int | None = None,
         f"{len(weak)} on areas that are no longer identifiable, {spots_outside} reaching out of the anonymized "
         f"pixels (not failed)",
         {"records": records, "redetected_images": len(chosen), "detectors": specs,
-         "redetections": hits_total, "weak_redetections": len(weak), "spots_reaching_out": spots_outside, "weak_retained_max": max(weak, default=None),
+         "redetections": hits_total, "strong_redetections": strong, "weak_redetections": len(weak),
+         "spots_reaching_out": spots_outside, "weak_retained_max": max(weak, default=None),
          "faces_judged": judged["face"], "plates_judged": judged["license_plate"],
          "faces_too_small": too_small, "face_detail_max_passed": detail_max, "plate_chars_max_passed": chars_max,
          "calibration": CALIBRATION})

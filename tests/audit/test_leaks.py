@@ -153,3 +153,21 @@ def test_rendered_plates_of_other_layouts_read(text):
     from veilset.audit.identifiable import PlateReader
 
     assert PlateReader().read(draw_plate(text, height=36)).reads()
+
+
+def test_an_unrecorded_hit_is_judged_only_inside_the_anonymized_pixels_of_its_label():
+    """A face hit on a pixelated plate, or one reaching out of a face ellipse into untouched pixels, measures what
+    is around it, not what was anonymized: not judged (counted). One inside a face ellipse is judged."""
+    from veilset.audit.anonymization import Redetection, anonymized_mask, judge_image
+    from tests.imagegen import astronaut
+
+    pixels = astronaut()  # untouched pixels: anything judged here is identifiable
+    shapes = [("license_plate", "box", [0.0, 300.0, 200.0, 360.0]), ("face", "ellipse", [150.0, 30.0, 300.0, 210.0])]
+    mask = anonymized_mask([(s, b) for _, s, b in shapes], 512, 512)
+    assert mask[120, 225] and not mask[32, 152]  # the ellipse's centre, not its box's corner
+    on_plate = Redetection("face", (60, 305, 110, 355), 0.3, 1.0, None, "face_detector", "centerface")
+    corner = Redetection("face", (150, 30, 200, 80), 0.3, 1.0, None, "face_detector", "centerface")
+    inside = Redetection("face", (190, 80, 260, 160), 0.3, 1.0, None, "face_detector", "centerface")
+    judged, skipped = judge_image(pixels, [], [on_plate, corner, inside], None, shapes)
+    assert skipped == 2
+    assert [j.box_xyxy for j in judged] == [(190.0, 80.0, 260.0, 160.0)] and judged[0].identifiable
