@@ -30,12 +30,19 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
         "takedown_log": mask_emails([{k: v for k, v in e.items() if k != "shards"} for e in m.get("log", [])]),
         "ledger_history": list(report.ledger_history),
         "checks": [r.to_dict() for r in report.results],
+        "calibration": calibration(report),
     }
     for check, result in zip(out["checks"], report.results):  # thumbnails ride along, base64
         for fd, finding in zip(check["findings"], result.findings):
             if finding.thumbnail_png is not None:
                 fd["thumbnail_png_base64"] = base64.b64encode(finding.thumbnail_png).decode()
     return out
+
+
+def calibration(report: AuditReport) -> dict[str, Any] | None:
+    """The thresholds the identity checks used and the measurements behind them (the checks' stats carry them)."""
+    return next((r.stats["calibration"] for r in report.results if isinstance(r.stats.get("calibration"), dict)),
+                None)
 
 
 def write_report(report: AuditReport, out_dir: str) -> tuple[str, str]:
@@ -152,6 +159,7 @@ def render_html(report: AuditReport) -> str:
              _table(["check", "status", "findings", "what was checked"],
                     [[_e(r.check), f"<span class='{_e(r.status)}'>{_e(r.status)}</span>", str(len(r.findings)),
                       _e(r.message)] for r in report.results]),
+             _calibration_html(report),
              "<h2>Counts</h2>",
              _table(["counter", "value"], [[_e(k), _e(v)] for k, v in (m.get("counts") or {}).items()]
                     + [[_e(f"rejected {k}"), _e(v)] for k, v in sorted((m.get("rejects_by_reason") or {}).items())]),
@@ -194,6 +202,15 @@ def render_html(report: AuditReport) -> str:
             parts.append(f"<p>{len(result.findings) - MAX_FINDINGS_SHOWN} more in report.json.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _calibration_html(report: AuditReport) -> str:
+    cal = calibration(report)
+    if not cal:
+        return ""
+    from veilset.audit.identifiable import calibration_line
+
+    return f"<p class='calibration'><b>Calibration</b>: {_e(calibration_line(cal))}</p>"
 
 
 def summary_text(report: AuditReport) -> str:

@@ -7,7 +7,8 @@ For every published image whose source (found by content hash in PHOTOS) has the
 detectors are re-run inside the recorded regions on (a) the published pixels -- hits are false alarms, the
 anonymization is in place -- and (b) the source pixels -- a stand-in for a release whose anonymization failed,
 hits are what the check must catch; each on the full image and on the regions' content only (the audit's mode).
-A hit "fails" when it keeps >= RETAINED_FRACTION of the recorded original score.
+A hit is "strong" when it keeps >= RETAINED_FRACTION of the recorded original score (the audit's finding rule
+before findings required identifiability; see benchmarks/audit_findings.py).
 """
 from __future__ import annotations
 
@@ -58,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     hits = A.redetect(pixels, regions.get(image_id, []), recorded.get(image_id, []), production)
                 tally[f"{name}/{mode}"][0] += len(hits)
-                tally[f"{name}/{mode}"][1] += sum(h.is_finding for h in hits)
+                tally[f"{name}/{mode}"][1] += sum(h.strong for h in hits)
     print(f"{n_regions} anonymized regions; production: {', '.join(d.spec for d in production)}; "
-          f"fail when retained >= {A.RETAINED_FRACTION}")
+          f"strong when retained >= {A.RETAINED_FRACTION}")
     for key, (hits, failing) in tally.items():
-        print(f"{key:<18} hits inside regions {hits:5d}   failing {failing:5d}")
+        print(f"{key:<18} hits inside regions {hits:5d}   strong {failing:5d}")
     return 0
 
 

@@ -189,3 +189,39 @@ def taken_down(built, tmp_path_factory) -> TakenDown:
     assert main(["takedown", "ingest", "--ledger", ledger, "--eml", str(eml), "--release", str(root)]) == 0
     assert main(["takedown", "apply", "--ledger", ledger, "--release", str(root)]) == 0
     return TakenDown(str(root), str(before), ledger, removed)
+
+
+@dataclass(frozen=True)
+class PlateBuilt:
+    root: str  # a default-plate-detector release of one synthetic car photo (never modify: copy it)
+    source: str  # the photo
+    image_id: str
+    plate_text: str
+
+
+@pytest.fixture(scope="session")
+def plate_built(tmp_path_factory) -> PlateBuilt:
+    """One synthetic street photo with a readable plate, built with the default plate detector (so the release
+    holds an anonymized plate region)."""
+    from tests.audit.tamper import car_with_plate
+
+    folder = tmp_path_factory.mktemp("audit-plates")
+    photos = folder / "photos"
+    photos.mkdir()
+    src = photos / "car.png"
+    Image.fromarray(car_with_plate("KX 4827")).save(src)
+    out = folder / "release"
+    rc = main(["build", str(photos), "--output", str(out), "--workers", "1", "--shards", "1",
+               "--formats", "parquet,coco", "--masks", "none"])
+    assert rc == 0, "veilset build failed"
+    return PlateBuilt(str(out), str(src), _file_id(str(src))[0], "KX 4827")
+
+
+@pytest.fixture
+def copy_plate_release(plate_built, tmp_path):
+    def make() -> str:
+        dst = tmp_path / f"plate-release-{len(os.listdir(tmp_path))}"
+        shutil.copytree(plate_built.root, dst)
+        return str(dst)
+
+    return make

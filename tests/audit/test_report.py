@@ -67,3 +67,14 @@ def test_html_renders_in_headless_chromium(good_report, tmp_path):
     assert pixels.std() > 10  # text, tables and charts, not a blank page
     top = pixels[:300]
     assert (top < 100).mean() > 0.001  # dark text in the header
+
+
+def test_report_carries_the_calibration_of_the_identity_checks(good_report):
+    from veilset.audit.identifiable import FACE_MIN_DETAIL, PLATE_MIN_CHARS
+
+    doc = report_dict(good_report)
+    assert doc["calibration"]["face"]["min_detail"] == FACE_MIN_DETAIL
+    assert doc["calibration"]["plate"]["min_chars"] == PLATE_MIN_CHARS
+    assert doc["calibration"]["face"]["anonymized_max"] < FACE_MIN_DETAIL <= doc["calibration"]["face"]["original_min"]
+    page = render_html(good_report)
+    assert "<b>Calibration</b>: faces: identifiable when facial detail &gt;= " in page

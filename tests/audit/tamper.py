@@ -1,0 +1,81 @@
+"""Tamper with a release the way a careful adversary (or a buggy writer) would: new pixels for one published
+image, re-encoded and re-written in every format with its sha256 updated, the shard files' hashes updated in the
+manifest, so that integrity still passes and only the privacy checks can notice. Plus drawing helpers: a
+readable licence plate rendered with a font that ships in matplotlib."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from veilset.pipeline.encode import encode_jpeg
+from veilset.release import ids, shards, storage
+from veilset.release.canonical import dumps_json
+from veilset.release.layout import MANIFEST_NAME
+
+
+def republish(root: str, image_id: str, pixels: np.ndarray) -> None:
+    """Replace ``image_id``'s published pixels in every format, keeping every hash consistent."""
+    with open(os.path.join(root, MANIFEST_NAME)) as fh:
+        manifest = json.load(fh)
+    num_shards = int(manifest["num_shards"])
+    shard = ids.shard_of(image_id, num_shards)
+    images = shards.read_shard(root, shard, num_shards, manifest["formats"])
+    jpeg = encode_jpeg(np.ascontiguousarray(pixels))
+    assert any(im.image_id == image_id for im in images), f"{image_id} is not in shard {shard}"
+    images = [dataclasses.replace(im, jpeg=jpeg, sha256=ids.sha256_hex(jpeg)) if im.image_id == image_id else im
+              for im in images]
+    written = {f.path: f for f in shards.write_shard(root, shard, num_shards, manifest["formats"], images)}
+    for entry in manifest["shards"] + manifest["index"]:
+        if entry["path"] in written:
+            entry["sha256"] = written[entry["path"]].sha256
+    storage.atomic_write(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans-Bold.ttf")
+    return ImageFont.truetype(path, size)
+
+
+def draw_plate(text: str = "KX 4827", height: int = 44) -> np.ndarray:
+    """A clean licence plate (black letters on white, dark border), ``height`` px tall, about 4.5 : 1."""
+    font = _font(int(height * 0.62))
+    left, top, right, bottom = font.getbbox(text)
+    width = max(int(height * 4.5), right - left + height)
+    im = Image.new("RGB", (width, height), (245, 245, 240))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(20, 20, 20), width=max(2, height // 16))
+    draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text, font=font,
+              fill=(15, 15, 15))
+    return np.asarray(im)
+
+
+def paste(pixels: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
+    out = np.array(pixels, copy=True)
+    h, w = patch.shape[:2]
+    assert 0 <= x and 0 <= y and x + w <= out.shape[1] and y + h <= out.shape[0], \
+        f"a {w}x{h} patch at ({x}, {y}) does not fit a {out.shape[1]}x{out.shape[0]} image"
+    out[y:y + h, x:x + w] = patch
+    return out
+
+
+def car_with_plate(text: str = "KX 4827", size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """A synthetic street photo: asphalt, a dark car body with tail lights, a readable plate on it."""
+    w, h = size
+    rng = np.random.default_rng(7)
+    im = Image.new("RGB", (w, h), (96, 98, 104))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([0, 0, w, h // 3], fill=(150, 180, 210))  # sky
+    draw.rounded_rectangle([w // 6, h // 4, 5 * w // 6, 4 * h // 5], radius=40, fill=(40, 52, 70))  # car rear
+    draw.rectangle([w // 6 + 20, h // 4 + 30, 5 * w // 6 - 20, h // 2], fill=(70, 90, 110))  # rear window
+    for x in (w // 6 + 20, 5 * w // 6 - 80):  # tail lights
+        draw.rectangle([x, h // 2 + 20, x + 60, h // 2 + 50], fill=(200, 30, 30))
+    px = np.asarray(im).astype(np.float32) + rng.normal(0, 3, (h, w, 3))
+    plate = draw_plate(text)
+    ph, pw = plate.shape[:2]
+    return paste(np.clip(px, 0, 255).astype(np.uint8), plate, (w - pw) // 2, int(h * 0.62))
