@@ -14,7 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def readme_api_example() -> str:
     text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    # The README's Python blocks; the API example is the one that builds a release with veilset.build.
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "veilset.build(" in block]
     return code
 
 
