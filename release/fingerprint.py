@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence, Union
 
 import numpy as np
+
+from veilset.release import storage
 
 HASH_BITS = 256
 HASH_BYTES = HASH_BITS // 8
@@ -463,19 +463,8 @@ class NearDuplicateIndex:
         return cls(ids, raw.reshape(rows, HASH_BYTES))
 
     def save(self, path: str) -> None:
-        """Write atomically (a temporary file in the same folder, then rename)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".ndindex-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_bytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write atomically (``release.storage.atomic_write``: temporary name, fsync, rename)."""
+        storage.atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str) -> "NearDuplicateIndex":
