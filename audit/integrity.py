@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -131,7 +132,9 @@ def _check_index(release: Release, findings: list[Finding]) -> dict[str, dict[st
             csha = row.get("content_sha256")
             if not isinstance(csha, str) or len(csha) != 64 or ids.image_id_for(csha) != iid:
                 findings.append(_f(rel, iid, f"image ID is not derived from content_sha256 {csha!r}"))
-            want_name = layout.image_path(iid, shard) if registry.with_image_files(release.formats) else None
+            generation = layout.generation_of(rel)
+            want_name = layout.image_path(iid, shard, generation) if registry.with_image_files(release.formats) \
+                else None
             if row.get("file_name") != want_name:
                 findings.append(_f(rel, iid, f"file_name {row.get('file_name')!r}, expected {want_name!r}"))
     return by_id
@@ -208,7 +211,8 @@ def _check_coco_ids(release: Release, findings: list[Finding]) -> None:
             iid = img.get("image_id", "")
             if ids.is_valid_image_id(iid) and img.get("id") != coco_int_id(iid):
                 findings.append(_f(rel, iid, f"COCO id {img.get('id')!r} is not int(image_id[3:15], 16)"))
-            if ids.is_valid_image_id(iid) and img.get("file_name") != layout.image_path(iid, entry.get("shard", -1)):
+            if ids.is_valid_image_id(iid) and img.get("file_name") != layout.image_path(
+                    iid, entry.get("shard", -1), release.shard_generation(entry.get("shard", -1))):
                 findings.append(_f(rel, iid, f"COCO file_name {img.get('file_name')!r} is not the images/ path"))
             int_ids.add(img.get("id"))
         for ann in doc.get("annotations", []):
@@ -328,13 +332,31 @@ def _check_counts(release: Release, index_by_id: dict[str, dict[str, Any]], per_
 # ---------------------------------------------------------------------------------------------- unlisted
 def _check_unlisted(release: Release, index_by_id: dict[str, dict[str, Any]], findings: list[Finding]) -> None:
     allowed = release.listed_files() | {r.get("file_name") for r in index_by_id.values() if r.get("file_name")}
+    writer = interrupted_writer(release.root)
+    left: list[str] = []
     for rel in release.all_files():
         if rel in allowed:
+            continue
+        if writer and (layout.is_scratch(rel) or layout.is_generation_file(rel) or TMP_MARK in rel):
+            left.append(rel)  # the interrupted writer's: reported once, below
             continue
         name = rel.rsplit("/", 1)[-1]
         why = "temporary file left behind" if TMP_MARK in name else "file not listed in the manifest or index"
         findings.append(_f(rel, image_id_of_name(rel) if ids.is_valid_image_id(image_id_of_name(rel)) else "",
                            why))
+    if writer:
+        findings.append(_f(writer[0], "", f"an interrupted {writer[1]} left {len(left)} files; the release as "
+                                          f"listed is whole: rerun the same command to finish ({writer[1]})"))
+
+
+def interrupted_writer(root: str) -> tuple[str, str] | None:
+    """(journal path, what) when a build or takedown apply was interrupted in this folder (its journal is there)."""
+    for journal, what in ((layout.BUILD_JOURNAL, "veilset build"), (layout.TAKEDOWN_JOURNAL, "veilset takedown apply"),
+                          (layout.TAKEDOWN_DIR, "veilset takedown apply"),
+                          (layout.LOCK_NAME, "writer (build or takedown apply)")):
+        if os.path.exists(os.path.join(root, journal)):
+            return journal, what
+    return None
 
 
 PLUGIN = Plugin("audit check", INTEGRITY, lambda ctx: check_integrity(ctx.release),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from veilset.release import coco, index, parquet, registry, sa1b, storage
+from veilset.release import coco, index, layout, parquet, registry, sa1b, storage
 from veilset.release.format import FormatError, ShardFormat, ShardKey
 from veilset.release.layout import MANIFEST_NAME, MARKER_NAME, REJECTS_NAME
 from veilset.release.manifest import load_manifest
@@ -198,7 +198,8 @@ class Release:
         for shard in sorted(by_shard):
             ids_here = frozenset(by_shard[shard])
             copies: dict[str, list[ImageCopy]] = {i: [] for i in sorted(ids_here)}
-            for copy in self._shard_copies(ShardKey(shard, self.num_shards), ids_here, on_disk):
+            key = ShardKey(shard, self.num_shards, self.shard_generation(shard))
+            for copy in self._shard_copies(key, ids_here, on_disk):
                 copies[copy.image_id].append(copy)
             yield from copies.items()
 
@@ -217,7 +218,12 @@ class Release:
         return sorted({row["image_id"] for _, row in self.all_index_rows()})
 
     def expected_shard_path(self, fmt: str, shard: int) -> str:
-        return registry.shard_path(fmt, shard, self.num_shards)
+        return registry.shard_path(fmt, shard, self.num_shards, self.shard_generation(shard))
+
+    def shard_generation(self, shard: Any) -> int:
+        """The generation the manifest's index entry of ``shard`` names (every file of a shard has it)."""
+        found = [str(e.get("path", "")) for e in self.shard_entries(INDEX) if e.get("shard") == shard]
+        return layout.generation_of(found[0]) if found else 0
 
 
 def _listed_formats() -> list[ShardFormat]:

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from veilset.detectors.base import FACE, LICENSE_PLATE
 from veilset.detectors.registry import names_for
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
-from veilset.release import registry
+from veilset.release import canonical, ids, layout, registry, storage
 from veilset.segmentation.registry import MASKS
 
 LOG = logging.getLogger("veilset.build")
@@ -177,9 +179,59 @@ def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[str], **kwargs:
 
     before = housekeeping.release_files(opts.output)
     previous = housekeeping.current_release(opts.output)
-    with beam.Pipeline(options=options) as p:
-        build_graph(p, opts, inputs, previous=previous, **kwargs)
+    journal = BuildJournal.start(opts, previous, inputs, **kwargs)
+    if journal.committed:
+        LOG.warning("an interrupted run of this same build had committed release %d: finishing its clean-up",
+                    journal.generation)
+    else:
+        with beam.Pipeline(options=options) as p:
+            build_graph(p, opts, inputs, previous=previous, generation=journal.generation,
+                        resume_key=journal.resume_key, **kwargs)
     housekeeping.remove_superseded(opts.output, before, manifest.read(opts.output))
+
+
+@dataclass(frozen=True)
+class BuildJournal:
+    """``.staging/build.json``, written before anything else: the generation this build writes its files under
+    (the next release's number: nothing of the current release is overwritten), the key of its staged records
+    (a rerun with the same options and models reuses them: resume) and a digest of what it builds (inputs and
+    blocklist). Removed last, after the clean-up: when a rerun of the same build finds it and the release it
+    names already committed, only the clean-up was left (``committed``)."""
+
+    generation: int
+    resume_key: str
+    work: str
+    committed: bool = False
+
+    @classmethod
+    def start(cls, opts: opt.BuildOptions, previous: Any, inputs: list[str], *, models: dict[str, Any],
+              blocked_ids: frozenset[str] = frozenset(), blocked_hashes: frozenset[str] = frozenset(),
+              **_: Any) -> "BuildJournal":
+        pending = storage.join(opts.output, layout.TAKEDOWN_JOURNAL)
+        if storage.exists(pending):
+            raise ValueError(f"--output {opts.output!r}: an interrupted takedown apply is pending ({pending}); "
+                             f"finish it first with `veilset takedown apply --release {opts.output} --ledger ...`")
+        config = {k: v for k, v in opts.to_config().items() if k != "workers"}
+        key = ids.sha256_hex(canonical.dumps_json({"config": config, "models": models}))[:16]
+        work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": sorted(inputs),
+                                                    "blocked": sorted(blocked_ids | blocked_hashes)}))[:16]
+        path = storage.join(opts.output, layout.BUILD_JOURNAL)
+        release = previous.release if previous is not None else 0
+        found = cls.read(path)
+        if found is not None and found.work == work and found.generation == release:
+            return cls(release, key, work, committed=True)
+        journal = cls(release + 1, key, work)
+        storage.atomic_write(path, canonical.dumps_json({"generation": journal.generation, "resume_key": key,
+                                                         "work": work}))
+        return journal
+
+    @classmethod
+    def read(cls, path: str) -> "BuildJournal | None":
+        try:
+            d = json.loads(storage.read(path))
+            return cls(int(d["generation"]), str(d["resume_key"]), str(d["work"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
 def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str:

@@ -1,12 +1,14 @@
 """The Beam graph of ``veilset build``: one readable chain, a CamelCase label per step.
 
-    ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Decode
+    ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Resume -> Decode
       -> DetectFaces (RunInference) -> DetectPlates (RunInference) -> Anonymize -> GenerateMasks (RunInference)
       -> EncodeAndStage -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
 
 Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
-published images are staged as one file each under ``DIR/.staging/`` so that only small records are grouped
-by shard. Everything about the release format (IDs, paths, shard files through the format registry, the
+published images are staged as one file each under ``DIR/.staging/<resume key>/`` so that only small records
+are grouped by shard; they stay until the release is committed, so that a rerun of an interrupted build skips
+what it already staged (``Resume``). Shard files are written under the build's generation (new names), and
+``WriteManifest`` renames the manifest in last: the commit (``release.layout``). Everything about the release format (IDs, paths, shard files through the format registry, the
 manifest) is ``veilset.release``'s; all file I/O goes through ``release.storage`` (local or Beam ``FileSystems``).
 Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the manifest step checks that
 ``input == published + rejected + duplicates + blocked``.
@@ -173,11 +175,35 @@ class Anonymize(beam.DoFn):
                               record, lossless), pixels
 
 
+def staging_path(output: str, resume_key: str, image_id: str) -> str:
+    """Where a published image's record is staged (kept until the release is committed: a rerun of the same
+    build, same ``resume_key``, reuses it instead of decoding and detecting again)."""
+    return storage.join(output, f"{layout.STAGING}/{resume_key}/{image_id}.pkl")
+
+
+class Resume(beam.DoFn):
+    """An image already staged by an interrupted run of this same build skips decode, detection and encoding."""
+
+    RESUMED = "resumed"
+
+    def __init__(self, output: str, num_shards: int, resume_key: str):
+        self._output, self._num_shards, self._key = output, num_shards, resume_key
+
+    def process(self, ref: SourceRef) -> Iterator[Any]:
+        path = staging_path(self._output, self._key, ref.image_id)
+        if storage.exists(path):
+            yield TaggedOutput(self.RESUMED, StagedImage(ref.image_id, ids.shard_of(ref.image_id, self._num_shards),
+                                                         path))
+        else:
+            yield ref
+
+
 class EncodeAndStage(beam.DoFn):
     """Encode the published JPEG (no metadata at all) and stage the record as one file for the shard writer."""
 
-    def __init__(self, output: str, num_shards: int, quality: int):
+    def __init__(self, output: str, num_shards: int, quality: int, resume_key: str):
         self._output, self._num_shards, self._quality = output, num_shards, quality
+        self._resume_key = resume_key
         self._count, self._t0, self._last = 0, 0.0, 0.0
 
     def setup(self) -> None:
@@ -196,13 +222,13 @@ class EncodeAndStage(beam.DoFn):
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
                 sha256=ids.sha256_hex(jpeg), detections=image.detections, anonymization=image.anonymization,
                 masks=tuple(masks))
-            staging_path = storage.join(self._output, f"{layout.STAGING}/{image.image_id}.pkl")
-            storage.atomic_write(staging_path, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
+            staged = staging_path(self._output, self._resume_key, image.image_id)
+            storage.atomic_write(staged, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
             return
         self._progress()
-        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path)
+        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged)
 
     def _progress(self) -> None:
         self._count += 1
@@ -214,17 +240,18 @@ class EncodeAndStage(beam.DoFn):
 
 
 class WriteShards(beam.DoFn):
-    def __init__(self, output: str, num_shards: int, formats: tuple[str, ...]):
+    """Write one shard's files under the build's generation (new names: the release being replaced stays whole
+    until the manifest is swapped in). The staged records stay until the commit (the driver removes them)."""
+
+    def __init__(self, output: str, num_shards: int, formats: tuple[str, ...], generation: int):
         self._output, self._num_shards, self._formats = output, num_shards, formats
+        self._generation = generation
 
     def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[ShardFile]:
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
         images = [pickle.loads(storage.read(s.staging_path)) for s in staged]
-        written = shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
-        for s in staged:  # the staged copies are published now; none may linger in the release folder
-            storage.remove(s.staging_path)
-        yield from written
+        yield from shards.write_shard(self._output, shard, self._num_shards, self._formats, images, self._generation)
 
 
 class WriteManifest(beam.DoFn):
@@ -234,6 +261,7 @@ class WriteManifest(beam.DoFn):
                  previous: manifest.Manifest | None = None):
         self._opts, self._num_inputs, self._num_shards, self._models = opts, num_inputs, num_shards, models
         self._previous = previous  # the release this build replaces: its number + 1, its takedown log
+        self._release = previous.release + 1 if previous else 1
 
     def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject], duplicates: int,
                 blocked: int) -> Iterator[manifest.Manifest]:
@@ -245,8 +273,8 @@ class WriteManifest(beam.DoFn):
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
             formats=self._opts.formats, files=shard_files, counts=counts,
             rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
-            models=self._models, release=self._previous.release + 1 if self._previous else 1,
-            log=self._previous.log if self._previous else ())
+            models=self._models, release=self._release, log=self._previous.log if self._previous else (),
+            rejects=layout.rejects_name(self._release))
         storage.atomic_write(storage.join(self._opts.output, built.rejects),
                              b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
         manifest.write(self._opts.output, built)  # the commit; the driver then removes superseded files
@@ -267,13 +295,15 @@ def with_threads(spec: str, threads: int | None) -> str:
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
-                previous: manifest.Manifest | None = None) -> beam.PCollection:
+                previous: manifest.Manifest | None = None, generation: int = 1,
+                resume_key: str = "build") -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
     release in the output folder, if any: this build is its next release, and every image its log says was
-    taken down stays out (blocked) even without the ledger.
+    taken down stays out (blocked) even without the ledger. ``generation``: the release number this build's files
+    are named with; ``resume_key``: where its records are staged (a rerun reuses what an interrupted run staged).
     """
     if previous is not None:
         blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
@@ -291,7 +321,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         | "GroupById" >> beam.GroupByKey()
         | "Deduplicate" >> beam.FlatMap(deduplicate).with_outputs("duplicates", main="unique")
     )
-    decoded = unique.unique | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
+    todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key)).with_outputs(
+        Resume.RESUMED, main="todo")
+    decoded = todo.todo | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
 
     reject_parts = [read[REJECTS], decoded[REJECTS]]
     detected = decoded.images | "StartRecords" >> beam.MapTuple(_no_detections)
@@ -318,13 +350,14 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         with_masks = result | "AttachMasks" >> beam.MapTuple(lambda image, res: (image, tuple(res.inference)))
 
     staged = with_masks | "EncodeAndStage" >> beam.ParDo(
-        EncodeAndStage(opts.output, num_shards, opts.jpeg_quality)).with_outputs(REJECTS, main="staged")
+        EncodeAndStage(opts.output, num_shards, opts.jpeg_quality, resume_key)).with_outputs(REJECTS, main="staged")
     reject_parts.append(staged[REJECTS])
     shard_files = (
-        staged.staged
+        (staged.staged, todo[Resume.RESUMED])
+        | "WithResumed" >> beam.Flatten()
         | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats))
+        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation))
     )
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     return (

@@ -12,7 +12,7 @@ Built by ``veilset.pipeline``, rewritten by ``veilset.takedown``, read by ``veil
     parquet, coco, sa1b, images   the formats, one module each
     registry     name -> format (one line per format)
     index        index/*.jsonl, the one reader and writer
-    shards       all files of one shard through the registry (write, read, without, delete)
+    shards       all files of one shard through the registry (write, read, without, files_of)
     log          the takedown log the manifest carries
     manifest     manifest.json: the versioned Manifest dataclass, read and written here only
     housekeeping what belongs in a release folder, and removing what does not

@@ -15,22 +15,23 @@ from veilset.segmentation.base import MaskAnnotation
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def _image_entry(im: PublishedImage, shard: int) -> dict[str, Any]:
-    return {"id": ids.int_id(im.image_id), "image_id": im.image_id, "file_name": layout.image_path(im.image_id, shard),
+def _image_entry(im: PublishedImage, key: ShardKey) -> dict[str, Any]:
+    return {"id": ids.int_id(im.image_id), "image_id": im.image_id,
+            "file_name": layout.image_path(im.image_id, key.shard, key.generation),
             "width": im.width, "height": im.height, "sha256": im.sha256,
             "detections": [d.to_dict() for d in im.detections], "anonymization": im.anonymization}
 
 
-def coco_dict(images: Sequence[PublishedImage], shard: int) -> dict[str, Any]:
+def coco_dict(images: Sequence[PublishedImage], key: ShardKey) -> dict[str, Any]:
     coco_images, annotations = [], []
     for im in images:
-        coco_images.append(_image_entry(im, shard))
+        coco_images.append(_image_entry(im, key))
         for k, m in enumerate(im.masks):
             ann = m.to_sa1b(ids.annotation_id(im.image_id, k))
             ann.update({"image_id": ids.int_id(im.image_id), "category_id": CATEGORY["id"], "iscrowd": 0})
             annotations.append(ann)
     return {
-        "info": {"description": "veilset release shard", "shard": shard, "version": "1.0"},
+        "info": {"description": "veilset release shard", "shard": key.shard, "version": "1.0"},
         "licenses": [],
         "categories": [CATEGORY],
         "images": coco_images,
@@ -65,7 +66,7 @@ class CocoFormat(ShardFormat):
     implies = ("images",)
 
     def write(self, key: ShardKey, images: Sequence[PublishedImage]) -> dict[str, bytes]:
-        return {self.path(key): dumps_compact(coco_dict(images, key.shard))}
+        return {self.path(key): dumps_compact(coco_dict(images, key))}
 
     def read(self, key: ShardKey, fetch: Fetch) -> list[PublishedImage]:
         doc = parse(fetch(self.path(key)))
@@ -79,13 +80,6 @@ class CocoFormat(ShardFormat):
                                                                   key=lambda a: a["id"])))
             for img in doc["images"]]
 
-    def without(self, key: ShardKey, fetch: Fetch, gone: frozenset[str]) -> dict[str, bytes | None]:
-        """The document minus the images (and their annotations): the same bytes as a fresh write of the rest."""
-        doc = parse(fetch(self.path(key)))
-        gone_ints = {ids.int_id(i) for i in gone}
-        doc["images"] = [img for img in doc["images"] if img["image_id"] not in gone]
-        doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] not in gone_ints]
-        return {self.path(key): dumps_compact(doc) if doc["images"] else None}
 
     def count(self, data: bytes) -> int:
         return len(parse(data)["images"])

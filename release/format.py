@@ -1,11 +1,10 @@
 """The interface every output format implements (one module per format, one line in ``release.registry``).
 
-A format owns some files of each shard and knows four things about them:
+A format owns some files of each shard and knows three things about them:
 
-* ``write(key, images) -> {path: bytes}``: the bytes of its files for one shard (build);
+* ``write(key, images) -> {path: bytes}``: the bytes of its files for one shard (build; a takedown writes the
+  rest of a shard again under its own generation, ``key.generation``);
 * ``read(key, fetch) -> [PublishedImage]``: the shard's images back (samples, tests, takedown);
-* ``without(key, fetch, gone) -> {path: bytes | None}``: its files with some images removed (takedown;
-  ``None`` deletes a file);
 * ``count`` / ``records`` / ``copies``: lenient read-only views for the audit (image count of one file, what it
   says about each image, the published JPEG bytes it holds).
 
@@ -30,10 +29,12 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class ShardKey:
-    """Which shard: number and the release's shard count (both name its files)."""
+    """Which shard: number, the release's shard count and the generation (the release that wrote its files);
+    all three name its files (``layout``)."""
 
     shard: int
     num_shards: int
+    generation: int = 0
 
 
 class ShardFormat:
@@ -50,7 +51,7 @@ class ShardFormat:
 
     # -------------------------------------------------------------------------------------------- layout
     def path(self, key: ShardKey) -> str:
-        return layout.shard_file(self.directory, self.suffix, key.shard, key.num_shards)
+        return layout.shard_file(self.directory, self.suffix, key.shard, key.num_shards, key.generation)
 
     def paths(self, key: ShardKey, image_ids: Sequence[str]) -> list[str]:
         """The files this format owns for a shard holding ``image_ids``."""
@@ -70,10 +71,6 @@ class ShardFormat:
     def read(self, key: ShardKey, fetch: Fetch) -> list[PublishedImage]:
         raise NotImplementedError
 
-    def without(self, key: ShardKey, fetch: Fetch, gone: frozenset[str]) -> dict[str, bytes | None]:
-        """Default: read the shard back, drop ``gone``, write it again (byte-identical to a fresh write)."""
-        keep = [im for im in self.read(key, fetch) if im.image_id not in gone]
-        return self.write(key, keep) if keep else {p: None for p in self.paths(key, [])}
 
     # -------------------------------------------------------------------------------------------- audit views
     def count(self, data: bytes) -> int:

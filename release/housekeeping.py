@@ -86,24 +86,60 @@ def release_files(release_dir: str) -> set[str]:
 
 def remove_superseded(release_dir: str, before: set[str], manifest: Manifest) -> list[str]:
     """After ``manifest`` is committed: delete the files of the earlier release (``before``) it no longer lists,
-    this writer's own temporary files and staged records. Nothing else is touched. Returns the removed paths."""
+    files an interrupted writer left (``unlisted_files``), writers' own temporary files and staged records.
+    Nothing else is touched. Returns the removed paths."""
     if storage.is_remote(release_dir):
         return []
-    gone = sorted(before - kept_files(release_dir, manifest))
+    kept = kept_files(release_dir, manifest)
+    gone = sorted((before - kept) | set(unlisted_files(release_dir, kept)))
     for rel in gone:
         storage.remove(storage.join(release_dir, rel))
         storage.remove_empty_dir(os.path.dirname(storage.join(release_dir, rel)))
     return gone + _remove_own_scratch(release_dir)
 
 
+def unlisted_files(release_dir: str, kept: set[str]) -> list[str]:
+    """Files with the exact name of a file a writer writes under a generation (``layout.is_generation_file``)
+    that the current release does not list (``kept``): what a killed build or apply left before its commit (the
+    next generation's) or after it (the last generation's)."""
+    return [rel for rel in _walk(release_dir) if layout.is_generation_file(rel) and rel not in kept]
+
+
+def pending_generation(release_dir: str) -> int | None:
+    """The generation an interrupted writer was writing (its journal says), or None."""
+    for journal, field_name in ((layout.BUILD_JOURNAL, "generation"), (layout.TAKEDOWN_JOURNAL, "release_after")):
+        path = os.path.join(release_dir, journal)
+        if os.path.isfile(path):
+            try:
+                return int(json.loads(storage.read(path))[field_name])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return None
+
+
+def _walk(release_dir: str) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(release_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/") for f in files]
+    return sorted(out)
+
+
 def _remove_own_scratch(release_dir: str) -> list[str]:
+    """This writer's temporary files and staged records, then the build journal last (while it is there, the
+    folder says a build was interrupted)."""
     removed = []
     for root, dirs, files in os.walk(release_dir):
         dirs[:] = [d for d in dirs if d != layout.TAKEDOWN_DIR]  # a takedown's stage is the takedown's
         staging = os.path.relpath(root, release_dir).split(os.sep)[0] == layout.STAGING
         for f in files:
             if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)):
-                os.unlink(os.path.join(root, f))
+                storage.remove(os.path.join(root, f))
                 removed.append(os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/"))
+    for root, _dirs, _files in sorted(os.walk(os.path.join(release_dir, layout.STAGING)), reverse=True):
+        storage.remove_empty_dir(root)  # the staged-record folders
+    if os.path.isfile(os.path.join(release_dir, layout.BUILD_JOURNAL)):
+        storage.remove(os.path.join(release_dir, layout.BUILD_JOURNAL))
+        removed.append(layout.BUILD_JOURNAL)
     storage.remove_empty_dir(os.path.join(release_dir, layout.STAGING))
     return removed

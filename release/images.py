@@ -22,22 +22,20 @@ class ImagesFormat(ShardFormat):
     self_contained = False
 
     def paths(self, key: ShardKey, image_ids: Sequence[str]) -> list[str]:
-        return [layout.image_path(i, key.shard) for i in sorted(image_ids)]
+        return [layout.image_path(i, key.shard, key.generation) for i in sorted(image_ids)]
 
     def shard_dir(self, key: ShardKey) -> str | None:
-        return layout.image_dir(key.shard)
+        return layout.image_dir(key.shard, key.generation)
 
     def owns(self, rel: str) -> bool:
         return rel.startswith(self.directory + "/") and rel.endswith(self.suffix)
 
     def write(self, key: ShardKey, images: Sequence[PublishedImage]) -> dict[str, bytes]:
-        return {layout.image_path(im.image_id, key.shard): im.jpeg for im in images}
+        return {layout.image_path(im.image_id, key.shard, key.generation): im.jpeg for im in images}
 
     def read(self, key: ShardKey, fetch: Fetch) -> list[PublishedImage]:
         raise NotImplementedError("images/ holds JPEGs only: read the shard from a self-contained format or coco")
 
-    def without(self, key: ShardKey, fetch: Fetch, gone: frozenset[str]) -> dict[str, bytes | None]:
-        return {rel: None for rel in self.paths(key, list(gone))}
 
     def count(self, data: bytes) -> int:
         return 1

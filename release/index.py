@@ -18,23 +18,23 @@ DIR = layout.INDEX_DIR
 
 
 def path(key: ShardKey) -> str:
-    return layout.index_path(key.shard, key.num_shards)
+    return layout.index_path(key.shard, key.num_shards, key.generation)
 
 
-def _line(im: PublishedImage, shard: int, with_files: bool) -> str:
+def _line(im: PublishedImage, key: ShardKey, with_files: bool) -> str:
     return json.dumps({
-        "image_id": im.image_id, "shard": shard, "sha256": im.sha256, "content_sha256": im.content_sha256,
+        "image_id": im.image_id, "shard": key.shard, "sha256": im.sha256, "content_sha256": im.content_sha256,
         "width": im.width, "height": im.height,
-        "file_name": layout.image_path(im.image_id, shard) if with_files else None,
+        "file_name": layout.image_path(im.image_id, key.shard, key.generation) if with_files else None,
         "num_faces": sum(d.label == "face" for d in im.detections),
         "num_plates": sum(d.label == "license_plate" for d in im.detections),
         "num_masks": len(im.masks),
     }, sort_keys=True)
 
 
-def encode(images: Sequence[PublishedImage], shard: int, with_files: bool) -> bytes:
+def encode(images: Sequence[PublishedImage], key: ShardKey, with_files: bool) -> bytes:
     """The index file of one shard; ``with_files``: per-image JPEGs are published (``file_name`` set)."""
-    lines = [_line(im, shard, with_files) for im in images]
+    lines = [_line(im, key, with_files) for im in images]
     return _join(lines)
 
 
@@ -63,11 +63,6 @@ def parse_lenient(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def without(key: ShardKey, fetch: Fetch, gone: frozenset[str]) -> dict[str, bytes | None]:
-    """The shard's index minus ``gone`` (byte-identical to a fresh write of the rest); None when it empties."""
-    lines = [ln for ln in fetch(path(key)).decode().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["image_id"] not in gone]
-    return {path(key): _join(kept) if kept else None}
 
 
 def read(release_dir: str, rel: str) -> list[dict[str, Any]]:

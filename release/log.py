@@ -13,18 +13,23 @@ from veilset.release import ids, layout
 
 @dataclass(frozen=True)
 class ShardChange:
-    """One shard file a request changed: its hash before, and after (None: deleted, the shard emptied)."""
+    """One shard file a request changed: its hash before, and after (None: deleted, the shard emptied), and the
+    path it was written again under (the takedown's generation; None: the same path, or deleted)."""
 
     path: str
     old_sha256: str
     new_sha256: str | None
+    new_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "old_sha256": self.old_sha256, "new_sha256": self.new_sha256}
+        out = {"path": self.path, "old_sha256": self.old_sha256, "new_sha256": self.new_sha256}
+        if self.new_path is not None:
+            out["new_path"] = self.new_path
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ShardChange":
-        return cls(str(d["path"]), str(d["old_sha256"]), d.get("new_sha256"))
+        return cls(str(d["path"]), str(d["old_sha256"]), d.get("new_sha256"), d.get("new_path"))
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,14 @@ def entry_for_request(*, release: int, time: str, request: str, request_id: int,
                       new_sha256: Mapping[str, str | None]) -> LogEntry:
     """The log entry of one applied request: the files (of every format) of the shards its removals touched.
 
-    ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files (absent: deleted).
+    ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files, under the new
+    release's generation (absent: deleted).
     """
     touched = {ids.shard_of(i, num_shards) for i in removed}
     files = [p for p in sorted(old_sha256) if layout.shard_number(p) in touched]
-    changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(p)) for p in files)
+    moved = {p: layout.with_generation(p, release) for p in files}
+    changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(moved[p]),
+                                moved[p] if moved[p] in new_sha256 and moved[p] != p else None) for p in files)
     return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)))
 
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from veilset.release import layout, storage
 from veilset.release.canonical import dumps_json
+from veilset.release.format import ShardKey
 from veilset.release.index import NAME as INDEX
 from veilset.release.log import LogEntry
 from veilset.release.records import ShardFile
@@ -104,11 +105,17 @@ class Manifest:
         """Shards that hold images (those with an index file)."""
         return tuple(sorted({f.shard for f in self.index}))
 
+    def key(self, shard: int) -> ShardKey:
+        """The shard's key as listed: its generation is the one its index file names."""
+        found = [f.path for f in self.index if f.shard == shard]
+        return ShardKey(shard, self.num_shards, layout.generation_of(found[0]) if found else 0)
+
     # ------------------------------------------------------------------------------------------------ releases
     @classmethod
     def for_build(cls, *, created: str, num_shards: int, formats: Sequence[str], files: Sequence[ShardFile],
                   counts: Counts, rejects_by_reason: Mapping[str, int], config: dict[str, Any],
-                  models: dict[str, Any], release: int = 1, log: Sequence[LogEntry] = ()) -> "Manifest":
+                  models: dict[str, Any], release: int = 1, log: Sequence[LogEntry] = (),
+                  rejects: str = layout.REJECTS_NAME) -> "Manifest":
         """The release a build makes: 1, or the next one of the release it replaces (``release``), keeping that
         release's takedown ``log``. Raises RuntimeError when the counts do not add up (a bug, never data)."""
         files = sorted(files, key=lambda f: (f.format, f.shard))
@@ -118,21 +125,22 @@ class Manifest:
         return cls(release=release, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
                    rejects_by_reason=dict(sorted(rejects_by_reason.items())),
                    shards=tuple(f for f in files if f.format != INDEX), index=index, config=config,
-                   models=models, log=tuple(log))
+                   models=models, log=tuple(log), rejects=rejects)
 
-    def after_takedown(self, *, touched: set[int], rewritten: Mapping[str, ShardFile], removed: int,
+    def after_takedown(self, *, touched: set[int], rewritten: Sequence[ShardFile], removed: int,
                        entries: Sequence[LogEntry]) -> "Manifest":
-        """Release N+1: the files of the ``touched`` shards replaced by their ``rewritten`` versions (a file
-        not rewritten is gone), ``removed`` images moved from published to removed, ``entries`` appended to the
-        log."""
-        def update(files: tuple[ShardFile, ...]) -> tuple[ShardFile, ...]:
-            return tuple(rewritten[f.path] if f.shard in touched else f for f in files
-                         if f.shard not in touched or f.path in rewritten)
+        """Release N+1: the files of the ``touched`` shards replaced by their ``rewritten`` versions (written
+        under the new release's generation; a shard with no rewritten files is gone), ``removed`` images moved
+        from published to removed, ``entries`` appended to the log."""
+        def update(files: tuple[ShardFile, ...], of_index: bool) -> tuple[ShardFile, ...]:
+            kept = [f for f in files if f.shard not in touched]
+            new = [f for f in rewritten if (f.format == INDEX) == of_index]
+            return tuple(sorted(kept + new, key=lambda f: (f.format, f.shard)))
 
         counts = replace(self.counts, published=self.counts.published - removed,
                          removed=(self.counts.removed or 0) + removed)
-        return replace(self, release=self.release + 1, counts=counts, shards=update(self.shards),
-                       index=update(self.index), log=self.log + tuple(entries))
+        return replace(self, release=self.release + 1, counts=counts, shards=update(self.shards, False),
+                       index=update(self.index, True), log=self.log + tuple(entries))
 
 
 def _check_version(d: Mapping[str, Any], where: str) -> None:

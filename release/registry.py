@@ -72,14 +72,15 @@ def expand(formats: Sequence[str]) -> tuple[ShardFormat, ...]:
     return tuple(f for f in _FORMATS.values() if f.name in wanted)
 
 
-def shard_path(fmt: str, shard: int, num_shards: int) -> str:
-    """Path of the shard file of a listed format (or of the index), e.g. ``parquet/shard-00003-of-00016.parquet``."""
+def shard_path(fmt: str, shard: int, num_shards: int, generation: int = 0) -> str:
+    """Path of the shard file of a listed format (or of the index), e.g.
+    ``parquet/shard-00003-of-00016.r000002.parquet``."""
     if fmt == index.NAME:
-        return index.path(ShardKey(shard, num_shards))
+        return index.path(ShardKey(shard, num_shards, generation))
     found = _FORMATS.get(fmt)
     if found is None or not found.listed:
         raise ValueError(f"unknown shard format {fmt!r}; expected one of {sorted([index.NAME, *selectable()])}")
-    return found.path(ShardKey(shard, num_shards))
+    return found.path(ShardKey(shard, num_shards, generation))
 
 
 def format_of(rel: str) -> str | None:

@@ -1,5 +1,5 @@
 """All files of one shard, through the format registry: write (build), read back, rewrite without some images
-(takedown), delete.
+(takedown: a fresh write of the rest under the takedown's generation), list.
 
 One shard = the images whose ``ids.shard_of(image_id, num_shards)`` is that shard. Files are written atomically
 and deterministically (images sorted by ID, no timestamps), so a rerun gives byte-identical files and a takedown
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from veilset.release import ids, index, layout, registry, storage
-from veilset.release.format import Fetch, ShardFormat, ShardKey
+from veilset.release import ids, index, layout, manifest as release_manifest, registry, storage
+from veilset.release.format import Fetch, ShardKey
 from veilset.release.records import PublishedImage, ShardFile
 
 
@@ -31,71 +31,60 @@ def sort_images(images: Iterable[PublishedImage]) -> list[PublishedImage]:
 def payloads(key: ShardKey, formats: Sequence[str], images: Sequence[PublishedImage]) -> dict[str, bytes]:
     """The bytes of every file of one shard (relative path -> content, index first), without writing anything."""
     images = sort_images(images)
-    out = {index.path(key): index.encode(images, key.shard, registry.with_image_files(formats))}
+    out = {index.path(key): index.encode(images, key, registry.with_image_files(formats))}
     for fmt in registry.expand(formats):
         out.update(fmt.write(key, images))
     return out
 
 
 def write_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence[str],
-                images: Sequence[PublishedImage]) -> list[ShardFile]:
-    """Write all files of one shard atomically; returns the listed ones (index first). No images: nothing."""
+                images: Sequence[PublishedImage], generation: int = 0) -> list[ShardFile]:
+    """Write all files of one shard (of ``generation``) atomically; returns the listed ones (index first). No
+    images: nothing. Files of another generation are never touched: the release being replaced stays whole."""
     formats = registry.validate_formats(formats)
     if not images:
         return []
-    key = ShardKey(shard, num_shards)
+    key = ShardKey(shard, num_shards, generation)
     data = payloads(key, formats, images)
-    listed = _listed_files(key, formats, data, len(images))
-    for f in listed:
-        storage.atomic_write(storage.join(release_dir, f.path), data[f.path])
-    for fmt in registry.expand(formats):
-        if not fmt.listed:
-            _sync_files(release_dir, key, fmt, {rel: b for rel, b in data.items() if fmt.owns(rel)}, prune=False)
-    return listed
+    for rel, content in data.items():
+        path = storage.join(release_dir, rel)
+        if not (storage.exists(path) and storage.read(path) == content):  # a resumed build rewrites nothing
+            storage.atomic_write(path, content)
+    return listed_files(key, formats, data, len(images))
 
 
-def _listed_files(key: ShardKey, formats: Sequence[str], data: dict[str, bytes], images: int) -> list[ShardFile]:
+def listed_files(key: ShardKey, formats: Sequence[str], data: dict[str, bytes], images: int) -> list[ShardFile]:
+    """The manifest entries (index first) of a shard whose files are ``data``."""
     entries = [(index.NAME, index.path(key))]
     entries += [(f.name, f.path(key)) for f in registry.expand(formats) if f.listed]
     return [ShardFile(name, key.shard, rel, ids.sha256_hex(data[rel]), images) for name, rel in entries]
 
 
-def _sync_files(release_dir: str, key: ShardKey, fmt: ShardFormat, files: dict[str, bytes], *,
-                prune: bool = True) -> None:
-    """Write a per-image format's ``files`` (files that already hold these bytes are not rewritten). ``prune``:
-    also delete the other per-image files of this shard (image-ID names only: a file somebody else put there
-    stays). A build does not prune: it removes what the release it replaces listed, after its commit."""
-    for rel, data in files.items():
-        path = storage.join(release_dir, rel)
-        if not (storage.exists(path) and storage.read(path) == data):
-            storage.atomic_write(path, data)
-    folder = fmt.shard_dir(key)
-    if folder is None or not prune:
-        return
-    wanted = {rel.rsplit("/", 1)[-1] for rel in files}
-    full = storage.join(release_dir, folder)
-    for name in storage.list_files(full):
-        if name not in wanted and ids.is_valid_image_id(layout.image_id_of_name(name)):
-            storage.remove(storage.join(full, name))
-    storage.remove_empty_dir(full)
+def files_of(key: ShardKey, formats: Sequence[str], image_ids: Sequence[str]) -> list[str]:
+    """Every file of a shard holding ``image_ids`` (index, each format's files, per-image JPEGs)."""
+    out = [index.path(key)]
+    for fmt in registry.expand(formats):
+        out += fmt.paths(key, image_ids)
+    return out
 
 
-def delete_shard(release_dir: str, shard: int, num_shards: int) -> None:
-    """Remove every file of a shard (every format, per-image JPEGs): used when a takedown empties a shard."""
-    key = ShardKey(shard, num_shards)
-    storage.remove(storage.join(release_dir, index.path(key)))
-    for fmt in registry.all_formats():
-        if fmt.listed:
-            storage.remove(storage.join(release_dir, fmt.path(key)))
-        else:
-            _sync_files(release_dir, key, fmt, {})
-
-
-def read_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence[str]) -> list[PublishedImage]:
+def read_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence[str],
+               generation: int | None = None) -> list[PublishedImage]:
     """Every image of one shard, read back from the first self-contained format the release has (else the first
-    format that can read itself with the index's help, i.e. coco)."""
-    chosen = reading_format(formats)
-    return chosen.read(ShardKey(shard, num_shards), fetcher(release_dir))
+    format that can read itself with the index's help, i.e. coco). ``generation`` None: the one the release's
+    manifest lists for that shard."""
+    if generation is None:
+        generation = listed_generation(release_dir, shard)
+    return reading_format(formats).read(ShardKey(shard, num_shards, generation), fetcher(release_dir))
+
+
+def listed_generation(release_dir: str, shard: int) -> int:
+    """The generation of ``shard`` in the manifest of the release in ``release_dir`` (0 when not listed)."""
+    if not storage.exists(release_manifest.path(release_dir)):
+        return 0
+    doc = release_manifest.load_manifest(release_dir)
+    from_index = [e["path"] for e in doc.get("index", []) if e.get("shard") == shard]
+    return layout.generation_of(from_index[0]) if from_index else 0
 
 
 def reading_format(formats: Sequence[str]) -> ShardFormat:
@@ -105,14 +94,9 @@ def reading_format(formats: Sequence[str]) -> ShardFormat:
     return next((f for f in written if f.self_contained), written[0])
 
 
-def without(key: ShardKey, formats: Sequence[str], fetch: Fetch, gone: frozenset[str]) -> dict[str, bytes | None]:
-    """Every file of a shard with the images ``gone`` removed: new bytes, or None for a file that must go (all
-    of them when the shard empties). Reads through ``fetch``, writes nothing."""
-    out = index.without(key, fetch, gone)
-    emptied = out[index.path(key)] is None
-    for fmt in registry.expand(formats):
-        if emptied and fmt.listed:
-            out[fmt.path(key)] = None
-        else:
-            out.update(fmt.without(key, fetch, gone))
-    return out
+def without(key: ShardKey, new_key: ShardKey, formats: Sequence[str], fetch: Fetch,
+            gone: frozenset[str]) -> dict[str, bytes]:
+    """The files of shard ``key`` minus the images ``gone``, written as shard ``new_key`` (the takedown's
+    generation): the same bytes as a fresh write of the rest. Empty when nothing is left. Writes nothing."""
+    keep = [im for im in reading_format(formats).read(key, fetch) if im.image_id not in gone]
+    return payloads(new_key, formats, keep) if keep else {}

@@ -13,6 +13,25 @@ import uuid
 from typing import IO, Any
 
 TMP_MARK = ".tmp-"  # every temporary file name holds it (stale ones are found and removed by it)
+FAULT_AT = "VEILSET_FAULT_AT"  # crash tests: the N-th change to a file kills this process (like kill -9)
+FAULT_LOG = "VEILSET_FAULT_LOG"  # crash tests: append one line per change point (what a test may kill at)
+_changes = 0
+
+
+def fault_point(what: str, path: str) -> None:
+    """Fault injection, off unless a crash test sets ``VEILSET_FAULT_AT`` / ``VEILSET_FAULT_LOG``: every change a
+    writer makes to a file (before a write, between a write and its rename, before a rename or a deletion) is a
+    point; at the N-th this process dies at once (``os._exit(137)``: no cleanup, no flush, as under kill -9)."""
+    global _changes
+    at, log = os.environ.get(FAULT_AT), os.environ.get(FAULT_LOG)
+    if not at and not log:
+        return
+    _changes += 1
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {_changes} {what} {path}\n")
+    if at and _changes == int(at):
+        os._exit(137)
 
 
 def is_remote(path: str) -> bool:
@@ -68,6 +87,7 @@ def atomic_write(path: str, data: bytes) -> None:
             fs.delete([path])
         fs.rename([tmp], [path])
         return
+    fault_point("write", path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_name(path)
     try:
@@ -75,6 +95,7 @@ def atomic_write(path: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("rename-temp", path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -90,6 +111,7 @@ def move(src: str, dst: str) -> None:
             fs.delete([dst])
         fs.rename([src], [dst])
         return
+    fault_point("move", dst)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     os.replace(src, dst)
 
@@ -101,6 +123,7 @@ def remove(path: str) -> None:
         if fs.exists(path):
             fs.delete([path])
     elif os.path.exists(path):
+        fault_point("remove", path)
         os.unlink(path)
 
 

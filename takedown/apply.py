@@ -4,18 +4,20 @@ Four named steps, each a function a test can drive on its own, under an exclusiv
 (two applies cannot interleave) after finishing or discarding what an interrupted apply left in ``.takedown/``:
 
 1. ``plan``: which requests, which images are in the release, which shards hold them (reads only);
-2. ``stage``: each touched shard's files without those images, through the format registry
-   (``release.shards.without``), and the new manifest (``Manifest.after_takedown``) are written under
-   ``.takedown/stage/``; the release is untouched;
+2. ``stage``: each touched shard's files without those images, written again as the new release's generation
+   (``release.shards.without``: new names, ``release.layout``), and the new manifest (``Manifest.after_takedown``)
+   are written under ``.takedown/stage/``; the release is untouched;
 3. ``commit``: the removed IDs and hashes go into the ledger blocklist, then ``.takedown/journal.json`` is written
-   atomically (the commit point: moves, deletions, outcomes), then it is rolled forward: staged files are renamed
-   over the old ones, emptied shards and removed per-image JPEGs deleted, the manifest swapped in last;
+   atomically (moves, deletions, outcomes), then it is rolled forward: the staged files are renamed in (new
+   names, which the old manifest does not list), the manifest is renamed over the old one (the commit), then
+   every file of the touched shards' old generation (removed per-image JPEGs included) is deleted;
 4. ``record``: the ledger marks the requests applied; ``.takedown/`` is removed.
 
-Crash safety (a kill at any moment leaves the old or the new release, and a rerun completes): before the journal
-exists a rerun throws the stage away (the release was never touched); once it exists a rerun replays the roll
-forward and step 4 (``recover``; every step is idempotent). Old shard versions are replaced by rename, so no copy
-of a removed image stays in the folder. Untouched shards are never opened for writing: they stay byte-identical.
+Crash safety (a kill at any moment leaves the old release or the new one whole, and a rerun completes): nothing
+is ever overwritten in place, and the manifest's rename is the one commit point. Before the journal exists a
+rerun throws the stage away; once it exists a rerun replays the roll forward and step 4 (``recover``; every step
+is idempotent), which deletes what the old generation left. Untouched shards are never opened for writing: they
+stay byte-identical.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from veilset.release import ids, index, layout, log as release_log, manifest, registry, shards, storage
+from veilset.release import housekeeping, ids, index, layout, log as release_log, manifest, registry, shards, storage
 from veilset.release.canonical import dumps_json
 from veilset.release.format import ShardKey
 from veilset.release.lock import ReleaseLock, ReleaseLocked
@@ -223,11 +225,11 @@ def stage(release_dir: str, current: Manifest, p: Plan, *, now: str, workers: in
     is untouched. Returns the journal that ``commit`` makes durable."""
     stage_dir = os.path.join(release_dir, WORK_DIR, STAGE)
     os.makedirs(stage_dir)
-    jobs = [(release_dir, stage_dir, ShardKey(s, current.num_shards), current.formats, gone)
+    after = current.release + 1
+    jobs = [(release_dir, stage_dir, current.key(s), ShardKey(s, current.num_shards, after), current.formats, gone)
             for s, gone in p.gone.items()]
     staged: list[StagedShard] = _map(_stage_shard, jobs, workers)
-    after = current.release + 1
-    rewritten = {f.path: f for s in staged for f in s.files}
+    rewritten = [f for s in staged for f in s.files]
     entries = _log_entries(current, p, rewritten, after, now)
     new = current.after_takedown(touched=set(p.gone), rewritten=rewritten, removed=len(p.removed), entries=entries)
     manifest.write(stage_dir, new)
@@ -236,29 +238,24 @@ def stage(release_dir: str, current: Manifest, p: Plan, *, now: str, workers: in
                    tuple(s.shard for s in staged if s.files), tuple(s.shard for s in staged if not s.files), now)
 
 
-def _stage_shard(job: tuple[str, str, ShardKey, tuple[str, ...], frozenset[str]]) -> StagedShard:
-    """One shard without ``gone``, every format through the registry, written into the stage folder."""
-    release_dir, stage_dir, key, formats, gone = job
-    changes = shards.without(key, formats, shards.fetcher(release_dir), gone)
-    kept = changes[index.path(key)]
-    images = len(index.parse(kept)) if kept is not None else 0
-    files, moves = [], []
+def _stage_shard(job: tuple[str, str, ShardKey, ShardKey, tuple[str, ...], frozenset[str]]) -> StagedShard:
+    """One shard without ``gone``, every format through the registry, written into the stage folder under the new
+    release's generation (``new_key``); every file of the old generation is deleted after the commit."""
+    release_dir, stage_dir, key, new_key, formats, gone = job
+    fetch = shards.fetcher(release_dir)
+    changes = shards.without(key, new_key, formats, fetch, gone)
     for rel, data in changes.items():
-        if data is None:
-            continue
         storage.atomic_write(storage.join(stage_dir, rel), data)
-        moves.append(rel)
-        name = registry.format_of(rel)
-        if name == index.NAME or registry.get(name).listed:
-            files.append(ShardFile(name, key.shard, rel, ids.sha256_hex(data), images))
-    deletes = tuple(rel for rel, data in changes.items() if data is None)
-    return StagedShard(key.shard, tuple(files), tuple(moves), deletes)
+    kept = changes.get(index.path(new_key))
+    files = shards.listed_files(new_key, formats, changes, len(index.parse(kept))) if kept else []
+    old_ids = [row["image_id"] for row in index.parse(fetch(index.path(key)))]
+    return StagedShard(key.shard, tuple(files), tuple(changes), tuple(shards.files_of(key, formats, old_ids)))
 
 
-def _log_entries(current: Manifest, p: Plan, rewritten: dict[str, ShardFile], after: int,
+def _log_entries(current: Manifest, p: Plan, rewritten: list[ShardFile], after: int,
                  now: str) -> list[release_log.LogEntry]:
     old = {f.path: f.sha256 for f in current.files()}
-    new = {path: f.sha256 for path, f in rewritten.items()}
+    new = {f.path: f.sha256 for f in rewritten}
     return [release_log.entry_for_request(
         release=after, time=now, request=req.message_id, request_id=req.id,
         removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
@@ -292,22 +289,26 @@ def commit(ledger: Ledger, release_dir: str, journal: Journal, hook: Hook) -> No
 
 
 def roll_forward(release_dir: str, journal: Journal, hook: Hook) -> None:
-    """Staged files renamed in, deletions, the manifest swapped in last. Idempotent: recovery reruns it."""
+    """Staged files renamed in (new names of the new generation: the old release does not see them), the
+    manifest swapped in (the commit), then the old generation's files of the touched shards deleted. Idempotent:
+    recovery reruns it."""
     stage_dir = os.path.join(release_dir, WORK_DIR, STAGE)
     for k, rel in enumerate(journal.moves):
         src = storage.join(stage_dir, rel)
         if storage.exists(src):
             storage.move(src, storage.join(release_dir, rel))
         hook(f"moved:{k}")
-    for rel in journal.deletes:
-        storage.remove(storage.join(release_dir, rel))
-        if _per_image(rel):  # its shard folder (images/SSSSS/) may be empty now
-            storage.remove_empty_dir(os.path.dirname(storage.join(release_dir, rel)))
-    hook("deleted")
-    for sub in registry.managed_dirs():
+    for sub in {rel.split("/", 1)[0] for rel in journal.moves} | set(registry.managed_dirs()):
         storage.fsync_dir(os.path.join(release_dir, sub))
     manifest.swap_in(stage_dir, release_dir)
     hook("manifest")
+    for k, rel in enumerate(journal.deletes):
+        storage.remove(storage.join(release_dir, rel))
+        if _per_image(rel):  # its shard folder (images/SSSSS.rGGGGGG/) may be empty now
+            storage.remove_empty_dir(os.path.dirname(storage.join(release_dir, rel)))
+        hook(f"deleted:{k}")
+    housekeeping.remove_superseded(release_dir, set(), manifest.read(release_dir))  # an interrupted build's files
+    hook("deleted")
 
 
 def _per_image(rel: str) -> bool:

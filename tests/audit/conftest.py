@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from veilset.cli import main
-from veilset.release import ids, registry
+from veilset.release import ids, registry, shards
 
 ASTRONAUT_FACE_XYXY = (165, 40, 265, 160)  # Eileen Collins' face in skimage's astronaut (512x512), generously
 
@@ -129,8 +129,8 @@ def row_of(root: str, image_id: str) -> dict:
 
 
 def coco_path(root: str, image_id: str) -> str:
-    return os.path.join(root, "coco", os.path.basename(registry.shard_path("coco", row_of(root, image_id)["shard"],
-                                                                       _num_shards(root))))
+    shard = row_of(root, image_id)["shard"]
+    return os.path.join(root, registry.shard_path("coco", shard, _num_shards(root), shards.listed_generation(root, shard)))
 
 
 def _num_shards(root: str) -> int:

@@ -28,7 +28,8 @@ def republish(root: str, image_id: str, pixels: np.ndarray) -> None:
     assert any(im.image_id == image_id for im in images), f"{image_id} is not in shard {shard}"
     images = [dataclasses.replace(im, jpeg=jpeg, sha256=ids.sha256_hex(jpeg)) if im.image_id == image_id else im
               for im in images]
-    written = {f.path: f for f in shards.write_shard(root, shard, num_shards, manifest["formats"], images)}
+    written = {f.path: f for f in shards.write_shard(root, shard, num_shards, manifest["formats"], images,
+                                                     shards.listed_generation(root, shard))}
     for entry in manifest["shards"] + manifest["index"]:
         if entry["path"] in written:
             entry["sha256"] = written[entry["path"]].sha256

@@ -6,6 +6,7 @@ import os
 from veilset.audit.findings import FAIL, INTEGRITY
 from veilset.audit.integrity import check_integrity
 from veilset.audit.release import Release
+from veilset.release import registry, shards
 from tests.audit.conftest import index_rows, load_json, save_json
 
 
@@ -45,7 +46,7 @@ def test_missing_image_and_index_disagreement_are_found(copy_release):
     root = copy_release()
     rows = index_rows(root)
     os.unlink(os.path.join(root, rows[0]["file_name"]))
-    idx_rel = f"index/shard-{rows[1]['shard']:05d}-of-00002.jsonl"
+    idx_rel = registry.shard_path("index", rows[1]["shard"], 2, shards.listed_generation(root, rows[1]["shard"]))
     lines = [json.loads(l) for l in open(os.path.join(root, idx_rel))]
     for line in lines:
         if line["image_id"] == rows[1]["image_id"]:

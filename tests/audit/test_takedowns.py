@@ -12,7 +12,7 @@ from veilset.audit.findings import FAIL, PASS, TAKEDOWNS
 from veilset.audit.release import Release
 from veilset.api import ledger_snapshot
 from veilset.audit.takedowns import check_takedowns
-from veilset.release import ids, layout, registry
+from veilset.release import ids, layout, registry, shards
 from tests.audit.conftest import coco_path, load_json, row_of, save_json
 
 
@@ -33,11 +33,12 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
     doc = load_json(path)
     entry = dict(next(im for im in doc["images"] if im["image_id"] == donor))
     shard = ids.shard_of(built.removed_id, 2)
+    generation = shards.listed_generation(root, shard)
     entry.update(image_id=built.removed_id, id=int(built.removed_id[3:15], 16),
-                 file_name=layout.image_path(built.removed_id, shard))
+                 file_name=layout.image_path(built.removed_id, shard, generation))
     doc["images"].append(entry)
     save_json(path, doc)
-    os.makedirs(os.path.join(root, f"images/{shard:05d}"), exist_ok=True)
+    os.makedirs(os.path.join(root, layout.image_dir(shard, generation)), exist_ok=True)
     shutil.copyfile(os.path.join(root, row_of(root, donor)["file_name"]), os.path.join(root, entry["file_name"]))
     result = _check(root, built.ledger)
     assert result.status == FAIL
@@ -49,7 +50,8 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
 
 def test_reinserted_parquet_row_is_found_despite_compression(built, copy_release):
     root = copy_release()
-    rel = registry.shard_path("parquet", row_of(root, built.image_ids["coffee"])["shard"], 2)
+    shard = row_of(root, built.image_ids["coffee"])["shard"]
+    rel = registry.shard_path("parquet", shard, 2, shards.listed_generation(root, shard))
     path = os.path.join(root, rel)
     table = pq.read_table(path)
     rows = table.to_pylist()
@@ -65,10 +67,11 @@ def test_removed_content_hash_in_any_file_is_found(built, copy_release):
     root = copy_release()
     with open(built.inputs["chelsea"], "rb") as fh:
         source_sha = ids.sha256_hex(fh.read())
-    open(os.path.join(root, "rejects.jsonl"), "a").write(
+    rejects = load_json(os.path.join(root, "manifest.json"))["rejects"]
+    open(os.path.join(root, rejects), "a").write(
         '{"source": "x", "stage": "ingest", "reason": "dup", "detail": "%s"}\n' % source_sha)
     result = _check(root, built.ledger)
-    assert any(f.file == "rejects.jsonl" for f in result.findings)
+    assert any(f.file == rejects for f in result.findings)
 
 
 def test_the_manifest_log_may_name_removed_ids_but_nothing_else_may(built, copy_release):
@@ -98,8 +101,9 @@ def test_release_after_a_real_takedown_passes_and_restoring_an_old_shard_fails(t
     root = tmp_path / "restored"
     shutil.copytree(taken_down.root, root)
     shard = ids.shard_of(taken_down.removed_id, 2)
-    rel = registry.shard_path("parquet", shard, 2)
-    shutil.copyfile(os.path.join(taken_down.before, rel), os.path.join(root, rel))
+    old = registry.shard_path("parquet", shard, 2, shards.listed_generation(taken_down.before, shard))
+    rel = registry.shard_path("parquet", shard, 2, shards.listed_generation(str(root), shard))
+    shutil.copyfile(os.path.join(taken_down.before, old), os.path.join(root, rel))
     result = _check(str(root), taken_down.ledger)
     assert result.status == FAIL
     hits = [f for f in result.findings if f.image_id == taken_down.removed_id]

@@ -164,7 +164,7 @@ def test_rebuild_in_place_replaces_the_release_and_removes_stale_shards(inputs, 
     assert main(["build", str(inputs), "--output", str(out), "--workers", "1", "--shards", "1", *FAST]) == 0
     m = load_manifest(str(out))
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", "rejects.jsonl", ".veilset-release.json"}
+    listed = {e["path"] for e in m["shards"] + m["index"]} | {"manifest.json", m["rejects"], ".veilset-release.json"}
     images = {p for p in on_disk if p.startswith("images/")}
     assert on_disk - images == listed
     assert len(images) == 5
@@ -248,7 +248,7 @@ def test_a_failing_detector_rejects_its_images_and_counts_still_add_up(tmp_path,
     m = load_manifest(str(out))
     c = m["counts"]
     assert c["input"] == 2 == c["published"] + c["rejected"] and c["rejected"] >= 1
-    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (out / m["rejects"]).read_text().splitlines()]
     bright = [r for r in rejects if r["source"].endswith("bright.png")]
     assert bright and bright[0]["stage"] == "detect_faces" and bright[0]["reason"] == "model_error"
     assert "simulated model failure" in bright[0]["detail"]

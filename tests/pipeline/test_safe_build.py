@@ -40,7 +40,7 @@ def test_crafted_jpegs_come_out_clean_or_are_rejected_with_a_reason(tmp_path):
     assert main(["build", str(src), "--output", str(out), "--formats", "parquet,coco", *BARE]) == 0
     m = load_manifest(str(out))
     rejected = {os.path.basename(json.loads(line)["source"]): json.loads(line)
-                for line in (out / "rejects.jsonl").read_text().splitlines()}
+                for line in (out / m["rejects"]).read_text().splitlines()}
     published = _published_jpegs(out)
     published_ids = {os.path.basename(k).split(":")[-1][:-4] for k in published}
     for name, data in files.items():
@@ -54,5 +54,5 @@ def test_crafted_jpegs_come_out_clean_or_are_rejected_with_a_reason(tmp_path):
         assert jpeg.strict_violations(data) == [], where
     for root, _dirs, names in os.walk(out):
         for f in names:
-            if f != "rejects.jsonl":
+            if f != m["rejects"]:
                 assert SECRET not in open(os.path.join(root, f), "rb").read(), f

@@ -16,24 +16,25 @@ def images():
 
 @pytest.mark.parametrize("formats", [("parquet",), ("coco",), ("sa1b",), ALL])
 def test_without_equals_a_fresh_write_of_the_rest(tmp_path, images, formats):
-    shards.write_shard(str(tmp_path), 0, 1, formats, images)
+    shards.write_shard(str(tmp_path), 0, 1, formats, images, generation=1)
     gone = frozenset(im.image_id for im in images[:2])
-    changes = shards.without(ShardKey(0, 1), formats, shards.fetcher(str(tmp_path)), gone)
-    fresh = shards.payloads(ShardKey(0, 1), formats, images[2:])
-    assert {rel: data for rel, data in changes.items() if data is not None} == {
-        rel: data for rel, data in fresh.items() if not rel.startswith("images/")}  # kept JPEGs stay as they are
-    deleted = {rel for rel, data in changes.items() if data is None}
-    images_written = registry.with_image_files(formats)
-    assert deleted == ({f"images/00000/{i}.jpg" for i in gone} if images_written else set())
+    changes = shards.without(ShardKey(0, 1, 1), ShardKey(0, 1, 2), formats, shards.fetcher(str(tmp_path)), gone)
+    assert changes == shards.payloads(ShardKey(0, 1, 2), formats, images[2:])
+    assert all(".r000002" in rel for rel in changes)  # every file of the shard under the takedown's generation
+    old = shards.files_of(ShardKey(0, 1, 1), formats, [im.image_id for im in images])
+    assert not set(old) & set(changes)  # nothing of the old generation is overwritten
+    if registry.with_image_files(formats):
+        assert f"images/00000.r000001/{images[0].image_id}.jpg" in old
 
 
-def test_without_everything_deletes_every_file_of_the_shard(tmp_path, images):
-    written = shards.write_shard(str(tmp_path), 0, 1, ALL, images)
-    changes = shards.without(ShardKey(0, 1), ALL, shards.fetcher(str(tmp_path)),
+def test_without_everything_leaves_nothing(tmp_path, images):
+    written = shards.write_shard(str(tmp_path), 0, 1, ALL, images, generation=1)
+    changes = shards.without(ShardKey(0, 1, 1), ShardKey(0, 1, 2), ALL, shards.fetcher(str(tmp_path)),
                              frozenset(im.image_id for im in images))
-    assert all(data is None for data in changes.values())
-    per_image = {f"images/00000/{im.image_id}.jpg" for im in images}
-    assert set(changes) == {f.path for f in written} | per_image
+    assert changes == {}
+    per_image = {f"images/00000.r000001/{im.image_id}.jpg" for im in images}
+    assert set(shards.files_of(ShardKey(0, 1, 1), ALL, [im.image_id for im in images])) == \
+        {f.path for f in written} | per_image
 
 
 def test_canonical_order_and_implied_formats():

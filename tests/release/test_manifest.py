@@ -48,11 +48,12 @@ def test_counts_must_add_up():
 
 def test_after_takedown_replaces_touched_files_and_logs():
     m = _built()
-    new_index = ShardFile("index", 1, "index/shard-00001-of-00002.jsonl", "1" * 64, 1)
+    new_index = ShardFile("index", 1, "index/shard-00001-of-00002.r000002.jsonl", "1" * 64, 1)
     entry = LogEntry(2, "t", "<r@x>", ("sa_" + "a" * 32,),
-                     (ShardChange("index/shard-00001-of-00002.jsonl", SHA, "1" * 64),), 7, ())
-    after = m.after_takedown(touched={1}, rewritten={new_index.path: new_index}, removed=1, entries=[entry])
+                     (ShardChange("index/shard-00001-of-00002.jsonl", SHA, "1" * 64, new_index.path),), 7, ())
+    after = m.after_takedown(touched={1}, rewritten=[new_index], removed=1, entries=[entry])
     assert after.release == 2 and after.index == (m.index[0], new_index)
+    assert after.key(1).generation == 2 and after.key(0).generation == 0
     assert [f.shard for f in after.shards] == [0]  # the parquet file of shard 1 was not rewritten: gone
     assert after.counts.to_dict() == {"input": 5, "published": 2, "rejected": 1, "duplicates": 1, "blocked": 0,
                                       "removed": 1}

@@ -72,18 +72,18 @@ def test_sa1b_tar_reads_with_webdataset(tmp_path, images):
     assert MaskAnnotation.from_sa1b(ann) == sorted(images, key=lambda i: i.image_id)[0].masks[0]
 
 
-def test_rewrite_without_an_image_keeps_its_jpeg_until_the_commit(tmp_path, images):
-    # a build's write_shard never deletes: the release it replaces stays whole until its manifest is swapped in;
+def test_the_next_generation_never_touches_the_files_of_the_last(tmp_path, images):
+    # the release a build replaces stays whole until its manifest is swapped in: its files keep their bytes;
     # then housekeeping.remove_superseded removes what the old release listed and the new one does not
-    shards.write_shard(str(tmp_path), 0, 1, ALL, images)
+    shards.write_shard(str(tmp_path), 0, 1, ALL, images, generation=1)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     gone = images[0]
-    shards.write_shard(str(tmp_path), 0, 1, ALL, images[1:])
-    assert (tmp_path / layout.image_path(gone.image_id, 0)).exists()
-    for rel in (registry.shard_path(f, 0, 1) for f in ("parquet", "coco", "sa1b", "index")):
+    shards.write_shard(str(tmp_path), 0, 1, ALL, images[1:], generation=2)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert (tmp_path / layout.image_path(gone.image_id, 0, 1)).exists()
+    assert not (tmp_path / layout.image_path(gone.image_id, 0, 2)).exists()
+    for rel in (registry.shard_path(f, 0, 1, 2) for f in ("parquet", "coco", "sa1b", "index")):
         assert gone.image_id.encode() not in (tmp_path / rel).read_bytes()
-    (tmp_path / layout.image_dir(0) / "user-notes.txt").write_text("not ours")
-    shards.delete_shard(str(tmp_path), 0, 1)
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["user-notes.txt"]
 
 
 def test_no_temp_files_left_and_duplicates_refused(tmp_path, images):

@@ -69,7 +69,7 @@ def test_build_take_down_read_back_and_audit(tmp_path):
     assert rc == 0
     m = load_manifest(root)
     assert m["formats"] == ["jsonl"] and {e["format"] for e in m["shards"]} == {"jsonl"}
-    assert sorted(os.listdir(root)) == [".veilset-release.json", "index", "jsonl", "manifest.json", "rejects.jsonl"]
+    assert sorted(os.listdir(root)) == [".veilset-release.json", "index", "jsonl", "manifest.json", "rejects.r000001.jsonl"]
     built = _published_ids(root)
     assert len(built) == len(sources)
 
@@ -81,7 +81,8 @@ def test_build_take_down_read_back_and_audit(tmp_path):
     assert report.removed == (victim,) and report.release_after == 2
 
     assert _published_ids(root) == built - {victim}
-    shard_file = os.path.join(root, registry.shard_path("jsonl", ids.shard_of(victim, 2), 2))
+    shard = ids.shard_of(victim, 2)
+    shard_file = os.path.join(root, registry.shard_path("jsonl", shard, 2, shards.listed_generation(root, shard)))
     if os.path.exists(shard_file):
         assert victim.encode() not in open(shard_file, "rb").read()
     assert [json.loads(open(os.path.join(root, "manifest.json")).read())["log"][0]["removed"]] == [[victim]]

@@ -49,8 +49,8 @@ def test_apply_removes_only_from_affected_shards(rel, tmp_path):
             shard = int(path.rsplit("/", 1)[1].split("-")[1])
             if shard not in touched:
                 assert after[path] == digest, f"untouched shard file changed: {path}"
-            else:
-                assert after.get(path) != digest
+            else:  # rewritten under the new release's generation; the old file is gone after the commit
+                assert path not in after
     assert set(after) == expected_files(root), "stale, temp or unlisted files left in the release"
     assert not os.path.exists(os.path.join(root, WORK_DIR))
     assert_gone(root, [v.image_id for v in victims], [v.jpeg for v in victims])
@@ -67,7 +67,8 @@ def test_apply_removes_only_from_affected_shards(rel, tmp_path):
     old = {e["path"]: e["sha256"] for e in manifest["shards"] + manifest["index"]}
     for s in entry["shards"]:
         assert s["old_sha256"] == old[s["path"]] == before[s["path"]]
-        assert s["new_sha256"] == after.get(s["path"])
+        assert s["new_path"].endswith(".r000002" + s["path"][s["path"].rindex("."):])
+        assert s["new_sha256"] == after.get(s["new_path"])
     for e in m["shards"] + m["index"]:
         assert after[e["path"]] == e["sha256"]
 

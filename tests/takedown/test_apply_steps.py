@@ -58,11 +58,11 @@ def test_stage_writes_only_under_the_work_folder(setup):
     staged = os.path.join(root, A.WORK_DIR, A.STAGE)
     assert sorted(journal.moves) == sorted(
         rel for rel in tree(staged) if rel != manifest.MANIFEST_NAME)
-    for shard in journal.rewritten:  # staged bytes = a fresh write of what the shard keeps
+    for shard in journal.rewritten:  # staged bytes = a fresh write of what the shard keeps, as release 2's files
         keep = [im for im in images if ids.shard_of(im.image_id, 3) == shard and im.image_id not in victims]
-        for rel, data in shards.payloads(ShardKey(shard, 3), current.formats, keep).items():
-            if not rel.startswith("images/"):
-                assert open(os.path.join(staged, rel), "rb").read() == data
+        for rel, data in shards.payloads(ShardKey(shard, 3, 2), current.formats, keep).items():
+            assert open(os.path.join(staged, rel), "rb").read() == data
+    # after the commit every file of the touched shards' old generation goes, the removed JPEGs with them
     assert {f"images/{ids.shard_of(v, 3):05d}/{v}.jpg" for v in victims} <= set(journal.deletes)
     new = manifest.read(staged)
     assert new.release == 2 and new.counts.removed == 2 and new.log[0].removed == tuple(sorted(victims))
