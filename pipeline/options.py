@@ -47,6 +47,7 @@ class BuildOptions:
     jpeg_quality: int = DEFAULT_QUALITY
     device: str | None = None
     ledger: str | None = None
+    follow_symlinks: bool = False  # links out of the input folders are rejects unless set (pipeline.ingest)
 
     def __post_init__(self) -> None:
         if not self.inputs:
