@@ -81,4 +81,6 @@ class BuildOptions:
         cfg.pop("inputs")
         cfg.pop("output")
         cfg["formats"] = list(self.formats)
+        if self.ledger is not None and "://" not in self.ledger:  # the file's name, not a path of the build machine
+            cfg["ledger"] = os.path.basename(self.ledger)
         return cfg
