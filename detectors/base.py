@@ -337,6 +337,8 @@ class MultiPassDetector:
                 cut |= b[:, 2] > win.width - win.cut
             if bottom:
                 cut |= b[:, 3] > win.height - win.cut
+            if win.min_box:
+                cut |= np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < win.min_box
             boxes.append(b[~cut] + np.array([win.x0, win.y0, win.x0, win.y0], dtype=np.float64))
             scores.append(s[~cut])
         return np.concatenate(boxes, axis=0), np.concatenate(scores, axis=0)

@@ -256,10 +256,11 @@ class PlateDetector:
 
     A text box is kept when it overlaps a clp_det box (intersection >= ``overlap`` of the text box: it refines
     or completes that plate), or when it is among the ``max_text`` highest-scoring remaining text boxes with a
-    score >= ``text_threshold`` in its part of the image: one part per ordinary photo's worth of pixels (the image
-    cut into equal cells of at most ``tiling.REFERENCE_SIDE`` px a side, by box centre; a photo whose sides are
-    <= 1500 px is one cell), so a panorama keeps as many as the photos it is made of would. Overlapping results
-    are merged (NMS at ``merge_iou``)."""
+    score >= ``text_threshold`` in its part of the image: an ordinary photo (long side <= ``tiling.ORDINARY_SIDE``,
+    1500 px) is one part, as before; a larger image is cut into equal cells of at most ``TEXT_CELL`` (1000) px a
+    side, about one plate photo's worth of pixels each (the plate dev photos are 1280 x 720), a box belonging to
+    the cell of its centre, so a panorama keeps about as many as the photos it is made of would. Overlapping
+    results are merged (NMS at ``merge_iou``)."""
 
     name = "plates"
     label = LICENSE_PLATE
@@ -273,7 +274,7 @@ class PlateDetector:
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "label": LICENSE_PLATE, "max_text": self.max_text, "margin": self.margin,
-                "overlap": self.overlap, "merge_iou": self.merge_iou, "max_text_cell": tiling.REFERENCE_SIDE,
+                "overlap": self.overlap, "merge_iou": self.merge_iou, "max_text_cell": TEXT_CELL,
                 "parts": {"clpdet": self.clp.identity(), "pptext": self.text.identity()}}
 
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,12 +305,17 @@ class PlateDetector:
         return [self.detect(img) for img in images_rgb]
 
 
+TEXT_CELL = 1000  # px: PlateDetector's max_text applies per cell of at most this size in a larger-than-ordinary image
+
+
 def _best_per_cell(order: np.ndarray, boxes: np.ndarray, width: int, height: int, per_cell: int) -> np.ndarray:
-    """The first ``per_cell`` of ``order`` (indices into ``boxes``, best first) in each cell of the image cut into
-    ceil(width / R) x ceil(height / R) equal cells (R = ``tiling.REFERENCE_SIDE``), a box belonging to the cell of
-    its centre; the order is kept."""
-    side = tiling.REFERENCE_SIDE
-    nx, ny = max(1, -(-width // side)), max(1, -(-height // side))
+    """The first ``per_cell`` of ``order`` (indices into ``boxes``, best first) in each cell: one cell for an
+    ordinary photo (long side <= ``tiling.ORDINARY_SIDE``), else ceil(width / TEXT_CELL) x ceil(height / TEXT_CELL)
+    equal cells, a box belonging to the cell of its centre; the order is kept."""
+    if max(width, height) <= tiling.ORDINARY_SIDE:
+        nx = ny = 1
+    else:
+        nx, ny = -(-width // TEXT_CELL), -(-height // TEXT_CELL)
     taken: dict[tuple[int, int], int] = {}
     out = []
     for i in order:

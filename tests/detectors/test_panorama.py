@@ -114,8 +114,8 @@ def _plate(canvas, x, y, height, text):
 @pytest.mark.parametrize("name", ["plates", "pptext", "clpdet:threshold=0.05"])
 def test_plates_along_a_panorama_are_found_as_in_ordinary_photos(name):
     """Plates 30-50 px tall, one per 1500 px of panorama (the plates detector keeps one unconfirmed text line per
-    ordinary photo's worth of pixels): each one found alone in a 1500 x 1000 photo is found in the panorama.
-    (clp_det scores these synthetic plates low: it runs at a low threshold here.)"""
+    ordinary photo's worth of pixels): each one found alone in an ordinary 1280 x 853 photo (the plate detectors'
+    reference size) is found in the panorama. (clp_det scores these synthetic plates low: a low threshold here.)"""
     canvas = np.full((1500, 12000, 3), 120, np.uint8)
     canvas[:, :, 2] = 140
     truth = []
@@ -127,9 +127,10 @@ def test_plates_along_a_panorama_are_found_as_in_ordinary_photos(name):
     in_panorama = _found(truth, det.detect(canvas), iou=0.3)
     alone = []
     for box in truth:
-        x0 = int(min(12000 - 1500, max(0, box[0] - 600)))
-        photo = np.ascontiguousarray(canvas[:1000, x0:x0 + 1500])
-        alone.append(_found((box - [x0, 0, x0, 0])[None], det.detect(photo), iou=0.3)[0])
+        x0 = int(min(12000 - 1280, max(0, box[0] - 500)))
+        y0 = int(min(1500 - 853, max(0, box[1] - 400)))
+        photo = np.ascontiguousarray(canvas[y0:y0 + 853, x0:x0 + 1280])
+        alone.append(_found((box - [x0, y0, x0, y0])[None], det.detect(photo), iou=0.3)[0])
     alone = np.asarray(alone)
     assert alone.sum() >= (8 if name in ("plates", "pptext") else 4)
     assert in_panorama[alone].all(), f"{name}: missed plates {truth[alone & ~in_panorama].tolist()}"
