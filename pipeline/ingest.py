@@ -24,6 +24,7 @@ Hidden files and folders (name starting with ``.``) are skipped, as is everythin
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -168,7 +169,7 @@ class _Lister:
         try:
             lst = os.lstat(path)
         except OSError as err:
-            self._reject(source, "unreadable", safe_detail(f"{type(err).__name__}: {err.strerror}"))
+            self._reject(source, "unreadable", safe_detail(f"{type(err).__name__}: {err.strerror or err}"))
             return
         if stat.S_ISLNK(lst.st_mode):
             self._symlink(path, source, ancestors, walk_folders)
@@ -188,12 +189,12 @@ class _Lister:
         try:
             st = os.stat(path)  # follows
         except OSError as err:
-            if err.errno == 40:  # ELOOP
+            if err.errno == errno.ELOOP:  # a chain of links that ends where it began
                 self._reject(source, "symlink_loop", "the link resolves to itself (too many levels of links)")
             elif isinstance(err, FileNotFoundError):
                 self._reject(source, "dangling_symlink", "the link points to nothing")
             else:
-                self._reject(source, "unreadable", safe_detail(f"{type(err).__name__}: {err.strerror}"))
+                self._reject(source, "unreadable", safe_detail(f"{type(err).__name__}: {err.strerror or err}"))
             return
         real = os.path.realpath(path)
         inside = _inside(real, self.roots)
@@ -334,9 +335,9 @@ def read_input(item: InputFile, limit: int) -> bytes:
     try:
         fd = os.open(item.path, _OPEN_FLAGS)
     except OSError as err:
-        if err.errno == 40:  # ELOOP: the listed file was replaced by a link
+        if err.errno == errno.ELOOP:  # O_NOFOLLOW: the listed file was replaced by a link
             raise InputError("changed_during_build", "replaced by a link after listing") from None
-        raise InputError("unreadable", f"{type(err).__name__}: {err.strerror}") from None
+        raise InputError("unreadable", f"{type(err).__name__}: {err.strerror or err}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
