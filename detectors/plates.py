@@ -241,7 +241,8 @@ class TextLineDetector(MultiPassDetector):
 PLATES_ARGS = Args(
     Arg("clp_threshold", "float", CLPDET_DEFAULT_THRESHOLD, "clp_det's score threshold", lo=0.0, hi=1.0),
     Arg("text_threshold", "float", PPTEXT_DEFAULT_THRESHOLD, "the text detector's score threshold", lo=0.0, hi=1.0),
-    Arg("max_text", "int", 1, "text boxes kept per image that overlap no clp_det box", lo=0, hi=100),
+    Arg("max_text", "int", 1, "text boxes kept per image (per 1000-px cell of an image larger than a photo) "
+        "that overlap no clp_det box", lo=0, hi=100),
     Arg("clp_max_side", "int", CLPDET_DEFAULT_MAX_SIDE, "clp_det's long side", lo=64, hi=8192),
     Arg("text_max_side", "int", PPTEXT_DEFAULT_MAX_SIDE, "the text detector's long side", lo=64, hi=8192),
     MARGIN_ARG,
