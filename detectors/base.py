@@ -12,6 +12,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from veilset import plugins
+from veilset.detectors import tiling
+from veilset.detectors.tiling import FACES as FACE_TILING, Tiling
 from veilset.plugins import Arg, Availability, MissingExtraError
 
 FACE = "face"
@@ -251,15 +253,23 @@ def ort_session(key: tuple, model_bytes_or_path: Any, threads: int = 0) -> Any:
 class Pass:
     """One inference pass: the whole image (``grid`` 1) or ``grid`` x ``grid`` overlapping tiles, each resized
     so that its long side is at most ``max_side`` (None: native) after scaling by ``scale`` (and, with
-    ``max_upscale`` > 1, enlarged towards ``max_side`` by at most that factor)."""
+    ``max_upscale`` > 1, enlarged towards ``max_side`` by at most that factor).
+
+    ``tiling``: the resolution policy (``detectors.tiling``): an image that this resize would shrink below the
+    scale an ordinary photo gets (a panorama, a tall scan, a large picture) is searched in tiles at that scale
+    plus coarser levels instead; None: the whole image always, whatever its shape (the behaviour before)."""
 
     grid: int = 1
     max_side: int | None = None
     scale: float = 1.0
     max_upscale: float = 1.0  # > 1: smaller images are upscaled towards max_side by at most this factor
+    tiling: Tiling | None = FACE_TILING
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid, "max_side": self.max_side, "scale": self.scale, "max_upscale": self.max_upscale}
+        out = {"grid": self.grid, "max_side": self.max_side, "scale": self.scale, "max_upscale": self.max_upscale}
+        if self.tiling is not None and self.max_side is not None:  # (native-size passes never tile)
+            out["tiling"] = self.tiling.to_dict()
+        return out
 
 
 class MultiPassDetector:
@@ -289,6 +299,50 @@ class MultiPassDetector:
         boxes, scores = self._infer(ops.resize_to(image_rgb, mapping), mapping)
         return mapping.to_source(boxes), scores
 
+    def pass_scale(self, width: int, height: int, p: Pass) -> float:
+        """The resize factor that ``_run_one`` applies to a ``width`` x ``height`` image in pass ``p``. A backend
+        whose ``_run_one`` resizes differently (ignoring ``p.max_side``/``p.scale``) overrides it, or its passes
+        carry ``tiling=None``."""
+        from veilset.detectors import ops
+
+        return ops.fit_scale(width, height, p.max_side, p.scale, p.max_upscale)
+
+    def windows(self, width: int, height: int, p: Pass) -> list[tiling.Window] | None:
+        """The resolution policy's windows for pass ``p`` on this image size; None: one ``_run_one`` as ever."""
+        if p.tiling is None:
+            return None
+        working = tiling.working_scale(lambda w, h: self.pass_scale(w, h, p), p.tiling)
+        return tiling.plan(width, height, self.pass_scale(width, height, p), working, p.max_side, p.tiling)
+
+    def _run_pass(self, image_rgb: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+        """Pass ``p`` on the image under the resolution policy: (boxes in source pixels, scores), not merged."""
+        from veilset.detectors import ops
+
+        h, w = image_rgb.shape[:2]
+        plan = self.windows(w, h, p)
+        if plan is None:
+            return self._run_one(image_rgb, p)
+        boxes, scores = [], []
+        for win in plan:
+            crop = image_rgb[win.y0:win.y1, win.x0:win.x1]
+            b, s = self._run_one(crop, Pass(grid=1, max_side=None, scale=win.scale, tiling=None))
+            b, s = ops.as_boxes(b), np.asarray(s, dtype=np.float64).reshape(-1)
+            left, top, right, bottom = win.inner
+            cut = np.zeros(len(b), dtype=bool)
+            if left:
+                cut |= b[:, 0] < win.cut
+            if top:
+                cut |= b[:, 1] < win.cut
+            if right:
+                cut |= b[:, 2] > win.width - win.cut
+            if bottom:
+                cut |= b[:, 3] > win.height - win.cut
+            if win.min_box:
+                cut |= np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) < win.min_box
+            boxes.append(b[~cut] + np.array([win.x0, win.y0, win.x0, win.y0], dtype=np.float64))
+            scores.append(s[~cut])
+        return np.concatenate(boxes, axis=0), np.concatenate(scores, axis=0)
+
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Merged (boxes, scores) in source pixels, before threshold and margin (with box voting, only the groups led
         by a box at or above the threshold are formed: the others would be dropped by the threshold anyway)."""
@@ -298,9 +352,9 @@ class MultiPassDetector:
         results = []
         for p in self.passes:
             if p.grid == 1:
-                results.append(self._run_one(image_rgb, p))
+                results.append(self._run_pass(image_rgb, p))
             else:
-                results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_one(crop, p), p.grid))
+                results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_pass(crop, p), p.grid))
         floor = self.threshold if self.merge == "vote" else 0.0
         return ops.merge_passes(results, self.merge_iou, self.merge, floor)
 

@@ -190,12 +190,8 @@ class ScaleMapping:
         return b
 
 
-def fit_size(width: int, height: int, max_side: int | None, multiple: int = 32, scale: float = 1.0,
-             max_upscale: float = 1.0) -> ScaleMapping:
-    """Network input size: ``scale`` x the image, shrunk so the long side is <= ``max_side`` (None: no cap), or,
-    with ``max_upscale`` > 1, grown towards a long side of ``max_side`` by at most that factor (a fixed detection
-    resolution for small images); each side rounded up to a multiple of ``multiple`` (the aspect distortion is at
-    most one ``multiple``)."""
+def fit_scale(width: int, height: int, max_side: int | None, scale: float = 1.0, max_upscale: float = 1.0) -> float:
+    """The resize factor of ``fit_size`` before rounding to ``multiple``."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if scale <= 0 or max_upscale < 1:
@@ -205,6 +201,16 @@ def fit_size(width: int, height: int, max_side: int | None, multiple: int = 32, 
         f = min(f * max_upscale, max_side / max(width, height))
     if max_side is not None and max(width, height) * f > max_side:
         f = max_side / max(width, height)
+    return f
+
+
+def fit_size(width: int, height: int, max_side: int | None, multiple: int = 32, scale: float = 1.0,
+             max_upscale: float = 1.0) -> ScaleMapping:
+    """Network input size: ``scale`` x the image, shrunk so the long side is <= ``max_side`` (None: no cap), or,
+    with ``max_upscale`` > 1, grown towards a long side of ``max_side`` by at most that factor (a fixed detection
+    resolution for small images); each side rounded up to a multiple of ``multiple`` (the aspect distortion is at
+    most one ``multiple``)."""
+    f = fit_scale(width, height, max_side, scale, max_upscale)
     nw = max(multiple, int(np.ceil(width * f / multiple)) * multiple)
     nh = max(multiple, int(np.ceil(height * f / multiple)) * multiple)
     return ScaleMapping(width, height, nw, nh)

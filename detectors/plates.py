@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from veilset.detectors import ops
+from veilset.detectors import ops, tiling
 from veilset.detectors.base import (LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HELP, NMS_ARG_HELP, THREADS_ARG,
                                     Detection, MultiPassDetector, Pass, check_image, file_sha256, ort_session,
                                     package_version, threshold_arg, to_detections, weights_file_check)
@@ -100,7 +100,7 @@ class ClpDetDetector(MultiPassDetector):
     def __init__(self, **options: Any) -> None:
         o = CLPDET_ARGS.parse(options, self.name)
         self.threshold, self.max_side = o["threshold"], o["max_side"]
-        self.passes = (Pass(grid=1, max_side=self.max_side),)
+        self.passes = (Pass(grid=1, max_side=self.max_side, tiling=tiling.PLATES),)
         self.margin, self.nms_iou = o["margin"], o["nms"]
         self.merge_iou = self.nms_iou
         self.min_size, self.threads = o["min_size"], o["threads"]
@@ -114,7 +114,7 @@ class ClpDetDetector(MultiPassDetector):
                 "runtime": "onnxruntime " + str(package_version("onnxruntime")),
                 "weights": os.path.basename(self.model_path), "weights_sha256": file_sha256(self.model_path),
                 "threshold": self.threshold, "nms": self.nms_iou, "margin": self.margin, "min_size": self.min_size,
-                "max_side": self.max_side}
+                "max_side": self.max_side, "passes": [p.to_dict() for p in self.passes]}
 
     def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
         h, w = image_rgb.shape[:2]
@@ -201,7 +201,7 @@ class TextLineDetector(MultiPassDetector):
     def __init__(self, **options: Any) -> None:
         o = PPTEXT_ARGS.parse(options, self.name)
         self.threshold, self.max_side = o["threshold"], o["max_side"]
-        self.passes = (Pass(grid=1, max_side=self.max_side),)
+        self.passes = (Pass(grid=1, max_side=self.max_side, tiling=tiling.TEXT_LINES),)
         self.margin, self.bin_thresh, self.unclip = o["margin"], o["bin_thresh"], o["unclip"]
         self.min_aspect, self.max_aspect = o["min_aspect"], o["max_aspect"]
         if self.max_aspect < self.min_aspect:
@@ -220,7 +220,7 @@ class TextLineDetector(MultiPassDetector):
                 "threshold": self.threshold, "max_side": self.max_side, "margin": self.margin,
                 "bin_thresh": self.bin_thresh, "unclip": self.unclip, "min_aspect": self.min_aspect,
                 "max_aspect": self.max_aspect, "min_height": self.min_height,
-                "max_height_frac": self.max_height_frac}
+                "max_height_frac": self.max_height_frac, "passes": [p.to_dict() for p in self.passes]}
 
     def _infer(self, image_rgb: np.ndarray, mapping: ops.ScaleMapping) -> tuple[np.ndarray, np.ndarray]:
         blob = cv2.dnn.blobFromImage(image_rgb, 2.0 / 255.0, None, (127.5, 127.5, 127.5), swapRB=True)  # BGR, [-1, 1]
@@ -241,7 +241,8 @@ class TextLineDetector(MultiPassDetector):
 PLATES_ARGS = Args(
     Arg("clp_threshold", "float", CLPDET_DEFAULT_THRESHOLD, "clp_det's score threshold", lo=0.0, hi=1.0),
     Arg("text_threshold", "float", PPTEXT_DEFAULT_THRESHOLD, "the text detector's score threshold", lo=0.0, hi=1.0),
-    Arg("max_text", "int", 1, "text boxes kept per image that overlap no clp_det box", lo=0, hi=100),
+    Arg("max_text", "int", 1, "text boxes kept per image (per 1000-px cell of an image larger than a photo) "
+        "that overlap no clp_det box", lo=0, hi=100),
     Arg("clp_max_side", "int", CLPDET_DEFAULT_MAX_SIDE, "clp_det's long side", lo=64, hi=8192),
     Arg("text_max_side", "int", PPTEXT_DEFAULT_MAX_SIDE, "the text detector's long side", lo=64, hi=8192),
     MARGIN_ARG,
@@ -256,7 +257,11 @@ class PlateDetector:
 
     A text box is kept when it overlaps a clp_det box (intersection >= ``overlap`` of the text box: it refines
     or completes that plate), or when it is among the ``max_text`` highest-scoring remaining text boxes with a
-    score >= ``text_threshold``. Overlapping results are merged (NMS at ``merge_iou``)."""
+    score >= ``text_threshold`` in its part of the image: an ordinary photo (long side <= ``tiling.ORDINARY_SIDE``,
+    1500 px) is one part, as before; a larger image is cut into equal cells of at most ``TEXT_CELL`` (1000) px a
+    side, about one plate photo's worth of pixels each (the plate dev photos are 1280 x 720), a box belonging to
+    the cell of its centre, so a panorama keeps about as many as the photos it is made of would. Overlapping
+    results are merged (NMS at ``merge_iou``)."""
 
     name = "plates"
     label = LICENSE_PLATE
@@ -270,7 +275,7 @@ class PlateDetector:
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "label": LICENSE_PLATE, "max_text": self.max_text, "margin": self.margin,
-                "overlap": self.overlap, "merge_iou": self.merge_iou,
+                "overlap": self.overlap, "merge_iou": self.merge_iou, "max_text_cell": TEXT_CELL,
                 "parts": {"clpdet": self.clp.identity(), "pptext": self.text.identity()}}
 
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +291,8 @@ class PlateDetector:
             frac = inter.max(axis=1) / np.maximum(ops.box_areas(tb), 1e-9) if len(cb) else np.zeros(len(tb))
             near = frac >= self.overlap
             rest = np.nonzero(~near)[0]
-            rest = rest[np.argsort(-ts[rest], kind="stable")][: self.max_text]
+            rest = rest[np.argsort(-ts[rest], kind="stable")]
+            rest = _best_per_cell(rest, tb, image_rgb.shape[1], image_rgb.shape[0], self.max_text)
             sel = np.concatenate([np.nonzero(near)[0], rest]).astype(int)
             tb, ts = tb[sel], ts[sel]
         return ops.merge_passes([(cb, cs), (tb, ts)], self.merge_iou)
@@ -298,6 +304,28 @@ class PlateDetector:
 
     def detect_batch(self, images_rgb):
         return [self.detect(img) for img in images_rgb]
+
+
+TEXT_CELL = 1000  # px: PlateDetector's max_text applies per cell of at most this size in a larger-than-ordinary image
+
+
+def _best_per_cell(order: np.ndarray, boxes: np.ndarray, width: int, height: int, per_cell: int) -> np.ndarray:
+    """The first ``per_cell`` of ``order`` (indices into ``boxes``, best first) in each cell: one cell for an
+    ordinary photo (long side <= ``tiling.ORDINARY_SIDE``), else ceil(width / TEXT_CELL) x ceil(height / TEXT_CELL)
+    equal cells, a box belonging to the cell of its centre; the order is kept."""
+    if max(width, height) <= tiling.ORDINARY_SIDE:
+        nx = ny = 1
+    else:
+        nx, ny = -(-width // TEXT_CELL), -(-height // TEXT_CELL)
+    taken: dict[tuple[int, int], int] = {}
+    out = []
+    for i in order:
+        cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
+        cell = (min(nx - 1, max(0, int(cx * nx / width))), min(ny - 1, max(0, int(cy * ny / height))))
+        if taken.get(cell, 0) < per_cell:
+            taken[cell] = taken.get(cell, 0) + 1
+            out.append(i)
+    return np.asarray(out, dtype=np.int64)
 
 
 def _clpdet_check() -> Any:

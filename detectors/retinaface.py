@@ -405,9 +405,12 @@ class RetinaFaceDetector(MultiPassDetector):
         if self.batch_size == 1 or len(self.passes) != 1 or self.passes[0].grid != 1:
             return [self.detect(image) for image in images_rgb]
         groups: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images_rgb):
-            groups.setdefault(self.padded_size(*image.shape[:2]), []).append(index)
         out: list[list[Detection]] = [[] for _ in images_rgb]
+        for index, image in enumerate(images_rgb):
+            if self.windows(image.shape[1], image.shape[0], self.passes[0]) is not None:
+                out[index] = self.detect(image)  # searched in tiles (detectors.tiling): not batched
+            else:
+                groups.setdefault(self.padded_size(*image.shape[:2]), []).append(index)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]

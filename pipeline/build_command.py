@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from veilset.detectors.base import FACE, LICENSE_PLATE
 from veilset.detectors.registry import names_for
@@ -21,6 +21,9 @@ from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
 from veilset.release import canonical, ids, layout, registry, storage
 from veilset.segmentation.registry import MASKS
+
+if TYPE_CHECKING:
+    from veilset.pipeline.ingest import InputFile
 
 LOG = logging.getLogger("veilset.build")
 
@@ -62,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "about 2.5x faster for photos >= 2x the size cap; pixels differ by < 1 grey level)")
     p.add_argument("--ledger", default=None,
                    help="takedown ledger (SQLite): never publish what it removed (default: none)")
+    p.add_argument("--follow-symlinks", dest="follow_symlinks", action="store_true", default=None,
+                   help="follow symbolic links that lead out of the input folders (default: such links are rejects)")
 
 
 BEAM_EPILOG = """\
@@ -75,7 +80,7 @@ Global options (before `build`): -v shows Beam's own warnings, --debug prints tr
 def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
     kwargs: dict[str, Any] = {"inputs": tuple(args.inputs), "output": args.output}
     for name in ("workers", "shards", "face_detector", "plate_detector", "masks", "device", "anonymize_method",
-                 "margin", "jpeg_quality", "ledger", "draft_decode"):
+                 "margin", "jpeg_quality", "ledger", "draft_decode", "follow_symlinks"):
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value
@@ -125,7 +130,7 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
           blocklist: opt.Blocklist | None = None) -> dict[str, Any]:
     """Run a build; returns the manifest. ``blocklist``: what the ledger ``opts.ledger`` removed (required when
     ``opts.ledger`` is set; ``veilset.api.build`` reads it)."""
-    from veilset.pipeline.ingest import expand_inputs
+    from veilset.pipeline.ingest import list_inputs
     from veilset.release.housekeeping import check_output_dir
     from veilset.release.manifest import load_manifest
 
@@ -134,21 +139,22 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
                          f"(veilset.api.build does both)")
     blocklist = blocklist if blocklist is not None else opt.Blocklist()
     check_output_dir(opts.output)
-    inputs = expand_inputs(opts.inputs, exclude_under=opts.output)
+    listing = list_inputs(opts.inputs, exclude_under=opts.output, follow_symlinks=opts.follow_symlinks)
+    inputs = list(listing.files)
     num_shards = opts.num_shards(len(inputs))
     if opts.face_detector == "none":
         LOG.warning("face detection is DISABLED (--face-detector none): faces in these images will be published")
     models = model_identities(opts)  # every spec validated (weights, checkpoints) before the folder is claimed
     with writer_lock(opts.output):
-        LOG.info("building %d input files -> %s (%d shards, formats %s, %d workers)", len(inputs), opts.output,
-                 num_shards, ",".join(opts.formats), opts.workers)
+        LOG.info("building %d input files (%d refused at listing) -> %s (%d shards, formats %s, %d workers)",
+                 len(inputs), len(listing.rejects), opts.output, num_shards, ",".join(opts.formats), opts.workers)
         local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
         # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
         # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
         detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
         run_graph(opts, beam_options(opts, beam_args or [], verbose), inputs, num_shards=num_shards, models=models,
                   blocked_ids=blocklist.image_ids, blocked_hashes=blocklist.content_hashes,
-                  detector_threads=detector_threads)
+                  detector_threads=detector_threads, listing_rejects=listing.rejects)
     return load_manifest(opts.output)
 
 
@@ -169,7 +175,7 @@ def writer_lock(output: str) -> Iterator[None]:
         yield
 
 
-def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[str], **kwargs: Any) -> None:
+def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[InputFile], **kwargs: Any) -> None:
     """Run the pipeline (the next release of the one in the folder, if any), then (its manifest committed) remove
     the files of the release it replaced."""
     import apache_beam as beam
@@ -204,16 +210,17 @@ class BuildJournal:
     committed: bool = False
 
     @classmethod
-    def start(cls, opts: opt.BuildOptions, previous: Any, inputs: list[str], *, models: dict[str, Any],
+    def start(cls, opts: opt.BuildOptions, previous: Any, inputs: list[InputFile], *, models: dict[str, Any],
               blocked_ids: frozenset[str] = frozenset(), blocked_hashes: frozenset[str] = frozenset(),
-              **_: Any) -> "BuildJournal":
+              listing_rejects: tuple[Any, ...] = (), **_: Any) -> "BuildJournal":
         pending = storage.join(opts.output, layout.TAKEDOWN_JOURNAL)
         if storage.exists(pending):
             raise ValueError(f"--output {opts.output!r}: an interrupted takedown apply is pending ({pending}); "
                              f"finish it first with `veilset takedown apply --release {opts.output} --ledger ...`")
         config = {k: v for k, v in opts.to_config().items() if k != "workers"}
         key = ids.sha256_hex(canonical.dumps_json({"config": config, "models": models}))[:16]
-        work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": sorted(inputs),
+        listed = sorted(f.source for f in inputs) + sorted(r.source for r in listing_rejects)
+        work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": listed,
                                                     "blocked": sorted(blocked_ids | blocked_hashes)}))[:16]
         path = storage.join(opts.output, layout.BUILD_JOURNAL)
         release = previous.release if previous is not None else 0

@@ -112,8 +112,8 @@ def _decode(data: bytes, *, max_pixels: int, max_short_side: int | None) -> np.n
     except MemoryError as exc:
         raise DecodeError("decompression_bomb", f"out of memory while decoding: {exc}") from None
     except UnidentifiedImageError:
-        raise DecodeError("not_an_image", f"not one of {'/'.join(ALLOWED_FORMATS)}; "
-                                          f"first bytes {bytes(data[:12])!r}") from None
+        # (never the file's bytes: rejects.jsonl is published, and a text file named .jpg may be anything)
+        raise DecodeError("not_an_image", f"not one of {'/'.join(ALLOWED_FORMATS)}") from None
     except (EOFError,) as exc:
         raise DecodeError("truncated", str(exc) or "unexpected end of data") from None
     except zlib.error as exc:

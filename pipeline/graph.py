@@ -34,6 +34,7 @@ from veilset.detectors.registry import DETECTORS
 from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
+from veilset.pipeline.ingest import InputError, InputFile, read_input, safe_detail
 from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import ids, index, layout, log as release_log, manifest, shards, storage
@@ -50,7 +51,11 @@ class SourceRef:
 
     image_id: str
     content_sha256: str
-    path: str
+    input: InputFile
+
+    @property
+    def source(self) -> str:
+        return self.input.source
 
 
 @dataclass(frozen=True)
@@ -60,30 +65,25 @@ class StagedImage:
     staging_path: str
 
 
-def _open_read(path: str, limit: int) -> bytes:
-    with storage.open_read(path) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise OverflowError(f"larger than {limit} bytes")
-    return data
-
-
 # ------------------------------------------------------------------------------------------------ DoFns (thin)
 class ReadAndHash(beam.DoFn):
     def __init__(self, max_file_bytes: int):
         self._limit = max_file_bytes
 
-    def process(self, path: str) -> Iterator[Any]:
+    def process(self, item: InputFile) -> Iterator[Any]:
         try:
-            data = _open_read(path, self._limit)
+            data = read_input(item, self._limit)
         except OverflowError as err:
-            yield TaggedOutput(REJECTS, Reject(path, "read", "too_large", str(err)))
+            yield TaggedOutput(REJECTS, Reject(item.source, "read", "too_large", str(err)))
             return
-        except Exception as err:  # unreadable, vanished, permission denied: data, not a crash
-            yield TaggedOutput(REJECTS, Reject(path, "read", "unreadable", f"{type(err).__name__}: {err}"))
+        except InputError as err:  # a FIFO or link swapped in after listing, permission denied, ...
+            yield TaggedOutput(REJECTS, Reject(item.source, "read", err.reason, safe_detail(err.detail, item)))
+            return
+        except Exception as err:  # unreadable, vanished: data, not a crash
+            yield TaggedOutput(REJECTS, Reject(item.source, "read", "unreadable", safe_detail(err, item)))
             return
         content = ids.sha256_hex(data)
-        yield SourceRef(ids.image_id_for(content), content, path)
+        yield SourceRef(ids.image_id_for(content), content, item)
 
 
 class DropBlocked(beam.DoFn):
@@ -96,17 +96,17 @@ class DropBlocked(beam.DoFn):
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
         if ref.image_id in self._ids or ref.content_sha256 in self._hashes:
-            yield TaggedOutput(self.BLOCKED, ref.path)
+            yield TaggedOutput(self.BLOCKED, ref.source)
         else:
             yield ref
 
 
 def deduplicate(item: tuple[str, Iterable[SourceRef]]) -> Iterator[Any]:
-    """Byte-identical inputs are published once (the lexicographically first path); the rest are counted."""
-    refs = sorted(item[1], key=lambda r: r.path)
+    """Byte-identical inputs are published once (the lexicographically first source name); the rest are counted."""
+    refs = sorted(item[1], key=lambda r: r.source)
     yield refs[0]
     for ref in refs[1:]:
-        yield TaggedOutput("duplicates", ref.path)
+        yield TaggedOutput("duplicates", ref.source)
 
 
 class Decode(beam.DoFn):
@@ -115,22 +115,25 @@ class Decode(beam.DoFn):
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
         try:
-            data = _open_read(ref.path, self._opts.max_file_bytes)
+            data = read_input(ref.input, self._opts.max_file_bytes)
+        except InputError as err:
+            yield TaggedOutput(REJECTS, Reject(ref.source, "decode", err.reason, safe_detail(err.detail, ref.input)))
+            return
         except Exception as err:
-            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", "unreadable", f"{type(err).__name__}: {err}"))
+            yield TaggedOutput(REJECTS, Reject(ref.source, "decode", "unreadable", safe_detail(err, ref.input)))
             return
         if ids.sha256_hex(data) != ref.content_sha256:
-            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", "changed_during_build", "content hash differs"))
+            yield TaggedOutput(REJECTS, Reject(ref.source, "decode", "changed_during_build", "content hash differs"))
             return
         try:
             # draft: a JPEG that will be downscaled >= 2x is decoded by libjpeg at a reduced DCT scale first
             pixels = decode_resized(data, max_pixels=self._opts.max_pixels,
                                     max_short_side=self._opts.max_short_side, draft=self._opts.draft_decode)
         except DecodeError as err:
-            yield TaggedOutput(REJECTS, Reject(ref.path, "decode", err.reason, err.detail))
+            yield TaggedOutput(REJECTS, Reject(ref.source, "decode", err.reason, safe_detail(err.detail, ref.input)))
             return
         lossless = strip_jpeg_metadata(data, max_short_side=self._opts.max_short_side)
-        image = DecodedImage(ref.image_id, ref.path, ref.content_sha256, pixels, lossless)
+        image = DecodedImage(ref.image_id, ref.source, ref.content_sha256, pixels, lossless)
         yield image, pixels  # keyed for RunInference: key = record, example = pixels
 
 
@@ -141,7 +144,7 @@ def _failed_batches_to_rejects(stage: str) -> beam.PTransform:
         batch, exc = failed
         for key, _ in batch:
             record = key.image if isinstance(key, DetectedImage) else key
-            yield Reject(record.source, stage, "model_error", f"{type(exc).__name__}: {exc}")
+            yield Reject(record.source, stage, "model_error", safe_detail(exc))
 
     return beam.FlatMap(explode)
 
@@ -166,7 +169,7 @@ class Anonymize(beam.DoFn):
             pixels, record = anonymize(image.pixels, detected.detections, method=self._opts.anonymize_method,
                                        margin=self._opts.margin, seed=seed_for_image(image.image_id))
         except Exception as err:
-            yield TaggedOutput(REJECTS, Reject(image.source, "anonymize", "anonymize_error", f"{type(err).__name__}: {err}"))
+            yield TaggedOutput(REJECTS, Reject(image.source, "anonymize", "anonymize_error", safe_detail(err)))
             return
         # Nothing to anonymize and a clean baseline source: publish the source's entropy-coded data losslessly.
         lossless = image.lossless_jpeg if not record["regions"] else None
@@ -225,7 +228,7 @@ class EncodeAndStage(beam.DoFn):
             staged = staging_path(self._output, self._resume_key, image.image_id)
             storage.atomic_write(staged, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as err:
-            yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
+            yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", safe_detail(err)))
             return
         self._progress()
         yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged)
@@ -292,12 +295,14 @@ def with_threads(spec: str, threads: int | None) -> str:
     return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
 
 
-def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
+def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
-                previous: manifest.Manifest | None = None, generation: int = 1,
-                resume_key: str = "build") -> beam.PCollection:
+                previous: manifest.Manifest | None = None, generation: int = 1, resume_key: str = "build",
+                listing_rejects: tuple[Reject, ...] = ()) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
+
+    ``inputs``/``listing_rejects``: ``ingest.list_inputs``'s files and rejects (both count as inputs).
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
@@ -309,7 +314,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
     read = (
         p
-        | "ListInputs" >> beam.Create(sorted(inputs))
+        | "ListInputs" >> beam.Create(list(inputs))
         | "Distribute" >> beam.Reshuffle()
         | "ReadAndHash" >> beam.ParDo(ReadAndHash(opts.max_file_bytes)).with_outputs(REJECTS, main="refs")
     )
@@ -325,7 +330,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         Resume.RESUMED, main="todo")
     decoded = todo.todo | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
 
-    reject_parts = [read[REJECTS], decoded[REJECTS]]
+    reject_parts = [read[REJECTS], decoded[REJECTS], p | "ListingRejects" >> beam.Create(list(listing_rejects))]
     detected = decoded.images | "StartRecords" >> beam.MapTuple(_no_detections)
     for label, spec in (("Faces", opts.face_detector), ("Plates", opts.plate_detector)):
         if spec == "none":
@@ -364,7 +369,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         p
         | "Finish" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(
-            WriteManifest(opts, len(inputs), num_shards, models, previous),
+            WriteManifest(opts, len(inputs) + len(listing_rejects), num_shards, models, previous),
             shard_files=AsSingleton(shard_files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
             duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),

@@ -47,6 +47,7 @@ class BuildOptions:
     jpeg_quality: int = DEFAULT_QUALITY
     device: str | None = None
     ledger: str | None = None
+    follow_symlinks: bool = False  # links out of the input folders are rejects unless set (pipeline.ingest)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -80,4 +81,6 @@ class BuildOptions:
         cfg.pop("inputs")
         cfg.pop("output")
         cfg["formats"] = list(self.formats)
+        if self.ledger is not None and "://" not in self.ledger:  # the file's name, not a path of the build machine
+            cfg["ledger"] = os.path.basename(self.ledger)
         return cfg

@@ -174,7 +174,8 @@ def test_veilset_detectors_lists_options_defaults_and_availability(capsys):
     [plates] = [d for d in cat["detectors"] if d["name"] == "plates"]
     assert plates["available"] and plates["tags"] == ["license_plate"] and cat["problems"] == {}
     assert {"name": "max_text", "type": "int in [0, 100]", "default": 1,
-            "help": "text boxes kept per image that overlap no clp_det box"} in plates["args"]
+            "help": "text boxes kept per image (per 1000-px cell of an image larger than a photo) "
+                    "that overlap no clp_det box"} in plates["args"]
 
 
 def test_build_help_names_the_detectors_and_mask_generators(capsys):

@@ -58,7 +58,9 @@ def test_identity_records_weights_and_thresholds(detector, weights_file):
     assert ident["weights"] == "retinaface_random.pth"
     assert ident["weights_sha256"] == hashlib.sha256(open(weights_file, "rb").read()).hexdigest()
     assert (ident["threshold"], ident["nms"], ident["margin"], ident["preset"]) == (0.5, 0.4, 0.0, "default")
-    assert ident["passes"] == [{"grid": 1, "max_side": 128, "scale": 1.0, "max_upscale": 1.0}]
+    assert ident["passes"] == [{"grid": 1, "max_side": 128, "scale": 1.0, "max_upscale": 1.0,
+                                "tiling": {"reference_side": 1500, "ratio": 4.0, "handoff": 40.0, "edge": 8.0,
+                                           "ordinary_side": 1500}}]
     assert ident["network"] == "resnet50" and ident["normalize"] == "imagenet" and ident["batch_size"] == 1
     assert ident["label"] == FACE and ident["runtime"].startswith("torch ")
     json.dumps(ident)
