@@ -58,7 +58,8 @@ def hostile(tmp_path_factory):
 
 
 def _rejects(out):
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    rejects = load_manifest(str(out))["rejects"]
+    return [json.loads(line) for line in (out / rejects).read_text().splitlines()]
 
 
 def _published_ids(out):
