@@ -9,14 +9,14 @@ published images are staged as one file each under ``DIR/.staging/`` so that onl
 by shard. Everything about the release format (IDs, paths, shard files through the format registry, the
 manifest) is ``veilset.release``'s; all file I/O goes through ``release.storage`` (local or Beam ``FileSystems``).
 Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the manifest step checks that
-``input == published + rejected + duplicates + blocked``.
+``input == published + rejected + duplicates + blocked``. With a progress folder, each of those outputs also
+goes to a ``CountFinished``, so every input is counted once when it is finished (``pipeline.progress``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import pickle
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +33,7 @@ from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from veilset.pipeline.options import BuildOptions
+from veilset.pipeline.progress import Counter as ProgressCounter
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import ids, index, layout, log as release_log, manifest, shards, storage
 from veilset.release.jpeg import strict_violations
@@ -178,10 +179,6 @@ class EncodeAndStage(beam.DoFn):
 
     def __init__(self, output: str, num_shards: int, quality: int):
         self._output, self._num_shards, self._quality = output, num_shards, quality
-        self._count, self._t0, self._last = 0, 0.0, 0.0
-
-    def setup(self) -> None:
-        self._t0 = self._last = time.monotonic()
 
     def process(self, item: tuple[AnonymizedImage, tuple]) -> Iterator[Any]:
         image, masks = item
@@ -201,16 +198,27 @@ class EncodeAndStage(beam.DoFn):
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
             return
-        self._progress()
         yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path)
 
-    def _progress(self) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= 5.0:
-            self._last = now
-            LOG.info("progress: this worker published %d images (%.2f images/s)", self._count,
-                     self._count / max(now - self._t0, 1e-9))
+class CountFinished(beam.DoFn):
+    """One count per finished input (staged, rejected, duplicate or blocked) into this instance's counter file
+    under the build's progress folder; the driver sums the files (``pipeline.progress.FolderProgress``)."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._counter: ProgressCounter | None = None
+
+    def setup(self) -> None:
+        self._counter = ProgressCounter(self._folder)
+
+    def process(self, _finished: Any) -> Iterator[Any]:
+        assert self._counter is not None
+        self._counter.add()
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if self._counter is not None:
+            self._counter.flush()
 
 
 class WriteShards(beam.DoFn):
@@ -267,13 +275,14 @@ def with_threads(spec: str, threads: int | None) -> str:
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
-                previous: manifest.Manifest | None = None) -> beam.PCollection:
+                previous: manifest.Manifest | None = None, progress_dir: str | None = None) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
     release in the output folder, if any: this build is its next release, and every image its log says was
-    taken down stays out (blocked) even without the ledger.
+    taken down stays out (blocked) even without the ledger. ``progress_dir``: a local folder where every finished
+    input is counted (``CountFinished``; None: not counted).
     """
     if previous is not None:
         blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
@@ -327,6 +336,8 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats))
     )
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
+    if progress_dir is not None:
+        _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged])
     return (
         p
         | "Finish" >> beam.Create([None])
@@ -338,6 +349,13 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
             blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),
         )
     )
+
+
+def _count_finished(folder: str, outputs: list[beam.PCollection]) -> None:
+    """A ``CountFinished`` on each output where an input ends, not on their Flatten: each count runs fused with
+    the step that finished the input, so it is live (a Flatten's consumer runs after all its producers)."""
+    for i, pcoll in enumerate(outputs):
+        _ = pcoll | f"CountFinished{i}" >> beam.ParDo(CountFinished(folder))
 
 
 def _detector_names(models: dict[str, Any]) -> dict[str, Any]:

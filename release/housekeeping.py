@@ -19,6 +19,8 @@ from veilset.release.manifest import Manifest
 
 _OWN_TEMP = re.compile(r"^\..+" + re.escape(storage.TMP_MARK) + r"[0-9a-f]{32}$")
 _OWN_STAGED = re.compile(r"^sa_[0-9a-f]{32}\.pkl$")
+# a build's progress counters under PROGRESS_DIR (veilset.pipeline.progress), and their temporaries
+OWN_PROGRESS = re.compile(r"^[0-9a-f]{32}" + re.escape(layout.PROGRESS_SUFFIX) + r"(?:\.[0-9a-f]{32}\.tmp)?$")
 
 
 def check_output_dir(path: str) -> None:
@@ -86,7 +88,8 @@ def release_files(release_dir: str) -> set[str]:
 
 def remove_superseded(release_dir: str, before: set[str], manifest: Manifest) -> list[str]:
     """After ``manifest`` is committed: delete the files of the earlier release (``before``) it no longer lists,
-    this writer's own temporary files and staged records. Nothing else is touched. Returns the removed paths."""
+    this writer's own temporary files, staged records and progress counters (a crashed build's too). Nothing else
+    is touched. Returns the removed paths."""
     if storage.is_remote(release_dir):
         return []
     gone = sorted(before - kept_files(release_dir, manifest))
@@ -100,10 +103,12 @@ def _remove_own_scratch(release_dir: str) -> list[str]:
     removed = []
     for root, dirs, files in os.walk(release_dir):
         dirs[:] = [d for d in dirs if d != layout.TAKEDOWN_DIR]  # a takedown's stage is the takedown's
-        staging = os.path.relpath(root, release_dir).split(os.sep)[0] == layout.STAGING
+        rel = os.path.relpath(root, release_dir).replace(os.sep, "/")
+        staging, progress = rel.split("/")[0] == layout.STAGING, rel == layout.PROGRESS_DIR
         for f in files:
-            if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)):
+            if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)) or (progress and OWN_PROGRESS.match(f)):
                 os.unlink(os.path.join(root, f))
                 removed.append(os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/"))
+    storage.remove_empty_dir(os.path.join(release_dir, *layout.PROGRESS_DIR.split("/")))
     storage.remove_empty_dir(os.path.join(release_dir, layout.STAGING))
     return removed

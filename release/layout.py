@@ -6,6 +6,7 @@
     <dir>/shard-SSSSS-of-NNNNN<suffix>  shard_file(): one file per shard of a format (parquet/, coco/, sa1b/, ...)
     images/SSSSS/sa_<id>.jpg            image_path(): per-image published JPEGs
     .staging/                           STAGING: the build's staged records (gone when the build ends)
+    .staging/progress/<id>.count        PROGRESS_DIR: the build's progress counters (gone when the build ends)
     .takedown/                          TAKEDOWN_DIR: a takedown apply's stage and journal (gone when it ends)
     .veilset-release.json               MARKER_NAME: marks the folder as a veilset release (its identity)
     .veilset-lock.json                  LOCK_NAME: who holds the writer lock (gone when the writer ends)
@@ -21,6 +22,8 @@ INDEX_SUFFIX = ".jsonl"
 IMAGES_DIR = "images"
 JPEG_SUFFIX = ".jpg"
 STAGING = ".staging"
+PROGRESS_DIR = f"{STAGING}/progress"
+PROGRESS_SUFFIX = ".count"
 TAKEDOWN_DIR = ".takedown"
 MARKER_NAME = ".veilset-release.json"
 LOCK_NAME = ".veilset-lock.json"
