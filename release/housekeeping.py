@@ -29,7 +29,9 @@ def check_output_dir(path: str) -> None:
         return
     if not os.path.isdir(path):
         raise ValueError(f"--output {path!r} exists and is not a folder: refusing to write there")
-    entries = sorted(e for e in os.listdir(path) if e != layout.LOCK_NAME)  # a writer's lock is no content
+    lock_temp = "." + layout.LOCK_NAME + storage.TMP_MARK  # the lock file of a writer starting now, being written
+    entries = sorted(e for e in os.listdir(path)  # a writer's lock is no content
+                     if e != layout.LOCK_NAME and not e.startswith(lock_temp))
     if not entries or is_release(path):
         return
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
