@@ -43,9 +43,12 @@ class Counter:
         if self.count == self._written:
             return
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"  # OWN_PROGRESS: housekeeping knows both names
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(str(self.count))
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(str(self.count))
+            os.replace(tmp, self.path)
+        except OSError:  # progress is for show: it never fails a build (housekeeping removes a stray tmp)
+            pass
         self._written, self._last = self.count, self._clock()
 
 
