@@ -124,3 +124,25 @@ def test_a_counter_never_fails_the_build(tmp_path):
     counter.add()
     counter.flush()  # the folder does not exist: nothing written, no error
     assert pp.read_total(str(tmp_path / "gone")) == 0
+
+
+def test_worker_start_up_notices_are_dropped_and_errors_pass(capfd):
+    from veilset.pipeline.cli import quiet_workers
+
+    worker = ("import sys; sys.stderr.write('WARNING:root:apitools not found\\n"
+              "INFO:__main__:Logging handler created.\\n"
+              "WARNING:apache_beam.options.pipeline_options:Discarding unparseable args\\n"
+              "ERROR:apache_beam.runners.worker.sdk_worker:boom\\n"
+              "Traceback (most recent call last):\\n"
+              "WARNING:veilset.detectors:a veilset warning\\n')")
+    with quiet_workers() as terminal:
+        subprocess.run([sys.executable, "-c", worker], check=True)  # a worker shares this process's stderr
+        terminal.write("a bar\n")
+    err = capfd.readouterr().err
+    assert "apitools" not in err and "Logging handler" not in err and "Discarding" not in err
+    assert "ERROR:apache_beam.runners.worker.sdk_worker:boom" in err and "Traceback" in err
+    assert "WARNING:veilset.detectors:a veilset warning" in err and "a bar" in err
+    with quiet_workers(enabled=False) as terminal:  # -v: everything as it is
+        assert terminal is None
+        subprocess.run([sys.executable, "-c", worker], check=True)
+    assert "apitools" in capfd.readouterr().err
