@@ -215,9 +215,8 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
 
 def run(args: argparse.Namespace) -> int:
     """``args.blocklist``: the ledger's, read by the front door (``veilset.cli``) when --ledger is given."""
-    from veilset.release.lock import ReleaseLocked
-
     from veilset.pipeline.cli import quiet_workers
+    from veilset.release.lock import ReleaseLocked
 
     opts = options_from_args(args)
     t0 = time.monotonic()

@@ -15,7 +15,6 @@ goes to a ``CountFinished``, so every input is counted once when it is finished 
 from __future__ import annotations
 
 import json
-import logging
 import pickle
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from veilset.release import ids, index, layout, log as release_log, manifest, sh
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
-LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
 
 
@@ -199,6 +197,7 @@ class EncodeAndStage(beam.DoFn):
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
             return
         yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path)
+
 
 class CountFinished(beam.DoFn):
     """One count per finished input (staged, rejected, duplicate or blocked) into this instance's counter file
