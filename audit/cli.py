@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ledger {args.ledger!r} was not read (veilset.cli reads it: veilset.api.cli_inputs)")
     try:
         report = run_audit(args.release, ledger=getattr(args, "ledger_snapshot", None), sample=args.sample,
-                           face_detector=args.face_detector)
+                           face_detector=args.face_detector, progress=getattr(args, "progress", None))
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     if args.report:

@@ -42,6 +42,7 @@ class Release:
         self.formats = tuple(self.manifest.get("formats", ()))
         self._index: dict[str, list[dict[str, Any]]] = {}
         self._files: list[str] | None = None
+        self.on_image: Callable[[], None] | None = None  # called per image iter_copies_of hands out (progress)
 
     # ------------------------------------------------------------------------------------------ files
     def path(self, rel: str) -> str:
@@ -201,7 +202,10 @@ class Release:
             key = ShardKey(shard, self.num_shards, self.shard_generation(shard))
             for copy in self._shard_copies(key, ids_here, on_disk):
                 copies[copy.image_id].append(copy)
-            yield from copies.items()
+            for item in copies.items():
+                yield item
+                if self.on_image is not None:
+                    self.on_image()
 
     def _shard_copies(self, key: ShardKey, ids_here: frozenset[str], on_disk: set[str]) -> Iterator[ImageCopy]:
         for fmt in registry.all_formats():

@@ -64,14 +64,50 @@ def detection_stats(release: Release) -> dict[str, Any]:
     return {"per_image": per_image, "scores": scores}
 
 
+class CheckProgress:
+    """One bar over (published images x checks), total from the manifest's counts. A check that reads images one
+    by one (``Release.iter_copies_of``: the re-detection and the residual scan) moves it per image; every check
+    moves it to its end when it is done, so the bar reaches the total."""
+
+    def __init__(self, release: Release, progress: Any, checks: Sequence[str]) -> None:
+        counts = release.manifest.get("counts") if isinstance(release.manifest.get("counts"), dict) else {}
+        published = counts.get("published", 0)
+        self._per_check = published if isinstance(published, int) and published > 0 else 0
+        self._release, self._index, self._done = release, -1, 0
+        self._reporter = progress(self._per_check * len(checks), "image checks") \
+            if progress is not None and self._per_check else None
+        self._name = ""
+
+    def start(self, name: str) -> None:
+        self._index, self._name = self._index + 1, name
+        if self._reporter is not None:
+            self._release.on_image = self._tick
+            self._reporter.update(self._done, name)
+
+    def _tick(self) -> None:
+        self._done = min(self._done + 1, (self._index + 1) * self._per_check)
+        self._reporter.update(self._done, self._name)
+
+    def finish(self) -> None:
+        self._done = (self._index + 1) * self._per_check
+        if self._reporter is not None:
+            self._reporter.update(self._done, self._name)
+
+    def close(self) -> None:
+        self._release.on_image = None
+        if self._reporter is not None:
+            self._reporter.close()
+
+
 def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample: int | None = None,
               face_detector: str | None = None, checks: Sequence[str] | None = None,
               residual: ResidualDetector | None = None,
-              production: Sequence[ProductionDetector] | None = None) -> AuditReport:
+              production: Sequence[ProductionDetector] | None = None, progress: Any = None) -> AuditReport:
     """Every requested check (default: every registered one, ``checks.CHECKS``) on ``release_dir``. ``ledger`` is
     the takedown ledger as data (``veilset.api.audit`` reads it from a path). ``residual``/``production`` inject
     prebuilt detectors (tests and repeated audits reuse a loaded model); by default they are built from
-    ``face_detector`` and the manifest."""
+    ``face_detector`` and the manifest. ``progress``: a reporter factory (``veilset.progress.factory``; None: no
+    progress) for one bar over published images x checks."""
     names = CHECKS.names()
     checks = names if checks is None else list(checks)
     unknown = [c for c in checks if c not in names]
@@ -84,11 +120,17 @@ def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample:
     if F.RESIDUAL in checks and residual is None:
         residual = build_residual_detector(face_detector)  # fails early, before the long checks
     context = AuditContext(release, ledger, sample, production, residual)
+    shown = CheckProgress(release, progress, [p.name for p in selected])
     results = []
-    for plugin in selected:
-        started = time.perf_counter()
-        result = plugin.builder(context)
-        result.stats["seconds"] = round(time.perf_counter() - started, 3)
-        results.append(result)
+    try:
+        for plugin in selected:
+            shown.start(plugin.name)
+            started = time.perf_counter()
+            result = plugin.builder(context)
+            result.stats["seconds"] = round(time.perf_counter() - started, 3)
+            results.append(result)
+            shown.finish()
+    finally:
+        shown.close()
     history = tuple(mask_emails(h) for h in ledger.history) if ledger is not None else ()
     return AuditReport(release_dir, release.manifest, tuple(results), history, detection_stats(release))

@@ -91,7 +91,7 @@ def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
     return opt.BuildOptions(**kwargs)
 
 
-QUIET_WORKERS = '--sdk_harness_log_level_overrides={"apache_beam": "WARNING", "__main__": "WARNING"}'
+QUIET_WORKERS = '--sdk_harness_log_level_overrides={"apache_beam": "ERROR", "__main__": "ERROR"}'
 
 
 def beam_options(opts: opt.BuildOptions, beam_args: list[str], verbose: bool = False):
@@ -99,7 +99,7 @@ def beam_options(opts: opt.BuildOptions, beam_args: list[str], verbose: bool = F
 
     args = list(beam_args)
     if not verbose and not any(a.startswith("--sdk_harness_log_level_overrides") for a in args):
-        args.append(QUIET_WORKERS)  # keep our progress lines readable; Beam's own INFO chatter is noise
+        args.append(QUIET_WORKERS)  # Beam's own INFO and WARNING chatter in the workers says nothing to a user
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
         if opts.workers > 1:
@@ -127,9 +127,11 @@ def model_identities(opts: opt.BuildOptions) -> dict[str, Any]:
 
 
 def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: bool = False,
-          blocklist: opt.Blocklist | None = None) -> dict[str, Any]:
+          blocklist: opt.Blocklist | None = None, progress: Any = None, stream: Any = None) -> dict[str, Any]:
     """Run a build; returns the manifest. ``blocklist``: what the ledger ``opts.ledger`` removed (required when
-    ``opts.ledger`` is set; ``veilset.api.build`` reads it)."""
+    ``opts.ledger`` is set; ``veilset.api.build`` reads it). ``progress``: a reporter factory
+    (``veilset.progress.factory``: ``progress(total, unit, stream)``; None: no progress), used for a local
+    output on the DirectRunner only; ``stream``: where a bar goes (default stderr)."""
     from veilset.pipeline.ingest import list_inputs
     from veilset.release.housekeeping import check_output_dir
     from veilset.release.manifest import load_manifest
@@ -152,9 +154,12 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
         # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
         # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
         detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
+        reporter = None  # counted through files under the output: a local output and local workers only
+        if progress is not None and local and not storage.is_remote(opts.output):
+            reporter = progress(len(inputs) + len(listing.rejects), "images", stream)
         run_graph(opts, beam_options(opts, beam_args or [], verbose), inputs, num_shards=num_shards, models=models,
                   blocked_ids=blocklist.image_ids, blocked_hashes=blocklist.content_hashes,
-                  detector_threads=detector_threads, listing_rejects=listing.rejects)
+                  detector_threads=detector_threads, listing_rejects=listing.rejects, reporter=reporter)
     return load_manifest(opts.output)
 
 
@@ -175,12 +180,15 @@ def writer_lock(output: str) -> Iterator[None]:
         yield
 
 
-def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[InputFile], **kwargs: Any) -> None:
+def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[InputFile], reporter: Any = None,
+              **kwargs: Any) -> None:
     """Run the pipeline (the next release of the one in the folder, if any), then (its manifest committed) remove
-    the files of the release it replaced."""
+    the files of the release it replaced. ``reporter``: shown every finished input while the pipeline runs
+    (counted under the output's progress folder, removed when the pipeline ends)."""
     import apache_beam as beam
 
     from veilset.pipeline.graph import build_graph
+    from veilset.pipeline.progress import FolderProgress, progress_dir
     from veilset.release import housekeeping, manifest
 
     before = housekeeping.release_files(opts.output)
@@ -190,9 +198,15 @@ def run_graph(opts: opt.BuildOptions, options: Any, inputs: list[InputFile], **k
         LOG.warning("an interrupted run of this same build had committed release %d: finishing its clean-up",
                     journal.generation)
     else:
-        with beam.Pipeline(options=options) as p:
-            build_graph(p, opts, inputs, previous=previous, generation=journal.generation,
-                        resume_key=journal.resume_key, **kwargs)
+        folder = progress_dir(opts.output) if reporter is not None else None
+        watcher = FolderProgress(folder, reporter) if folder is not None else None
+        try:
+            with beam.Pipeline(options=options) as p:
+                build_graph(p, opts, inputs, previous=previous, generation=journal.generation,
+                            resume_key=journal.resume_key, progress_dir=folder, **kwargs)
+        finally:
+            if watcher is not None:
+                watcher.close()
     housekeeping.remove_superseded(opts.output, before, manifest.read(opts.output))
 
 
@@ -260,12 +274,15 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
 
 def run(args: argparse.Namespace) -> int:
     """``args.blocklist``: the ledger's, read by the front door (``veilset.cli``) when --ledger is given."""
+    from veilset.pipeline.cli import quiet_workers
     from veilset.release.lock import ReleaseLocked
 
     opts = options_from_args(args)
     t0 = time.monotonic()
     try:
-        manifest = build(opts, args.beam_args, args.verbose, getattr(args, "blocklist", None))
+        with quiet_workers(enabled=not args.verbose) as terminal:
+            manifest = build(opts, args.beam_args, args.verbose, getattr(args, "blocklist", None),
+                             progress=getattr(args, "progress", None), stream=terminal)
     except ReleaseLocked as err:
         print(f"veilset build: error: {err}", file=sys.stderr)
         return 3

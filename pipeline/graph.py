@@ -8,17 +8,16 @@ Memory stays flat in the number of images: only (image ID, path) pairs are shuff
 published images are staged as one file each under ``DIR/.staging/<resume key>/`` so that only small records
 are grouped by shard; they stay until the release is committed, so that a rerun of an interrupted build skips
 what it already staged (``Resume``). Shard files are written under the build's generation (new names), and
-``WriteManifest`` renames the manifest in last: the commit (``release.layout``). Everything about the release format (IDs, paths, shard files through the format registry, the
-manifest) is ``veilset.release``'s; all file I/O goes through ``release.storage`` (local or Beam ``FileSystems``).
+``WriteManifest`` renames the manifest in last: the commit (``release.layout``). Everything about the release
+format (IDs, paths, shard files through the format registry, the manifest) is ``veilset.release``'s; all file I/O goes through ``release.storage`` (local or Beam ``FileSystems``).
 Every stage that can fail sends a ``Reject`` to the ``rejects`` output; the manifest step checks that
-``input == published + rejected + duplicates + blocked``.
+``input == published + rejected + duplicates + blocked``. With a progress folder, each of those outputs also
+goes to a ``CountFinished``, so every input is counted once when it is finished (``pipeline.progress``).
 """
 from __future__ import annotations
 
 import json
-import logging
 import pickle
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,12 +35,12 @@ from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
 from veilset.pipeline.ingest import InputError, InputFile, read_input, safe_detail
 from veilset.pipeline.options import BuildOptions
+from veilset.pipeline.progress import Counter as ProgressCounter
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import ids, index, layout, log as release_log, manifest, shards, storage
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
-LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
 
 
@@ -207,10 +206,6 @@ class EncodeAndStage(beam.DoFn):
     def __init__(self, output: str, num_shards: int, quality: int, resume_key: str):
         self._output, self._num_shards, self._quality = output, num_shards, quality
         self._resume_key = resume_key
-        self._count, self._t0, self._last = 0, 0.0, 0.0
-
-    def setup(self) -> None:
-        self._t0 = self._last = time.monotonic()
 
     def process(self, item: tuple[AnonymizedImage, tuple]) -> Iterator[Any]:
         image, masks = item
@@ -230,16 +225,28 @@ class EncodeAndStage(beam.DoFn):
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", safe_detail(err)))
             return
-        self._progress()
         yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged)
 
-    def _progress(self) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= 5.0:
-            self._last = now
-            LOG.info("progress: this worker published %d images (%.2f images/s)", self._count,
-                     self._count / max(now - self._t0, 1e-9))
+
+class CountFinished(beam.DoFn):
+    """One count per finished input (staged, rejected, duplicate or blocked) into this instance's counter file
+    under the build's progress folder; the driver sums the files (``pipeline.progress.FolderProgress``)."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._counter: ProgressCounter | None = None
+
+    def setup(self) -> None:
+        self._counter = ProgressCounter(self._folder)
+
+    def process(self, _finished: Any) -> Iterator[Any]:
+        assert self._counter is not None
+        self._counter.add()
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if self._counter is not None:
+            self._counter.flush()
 
 
 class WriteShards(beam.DoFn):
@@ -299,7 +306,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
                 previous: manifest.Manifest | None = None, generation: int = 1, resume_key: str = "build",
-                listing_rejects: tuple[Reject, ...] = ()) -> beam.PCollection:
+                listing_rejects: tuple[Reject, ...] = (), progress_dir: str | None = None) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``inputs``/``listing_rejects``: ``ingest.list_inputs``'s files and rejects (both count as inputs).
@@ -309,6 +316,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
     release in the output folder, if any: this build is its next release, and every image its log says was
     taken down stays out (blocked) even without the ledger. ``generation``: the release number this build's files
     are named with; ``resume_key``: where its records are staged (a rerun reuses what an interrupted run staged).
+    ``progress_dir``: a local folder where every finished input is counted (``CountFinished``; None: not counted).
     """
     if previous is not None:
         blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
@@ -365,6 +373,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation))
     )
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
+    if progress_dir is not None:
+        _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged,
+                                       todo[Resume.RESUMED]])
     return (
         p
         | "Finish" >> beam.Create([None])
@@ -376,6 +387,13 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
             blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),
         )
     )
+
+
+def _count_finished(folder: str, outputs: list[beam.PCollection]) -> None:
+    """A ``CountFinished`` on each output where an input ends, not on their Flatten: each count runs fused with
+    the step that finished the input, so it is live (a Flatten's consumer runs after all its producers)."""
+    for i, pcoll in enumerate(outputs):
+        _ = pcoll | f"CountFinished{i}" >> beam.ParDo(CountFinished(folder))
 
 
 def _detector_names(models: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from veilset.release.manifest import Manifest
 
 _OWN_TEMP = re.compile(r"^\..+" + re.escape(storage.TMP_MARK) + r"[0-9a-f]{32}$")
 _OWN_STAGED = re.compile(r"^sa_[0-9a-f]{32}\.pkl$")
+# a build's progress counters under PROGRESS_DIR (veilset.pipeline.progress), and their temporaries
+OWN_PROGRESS = re.compile(r"^[0-9a-f]{32}" + re.escape(layout.PROGRESS_SUFFIX) + r"(?:\.[0-9a-f]{32}\.tmp)?$")
 
 
 def check_output_dir(path: str) -> None:
@@ -27,7 +29,9 @@ def check_output_dir(path: str) -> None:
         return
     if not os.path.isdir(path):
         raise ValueError(f"--output {path!r} exists and is not a folder: refusing to write there")
-    entries = sorted(e for e in os.listdir(path) if e != layout.LOCK_NAME)  # a writer's lock is no content
+    lock_temp = "." + layout.LOCK_NAME + storage.TMP_MARK  # the lock file of a writer starting now, being written
+    entries = sorted(e for e in os.listdir(path)  # a writer's lock is no content
+                     if e != layout.LOCK_NAME and not e.startswith(lock_temp))
     if not entries or is_release(path):
         return
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
@@ -86,8 +90,8 @@ def release_files(release_dir: str) -> set[str]:
 
 def remove_superseded(release_dir: str, before: set[str], manifest: Manifest) -> list[str]:
     """After ``manifest`` is committed: delete the files of the earlier release (``before``) it no longer lists,
-    files an interrupted writer left (``unlisted_files``), writers' own temporary files and staged records.
-    Nothing else is touched. Returns the removed paths."""
+    files an interrupted writer left (``unlisted_files``), writers' own temporary files, staged records and
+    progress counters (a crashed build's too). Nothing else is touched. Returns the removed paths."""
     if storage.is_remote(release_dir):
         return []
     kept = kept_files(release_dir, manifest)
@@ -131,13 +135,14 @@ def _remove_own_scratch(release_dir: str) -> list[str]:
     removed = []
     for root, dirs, files in os.walk(release_dir):
         dirs[:] = [d for d in dirs if d != layout.TAKEDOWN_DIR]  # a takedown's stage is the takedown's
-        staging = os.path.relpath(root, release_dir).split(os.sep)[0] == layout.STAGING
+        rel = os.path.relpath(root, release_dir).replace(os.sep, "/")
+        staging, progress = rel.split("/")[0] == layout.STAGING, rel == layout.PROGRESS_DIR
         for f in files:
-            if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)):
+            if _OWN_TEMP.match(f) or (staging and _OWN_STAGED.match(f)) or (progress and OWN_PROGRESS.match(f)):
                 storage.remove(os.path.join(root, f))
                 removed.append(os.path.relpath(os.path.join(root, f), release_dir).replace(os.sep, "/"))
     for root, _dirs, _files in sorted(os.walk(os.path.join(release_dir, layout.STAGING)), reverse=True):
-        storage.remove_empty_dir(root)  # the staged-record folders
+        storage.remove_empty_dir(root)  # the staged-record and progress folders
     if os.path.isfile(os.path.join(release_dir, layout.BUILD_JOURNAL)):
         storage.remove(os.path.join(release_dir, layout.BUILD_JOURNAL))
         removed.append(layout.BUILD_JOURNAL)

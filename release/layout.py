@@ -7,6 +7,7 @@
     images/SSSSS.rGGGGGG/sa_<id>.jpg            image_path(): per-image published JPEGs
     .staging/build.json                         BUILD_JOURNAL: the generation a build is writing (gone at its end)
     .staging/<key>/sa_<id>.pkl                  staged records, reused by a rerun of the same build (resume)
+    .staging/progress/<id>.count                PROGRESS_DIR: the build's progress counters (gone at its end)
     .takedown/                                  TAKEDOWN_DIR: a takedown apply's stage and journal (gone at its end)
     .veilset-release.json                       MARKER_NAME: marks the folder as a veilset release (its identity)
     .veilset-lock.json                          LOCK_NAME: who holds the writer lock (gone when the writer ends)
@@ -30,6 +31,8 @@ INDEX_SUFFIX = ".jsonl"
 IMAGES_DIR = "images"
 JPEG_SUFFIX = ".jpg"
 STAGING = ".staging"
+PROGRESS_DIR = f"{STAGING}/progress"
+PROGRESS_SUFFIX = ".count"
 TAKEDOWN_DIR = ".takedown"
 BUILD_JOURNAL = f"{STAGING}/build.json"
 TAKEDOWN_JOURNAL = f"{TAKEDOWN_DIR}/journal.json"

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from veilset import __version__, api
+from veilset import __version__, api, progress
 from veilset.pipeline import cli as pipeline_cli
 
 SUBCOMMANDS = {
@@ -20,6 +20,15 @@ SUBCOMMANDS = {
     "audit": ("veilset.audit.cli", "verify a release end to end and write a compliance report"),
     "detectors": ("veilset.catalog", "list the detectors, mask generators and audit checks, their options, and "
                                      "which can run here"),
+}
+
+
+_PROGRESS_HELP = ("progress: auto (the default) = a live bar (done/total, rate, ETA) when stderr is a terminal, "
+                  "else a log line every {every:.0f} s; bar, log or none force one")
+WITH_PROGRESS = {
+    "build": _PROGRESS_HELP.format(every=progress.LOG_EVERY) + " (local outputs on the DirectRunner only: a "
+             "remote runner or output shows the end-of-run summary alone)",
+    "audit": _PROGRESS_HELP.format(every=progress.LOG_EVERY) + " (over images x checks)",
 }
 
 
@@ -38,6 +47,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
+            if name in WITH_PROGRESS:
+                p.add_argument("--progress", choices=progress.MODES, default="auto",
+                               help=WITH_PROGRESS[name])
     return parser
 
 
@@ -55,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         pipeline_cli.quiet_beam_logging()
+    if getattr(args, "progress", None) is not None:  # handed down as data: the rooms never import veilset.progress
+        args.progress = progress.factory(args.progress)
     try:
         api.cli_inputs(args)
         return int(args._run(args) or 0)

@@ -39,3 +39,18 @@ def test_cli_rejects_bad_options(built, tmp_path, capsys):
     assert "nosuch" in capsys.readouterr().err
     assert main(["audit", "--release", built.root, "--ledger", str(tmp_path / "missing.sqlite")]) == 2
     assert "missing.sqlite" in capsys.readouterr().err
+
+
+def test_cli_progress_log_lines_end_at_images_times_checks(built, capsys, caplog):
+    import logging
+
+    from veilset.audit import findings as F
+    from veilset.release.manifest import load_manifest
+
+    total = load_manifest(built.root)["counts"]["published"] * len(F.CHECKS)
+    with caplog.at_level(logging.INFO, logger="veilset.progress"):
+        assert main(["audit", "--release", built.root, "--ledger", built.ledger, "--sample", "1",
+                     "--progress", "log"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "veilset.progress"]
+    assert lines and lines[-1].startswith(f"progress: {total}/{total} image checks (100%)"), lines
+    assert "audit PASSED" in capsys.readouterr().out  # the summary stays

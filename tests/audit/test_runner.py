@@ -32,3 +32,36 @@ def test_release_after_a_real_takedown_passes_every_check(taken_down, production
     assert report.result(F.INTEGRITY).stats["images"] == 2
     events = [h["event"] for h in report.ledger_history]
     assert "applied" in events and "bob@" not in repr(report.ledger_history)
+
+
+class RecordingProgress:
+    """A reporter factory (what ``veilset.progress.factory`` returns) that records what it is shown."""
+
+    def __init__(self) -> None:
+        self.total, self.unit, self.updates, self.closed = None, None, [], False
+
+    def __call__(self, total, unit="images", stream=None):
+        self.total, self.unit = total, unit
+        return self
+
+    def update(self, done, note=""):
+        self.updates.append((done, note))
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_moves_per_image_through_every_check_to_the_total(built, production, residual):
+    from veilset.audit.runner import run_audit
+    from veilset.release.manifest import load_manifest
+
+    published = load_manifest(built.root)["counts"]["published"]
+    shown = RecordingProgress()
+    report = run_audit(built.root, production=production, residual=residual, progress=shown)
+    assert report.passed
+    assert shown.unit == "image checks" and shown.total == published * len(F.CHECKS) and shown.closed
+    done = [d for d, _ in shown.updates]
+    assert done == sorted(done) and done[-1] == shown.total
+    assert {note for _, note in shown.updates} == set(F.CHECKS)
+    residual_steps = [d for d, note in shown.updates if note == F.RESIDUAL]
+    assert len(set(residual_steps)) >= published  # per image, not one jump per check
