@@ -56,6 +56,7 @@ class StagedImage:
     image_id: str
     shard: int
     staging_path: str
+    source: str = ""  # the input file, for a reject record
 
 
 def _open_read(path: str, limit: int) -> bytes:
@@ -202,7 +203,7 @@ class EncodeAndStage(beam.DoFn):
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", f"{type(err).__name__}: {err}"))
             return
         self._progress()
-        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path)
+        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staging_path, image.source)
 
     def _progress(self) -> None:
         self._count += 1
@@ -217,10 +218,20 @@ class WriteShards(beam.DoFn):
     def __init__(self, output: str, num_shards: int, formats: tuple[str, ...]):
         self._output, self._num_shards, self._formats = output, num_shards, formats
 
-    def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[ShardFile]:
+    def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[Any]:
+        """The shard's files; an image whose integer ids clash with an earlier one's (``ids.clashes``, rare and
+        deterministic) is a reject ``write:id_clash`` instead of a COCO file with a repeated id."""
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
         images = [pickle.loads(storage.read(s.staging_path)) for s in staged]
+        clashing = ids.clashes((im.image_id, len(im.masks)) for im in images)
+        for s in staged:
+            if s.image_id in clashing:
+                what = clashing[s.image_id][1]
+                LOG.warning("%s: %s is taken by another image of shard %d: rejected", s.image_id, what, shard)
+                yield TaggedOutput(REJECTS, Reject(s.source, "write", "id_clash",
+                                                   f"{what} is taken by another image of its shard"))
+        images = [im for im in images if im.image_id not in clashing]
         written = shards.write_shard(self._output, shard, self._num_shards, self._formats, images)
         for s in staged:  # the staged copies are published now; none may linger in the release folder
             storage.remove(s.staging_path)
@@ -324,15 +335,17 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[str], *, num_
         staged.staged
         | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats))
+        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats)).with_outputs(
+            REJECTS, main="files")
     )
+    reject_parts.append(shard_files[REJECTS])
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     return (
         p
         | "Finish" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(
             WriteManifest(opts, len(inputs), num_shards, models, previous),
-            shard_files=AsSingleton(shard_files | "CollectShardFiles" >> beam.combiners.ToList()),
+            shard_files=AsSingleton(shard_files.files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
             duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
             blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),
