@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 
+import numpy as np
 from apache_beam.pvalue import TaggedOutput
 
 from veilset.pipeline.graph import REJECTS, StagedImage, WriteShards
@@ -56,3 +57,40 @@ def test_a_forced_annotation_id_clash_is_rejected(tmp_path, monkeypatch):
     assert rejects == [Reject(source, "write", "id_clash", "annotation id 77 (its mask 0) is taken by another "
                                                            "image of its shard")]
     assert [f.images for f in results if isinstance(f, ShardFile)] == [1, 1]
+
+
+def test_a_build_with_a_clash_counts_the_reject_and_stays_intact(tmp_path, monkeypatch):
+    """Through a real (in-process) build: the clash is forced on one image; the manifest counts it as a reject
+    ``write:id_clash`` and the release passes the audit's integrity check."""
+    from PIL import Image
+
+    from veilset.audit.integrity import check_integrity
+    from veilset.audit.release import Release
+    from veilset.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for n in range(3):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(photos / f"{n}.png")
+    real = ids.clashes
+    loser = max(ids.image_id_for(ids.sha256_hex(p.read_bytes())) for p in photos.iterdir())
+
+    def one_clash(images):
+        images = sorted(images)
+        found = real(images)
+        if loser in [i for i, _ in images]:  # it "shares" the first image's COCO id
+            found[loser] = (images[0][0], "COCO image id 1")
+        return found
+
+    monkeypatch.setattr(ids, "clashes", one_clash)
+    out = tmp_path / "release"
+    assert main(["build", str(photos), "--output", str(out), "--workers", "1", "--shards", "1",
+                 "--formats", "parquet,coco,sa1b", "--masks", "none", "--plate-detector", "none",
+                 "--face-detector", "none"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["published"] == 2 and manifest["counts"]["rejected"] == 1
+    assert manifest["rejects_by_reason"] == {"write:id_clash": 1}
+    monkeypatch.setattr(ids, "clashes", real)
+    result = check_integrity(Release(str(out)))
+    assert result.status == "pass", [f.line() for f in result.findings]
