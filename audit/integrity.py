@@ -12,8 +12,8 @@ from veilset.plugins import Plugin
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
 from veilset.audit.release import INDEX, Release, ReleaseReadError
 from veilset.release import ids, layout, registry
-from veilset.release.ids import ANNOTATIONS_PER_IMAGE
 from veilset.release.layout import MANIFEST_NAME, image_id_of_name
+from veilset.release.sa1b import string_id
 from veilset.release.storage import TMP_MARK
 
 COUNT_KEYS = ("published", "rejected", "duplicates", "blocked", "removed")
@@ -27,10 +27,6 @@ def shard_formats() -> tuple[str, ...]:
 def listed_formats() -> tuple[str, ...]:
     """Formats whose files the manifest lists in ``shards``."""
     return tuple(f.name for f in registry.all_formats() if f.listed)
-
-
-def coco_int_id(image_id: str) -> int:
-    return ids.int_id(image_id)
 
 
 def _f(file: str, image_id: str, message: str) -> Finding:
@@ -154,6 +150,7 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
             findings.append(_f(release.expected_shard_path(fmt, s), "", f"{fmt} shard {s} has no index shard"))
 
     seen: dict[str, dict[str, list[str]]] = {}  # image_id -> fmt -> files
+    per_file: dict[str, dict[Any, str]] = {}  # shard file -> integer id -> the image that uses it
     for rec in release.iter_records():
         fmt = _format_of(rec.file)
         if fmt == INDEX:
@@ -179,9 +176,7 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
                                                   f"{row.get('num_faces')} / {row.get('num_plates')}"))
         if len(rec.masks) != row.get("num_masks"):
             findings.append(_f(rec.file, iid, f"{len(rec.masks)} masks, index says {row.get('num_masks')}"))
-        want_ann = [coco_int_id(iid) * ANNOTATIONS_PER_IMAGE + k for k in range(len(rec.masks))]
-        if sorted(a.get("id") for a in rec.masks) != want_ann:
-            findings.append(_f(rec.file, iid, "mask/annotation ids are not image_int_id * 10000 + k"))
+        _check_mask_ids(rec.file, iid, rec.masks, per_file.setdefault(shard_file, {}), findings)
     for iid in index_by_id:
         for fmt in release.formats:
             if fmt in listed_formats() and fmt not in seen.get(iid, {}):
@@ -193,6 +188,21 @@ def _check_formats_agree(release: Release, index_by_id: dict[str, dict[str, Any]
                 findings.append(_f(files[1], iid, f"image appears {len(files)} times in {fmt}"))
     _check_coco_ids(release, findings)
     _check_tar_members(release, findings)
+
+
+def _check_mask_ids(file: str, iid: str, masks: tuple[dict[str, Any], ...], used: dict[tuple[str, int], str],
+                    findings: list[Finding]) -> None:
+    """Mask/annotation ids are ``ids.annotation_id(image_id, k)`` (so below 2**53) and, with the image's integer
+    id, unique within their shard file (``used``: ("image"|"annotation", integer) -> image ID, filled here)."""
+    got = [a.get("id") for a in masks]
+    if sorted(got, key=str) != sorted((ids.annotation_id(iid, k) for k in range(len(masks))), key=str):
+        findings.append(_f(file, iid, "mask/annotation ids are not ids.annotation_id(image_id, k), k = 0, 1, ..."))
+    twice = {a for a, n in Counter(a for a in got if isinstance(a, int)).items() if n > 1}
+    keys = [("image", ids.int_id(iid))] + [("annotation", a) for a in dict.fromkeys(got) if isinstance(a, int)]
+    for kind, value in keys:
+        other = used.setdefault((kind, value), iid)
+        if other != iid or (kind == "annotation" and value in twice):
+            findings.append(_f(file, iid, f"{kind} id {value} is used twice in its shard file (also by {other})"))
 
 
 def _format_of(file: str) -> str:
@@ -209,8 +219,11 @@ def _check_coco_ids(release: Release, findings: list[Finding]) -> None:
         int_ids = set()
         for img in doc["images"]:
             iid = img.get("image_id", "")
-            if ids.is_valid_image_id(iid) and img.get("id") != coco_int_id(iid):
-                findings.append(_f(rel, iid, f"COCO id {img.get('id')!r} is not int(image_id[3:15], 16)"))
+            if ids.is_valid_image_id(iid) and img.get("id") != ids.int_id(iid):
+                findings.append(_f(rel, iid, f"COCO id {img.get('id')!r} is not ids.int_id(image_id) "
+                                             f"= int(image_id[3:15], 16)"))
+            if img.get("id") in int_ids:
+                findings.append(_f(rel, str(iid), f"COCO image id {img.get('id')!r} used twice"))
             if ids.is_valid_image_id(iid) and img.get("file_name") != layout.image_path(
                     iid, entry.get("shard", -1), release.shard_generation(entry.get("shard", -1))):
                 findings.append(_f(rel, iid, f"COCO file_name {img.get('file_name')!r} is not the images/ path"))
@@ -243,8 +256,11 @@ def _check_tar_members(release: Release, findings: list[Finding]) -> None:
             if name.endswith(".json"):
                 try:
                     meta = json.loads(data)
-                    if meta["image"]["image_id"] != name[:-5]:
-                        findings.append(_f(f"{rel}:{name}", name[:-5], "JSON image_id differs from member name"))
+                    if string_id(meta["image"]) != name[:-5]:
+                        findings.append(_f(f"{rel}:{name}", name[:-5], "JSON veilset_id differs from member name"))
+                    elif meta["image"]["image_id"] != ids.int_id(name[:-5]):
+                        findings.append(_f(f"{rel}:{name}", name[:-5], f"JSON image_id {meta['image']['image_id']!r}"
+                                                                       f" is not ids.int_id of the member name"))
                 except (ValueError, KeyError, TypeError) as err:
                     findings.append(_f(f"{rel}:{name}", name[:-5], f"unreadable SA-1B JSON: {err}"))
 

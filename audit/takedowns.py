@@ -29,7 +29,7 @@ class Blocklist:
 
     @property
     def coco_int_ids(self) -> dict[int, str]:
-        return {int(i[3:15], 16): i for i in self.image_ids if ids.is_valid_image_id(i)}
+        return {ids.int_id(i): i for i in self.image_ids if ids.is_valid_image_id(i)}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,12 @@ def _walk_strings(value: Any) -> Iterable[str]:
             yield from _walk_strings(v)
 
 
+def _owns_its_id(img: dict[str, Any], block: Blocklist) -> bool:
+    """A COCO image entry of a published (not removed) image whose integer id is its own ``ids.int_id``."""
+    iid = img.get("image_id")
+    return ids.is_valid_image_id(iid) and iid not in block.image_ids and img.get("id") == ids.int_id(iid)
+
+
 def check_takedowns(release: Release, ledger: LedgerSnapshot | None) -> CheckResult:
     block = load_blocklist(release, ledger)
     if not block.image_ids and not block.content_hashes:
@@ -125,11 +131,13 @@ def check_takedowns(release: Release, ledger: LedgerSnapshot | None) -> CheckRes
             doc = release.coco_doc(entry["path"])
         except ReleaseReadError:
             continue
+        # an integer may be a removed image's and also, legitimately, that of another image (``ids.clashes``)
+        owned = {img.get("id") for img in doc["images"] if _owns_its_id(img, block)}
         for img in doc["images"]:
-            if img.get("id") in coco_ints:
+            if img.get("id") in coco_ints and img.get("id") not in owned:
                 add(entry["path"], coco_ints[img["id"]], f"COCO image id {img['id']} is a removed image's")
         for ann in doc.get("annotations", []):
-            if ann.get("image_id") in coco_ints:
+            if ann.get("image_id") in coco_ints and ann.get("image_id") not in owned:
                 add(entry["path"], coco_ints[ann["image_id"]],
                     f"COCO annotation {ann.get('id')} belongs to a removed image")
 

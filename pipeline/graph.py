@@ -62,6 +62,7 @@ class StagedImage:
     image_id: str
     shard: int
     staging_path: str
+    source: str = ""  # the input file, for a reject record
 
 
 # ------------------------------------------------------------------------------------------------ DoFns (thin)
@@ -195,7 +196,7 @@ class Resume(beam.DoFn):
         path = staging_path(self._output, self._key, ref.image_id)
         if storage.exists(path):
             yield TaggedOutput(self.RESUMED, StagedImage(ref.image_id, ids.shard_of(ref.image_id, self._num_shards),
-                                                         path))
+                                                         path, ref.source))
         else:
             yield ref
 
@@ -225,7 +226,7 @@ class EncodeAndStage(beam.DoFn):
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", safe_detail(err)))
             return
-        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged)
+        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged, image.source)
 
 
 class CountFinished(beam.DoFn):
@@ -257,10 +258,20 @@ class WriteShards(beam.DoFn):
         self._output, self._num_shards, self._formats = output, num_shards, formats
         self._generation = generation
 
-    def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[ShardFile]:
+    def process(self, item: tuple[int, Iterable[StagedImage]]) -> Iterator[Any]:
+        """The shard's files; an image whose integer ids clash with an earlier one's (``ids.clashes``, rare and
+        deterministic) is a reject ``write:id_clash`` instead of a COCO file with a repeated id."""
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
         images = [pickle.loads(storage.read(s.staging_path)) for s in staged]
+        clashing = ids.clashes((im.image_id, len(im.masks)) for im in images)
+        for s in staged:
+            if s.image_id in clashing:
+                what = clashing[s.image_id][1]
+                LOG.warning("%s: %s is taken by another image of shard %d: rejected", s.image_id, what, shard)
+                yield TaggedOutput(REJECTS, Reject(s.source, "write", "id_clash",
+                                                   f"{what} is taken by another image of its shard"))
+        images = [im for im in images if im.image_id not in clashing]
         yield from shards.write_shard(self._output, shard, self._num_shards, self._formats, images, self._generation)
 
 
@@ -370,18 +381,20 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "WithResumed" >> beam.Flatten()
         | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation))
+        | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation)).with_outputs(
+            REJECTS, main="files")
     )
-    rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
-    if progress_dir is not None:
+    if progress_dir is not None:  # an id clash rejects a staged image: it was counted when it was staged
         _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged,
                                        todo[Resume.RESUMED]])
+    reject_parts.append(shard_files[REJECTS])
+    rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     return (
         p
         | "Finish" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(
             WriteManifest(opts, len(inputs) + len(listing_rejects), num_shards, models, previous),
-            shard_files=AsSingleton(shard_files | "CollectShardFiles" >> beam.combiners.ToList()),
+            shard_files=AsSingleton(shard_files.files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
             duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
             blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),

@@ -58,6 +58,13 @@ def annotations_by_image(doc: dict[str, Any]) -> dict[Any, list[dict[str, Any]]]
     return out
 
 
+def in_mask_order(image_id: str, anns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An image's annotations in mask order (k of ``ids.annotation_id(image_id, k)``; unknown ids last, in file
+    order)."""
+    k_of = {ids.annotation_id(image_id, k): k for k in range(len(anns))}
+    return sorted(anns, key=lambda a: k_of.get(a["id"], len(anns)))
+
+
 class CocoFormat(ShardFormat):
     name = "coco"
     directory = "coco"
@@ -76,8 +83,8 @@ class CocoFormat(ShardFormat):
             image_id=img["image_id"], content_sha256=content[img["image_id"]], width=img["width"],
             height=img["height"], jpeg=fetch(img["file_name"]), sha256=img["sha256"],
             detections=tuple(Detection.from_dict(d) for d in img["detections"]), anonymization=img["anonymization"],
-            masks=tuple(MaskAnnotation.from_sa1b(a) for a in sorted(by_image.get(img["id"], []),
-                                                                  key=lambda a: a["id"])))
+            masks=tuple(MaskAnnotation.from_sa1b(a)
+                        for a in in_mask_order(img["image_id"], by_image.get(img["id"], []))))
             for img in doc["images"]]
 
 

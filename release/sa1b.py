@@ -8,19 +8,20 @@ import tarfile
 from typing import Any, Iterator, Sequence
 
 from veilset.detectors.base import Detection
-from veilset.release import layout
+from veilset.release import ids, layout
 from veilset.release.canonical import dumps_compact
 from veilset.release.format import Fetch, FormatError, ShardFormat, ShardKey
-from veilset.release.ids import annotation_id
 from veilset.release.records import ImageCopy, ImageRecord, PublishedImage
 from veilset.segmentation.base import MaskAnnotation
 
 
 def sa1b_json(im: PublishedImage) -> dict[str, Any]:
+    """SA-1B's per-image JSON: ``image.image_id`` is the integer id (as in SA-1B's files), the release's string
+    ID is ``image.veilset_id``."""
     return {
-        "image": {"image_id": im.image_id, "width": im.width, "height": im.height,
-                  "file_name": layout.jpeg_name(im.image_id)},
-        "annotations": [m.to_sa1b(annotation_id(im.image_id, k)) for k, m in enumerate(im.masks)],
+        "image": {"image_id": ids.int_id(im.image_id), "veilset_id": im.image_id, "width": im.width,
+                  "height": im.height, "file_name": layout.jpeg_name(im.image_id)},
+        "annotations": [m.to_sa1b(ids.annotation_id(im.image_id, k)) for k, m in enumerate(im.masks)],
         "detections": [d.to_dict() for d in im.detections],
         "anonymization": im.anonymization,
         "sha256": im.sha256,
@@ -55,9 +56,17 @@ def members(data: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+def string_id(image: dict[str, Any]) -> Any:
+    """The release's string ID of an SA-1B ``image`` entry: ``veilset_id``; releases written before it existed
+    kept the string in ``image_id``."""
+    if not isinstance(image, dict):
+        return None
+    return image["veilset_id"] if "veilset_id" in image else image.get("image_id")
+
+
 def _published(meta: dict[str, Any], jpeg: bytes) -> PublishedImage:
     return PublishedImage(
-        image_id=meta["image"]["image_id"], content_sha256=meta["content_sha256"], width=meta["image"]["width"],
+        image_id=string_id(meta["image"]), content_sha256=meta["content_sha256"], width=meta["image"]["width"],
         height=meta["image"]["height"], jpeg=jpeg, sha256=meta["sha256"],
         detections=tuple(Detection.from_dict(d) for d in meta["detections"]), anonymization=meta["anonymization"],
         masks=tuple(MaskAnnotation.from_sa1b(a) for a in meta["annotations"]))
@@ -70,7 +79,7 @@ def _record(rel: str, data: bytes) -> ImageRecord | None:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         return None  # the integrity check reports unreadable members
     dets = meta.get("detections")
-    return ImageRecord(image.get("image_id"), rel, image.get("width"), image.get("height"), meta.get("sha256"),
+    return ImageRecord(string_id(image), rel, image.get("width"), image.get("height"), meta.get("sha256"),
                        meta.get("content_sha256"), tuple(dets) if dets is not None else None,
                        meta.get("anonymization"), tuple(meta.get("annotations") or ()))
 

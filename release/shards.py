@@ -20,11 +20,17 @@ def fetcher(release_dir: str) -> Fetch:
 
 
 def sort_images(images: Iterable[PublishedImage]) -> list[PublishedImage]:
-    """By image ID; an image twice in one shard is a bug (ValueError)."""
+    """By image ID; an image twice in one shard is a bug (ValueError), and so are two images whose integer ids
+    clash (``ids.clashes``: the build rejects the later one before it gets here)."""
     out = sorted(images, key=lambda im: im.image_id)
     for a, b in zip(out, out[1:]):
         if a.image_id == b.image_id:
             raise ValueError(f"image {a.image_id} twice in one shard")
+    clashing = ids.clashes((im.image_id, len(im.masks)) for im in out)
+    if clashing:
+        loser, (other, what) = min(clashing.items())
+        raise ValueError(f"image ids {other} and {loser} share {what}: COCO needs it unique within a shard, "
+                         f"so {loser} must stay out (the build rejects it as write:id_clash)")
     return out
 
 

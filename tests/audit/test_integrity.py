@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+
+from pycocotools.coco import COCO
 
 from veilset.audit.findings import FAIL, INTEGRITY
 from veilset.audit.integrity import check_integrity
 from veilset.audit.release import Release
-from veilset.release import registry, shards
+from veilset.release import ids, registry, shards
 from tests.audit.conftest import index_rows, load_json, save_json
 
 
@@ -76,3 +79,66 @@ def test_removed_counter_must_match_the_takedown_log(copy_release):
     save_json(os.path.join(root, "manifest.json"), manifest)
     result = _check(root)
     assert any("counts.removed" in f.message for f in result.findings)
+
+
+def test_a_real_release_has_integer_ids_every_tool_holds(built):
+    """The COCO shards of a real build load in pycocotools, every id is an integer below 2**53 that follows
+    ``release.ids``, and the SA-1B JSONs carry SA-1B's integer image_id with the string ID beside it."""
+    manifest = load_json(os.path.join(built.root, "manifest.json"))
+    by_id = {r["image_id"]: r for r in index_rows(built.root)}
+    masks = 0
+    for entry in (e for e in manifest["shards"] if e["format"] == "coco"):
+        coco = COCO(os.path.join(built.root, entry["path"]))
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert img["id"] == ids.int_id(img["image_id"]) < 2**48
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
+            assert [a["id"] for a in anns] == [ids.annotation_id(img["image_id"], k) for k in range(len(anns))]
+            assert len(anns) == by_id[img["image_id"]]["num_masks"]
+            for ann in anns:
+                assert 0 <= ann["id"] < 2**53 and coco.annToMask(ann).sum() == ann["area"]
+            masks += len(anns)
+    assert masks > 0
+    for entry in (e for e in manifest["shards"] if e["format"] == "sa1b"):
+        with tarfile.open(os.path.join(built.root, entry["path"])) as tar:
+            for info in (i for i in tar if i.name.endswith(".json")):
+                image = json.load(tar.extractfile(info))["image"]
+                assert image["veilset_id"] == info.name[:-5] and image["image_id"] == ids.int_id(info.name[:-5])
+
+
+def _tamper_coco(root: str, change, images_with_masks: int = 1) -> str:
+    rel = next(e["path"] for e in load_json(os.path.join(root, "manifest.json"))["shards"] if e["format"] == "coco"
+               and len({a["image_id"] for a in load_json(os.path.join(root, e["path"]))["annotations"]})
+               >= images_with_masks)
+    doc = load_json(os.path.join(root, rel))
+    change(doc)
+    save_json(os.path.join(root, rel), doc)
+    return rel
+
+
+def test_old_scheme_or_repeated_ids_are_found(copy_release):
+    root = copy_release()
+    old = {}
+
+    def old_scheme(doc):  # the annotation ids releases had before: int_id * 10000 + k (above 2**53)
+        img = next(i for i in doc["images"] if any(a["image_id"] == i["id"] for a in doc["annotations"]))
+        anns = [a for a in doc["annotations"] if a["image_id"] == img["id"]]
+        for k, a in enumerate(anns):
+            a["id"] = img["id"] * 10_000 + k
+        old["image_id"] = img["image_id"]
+
+    rel = _tamper_coco(root, old_scheme)
+    found = _check(root).findings
+    assert any(f.file == rel and f.image_id == old["image_id"] and "ids.annotation_id" in f.message for f in found)
+
+    root = copy_release()
+
+    def repeat(doc):  # the second image's first mask gets the first image's first mask's id
+        first = doc["annotations"][0]
+        second = next(a for a in doc["annotations"] if a["image_id"] != first["image_id"])
+        second["id"] = first["id"]
+        doc["images"][1]["id"] = doc["images"][0]["id"]
+
+    rel = _tamper_coco(root, repeat, images_with_masks=2)
+    messages = [f.message for f in _check(root).findings if f.file == rel]
+    assert any("COCO image id" in m and "used twice" in m for m in messages), messages
+    assert any("annotation id" in m and "used twice in its shard file" in m for m in messages), messages

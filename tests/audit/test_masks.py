@@ -9,6 +9,7 @@ from pycocotools import mask as mask_utils
 from veilset.audit.findings import FAIL, MASKS, PASS
 from veilset.audit.masks import RleError, check_annotation, check_masks, rle_runs
 from veilset.audit.release import Release
+from veilset.release import ids
 from tests.audit.conftest import coco_path, load_json, save_json
 
 
@@ -51,7 +52,7 @@ def test_broken_rle_in_a_shard_is_found(built, copy_release):
     iid = built.image_ids["coffee"]
     path = coco_path(root, iid)
     doc = load_json(path)
-    int_id = int(iid[3:15], 16)
+    int_id = ids.int_id(iid)
     ann = next(a for a in doc["annotations"] if a["image_id"] == int_id)
     ann["segmentation"]["counts"] = ann["segmentation"]["counts"][: len(ann["segmentation"]["counts"]) // 2]
     save_json(path, doc)

@@ -34,7 +34,7 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
     entry = dict(next(im for im in doc["images"] if im["image_id"] == donor))
     shard = ids.shard_of(built.removed_id, 2)
     generation = shards.listed_generation(root, shard)
-    entry.update(image_id=built.removed_id, id=int(built.removed_id[3:15], 16),
+    entry.update(image_id=built.removed_id, id=ids.int_id(built.removed_id),
                  file_name=layout.image_path(built.removed_id, shard, generation))
     doc["images"].append(entry)
     save_json(path, doc)
@@ -46,6 +46,27 @@ def test_reinserted_id_in_coco_and_images_is_found(built, copy_release):
     assert any(f.file == rel_coco and f.image_id == built.removed_id for f in result.findings)
     assert any(f.file == entry["file_name"] and "file name" in f.message for f in result.findings)
     assert all(f.check == TAKEDOWNS for f in result.findings)
+
+
+def test_an_image_that_shares_a_removed_images_integer_id_is_not_a_leak(built, copy_release):
+    # integer ids are 48-bit: another image may own the removed one's (ids.clashes); its string ID decides
+    root = copy_release()
+    donor = built.image_ids["coffee"]
+    path = coco_path(root, donor)
+    doc = load_json(path)
+    twin = built.removed_id[:15] + ("0" if built.removed_id[15] != "0" else "1") + built.removed_id[16:]
+    entry = next(im for im in doc["images"] if im["image_id"] == donor)
+    for ann in doc["annotations"]:
+        if ann["image_id"] == entry["id"]:
+            ann["image_id"] = ids.int_id(twin)
+    entry.update(image_id=twin, id=ids.int_id(twin))
+    save_json(path, doc)
+    assert ids.int_id(twin) == ids.int_id(built.removed_id)
+    result = _check(root, built.ledger)
+    assert result.status == PASS, [f.line() for f in result.findings]
+    entry["image_id"] = "renamed"  # without its own string ID the removed image's integer is a leak again
+    save_json(path, doc)
+    assert any("COCO image id" in f.message for f in _check(root, built.ledger).findings)
 
 
 def test_reinserted_parquet_row_is_found_despite_compression(built, copy_release):

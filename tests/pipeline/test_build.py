@@ -136,6 +136,7 @@ def test_outputs_load_in_real_clients(release):
         coco = COCO(str(release / entry["path"]))
         for img in coco.loadImgs(coco.getImgIds()):
             assert (release / img["file_name"]).is_file()
+            assert img["id"] == ids.int_id(img["image_id"]) < 2**53  # exact in JavaScript and every JSON tool
             n += 1
     assert n == 5
     rows = sum(pq.read_table(release / e["path"]).num_rows for e in m["shards"] if e["format"] == "parquet")

@@ -1,8 +1,10 @@
 """The format registry and the takedown rewrite: a shard without some images is byte-identical to a fresh
 write of the rest, in every format."""
+import dataclasses
+
 import pytest
 
-from veilset.release import ids, registry, shards
+from veilset.release import coco, ids, parquet, registry, sa1b, shards
 from veilset.release.format import ShardFormat, ShardKey
 from tests.factories import published
 
@@ -72,4 +74,29 @@ def test_annotation_ids_are_shared_by_every_format(tmp_path, images):
         shards.write_shard(str(tmp_path / fmt), 0, 1, (fmt,), [im])
         (back,) = shards.read_shard(str(tmp_path / fmt), 0, 1, (fmt,))
         assert back.masks == im.masks
-    assert ids.annotation_id(im.image_id, 1) == ids.int_id(im.image_id) * 10_000 + 1
+    want = [ids.annotation_id(im.image_id, k) for k in range(len(im.masks))]
+    assert [m["id"] for m in sa1b.sa1b_json(im)["annotations"]] == want
+    assert [a["id"] for a in coco.coco_dict([im], 0)["annotations"]] == want
+    assert [m["id"] for m in parquet.read_rows(parquet.parquet_bytes([im]), ["masks"])[0]["masks"]] == want
+    assert all(0 <= i < 2**53 for i in want)
+
+
+def test_a_clash_of_integer_ids_is_refused_not_published(tmp_path, monkeypatch):
+    a, b = (dataclasses.replace(published(i), image_id="sa_" + "00000000000a" + ch * 20)
+            for i, ch in ((1, "a"), (2, "b")))
+    with pytest.raises(ValueError, match=f"image ids {a.image_id} and {b.image_id} share COCO image id 10"):
+        shards.write_shard(str(tmp_path), 0, 1, ALL, [b, a])
+    c, d = published(3), published(4)
+    monkeypatch.setattr(ids, "annotation_id", lambda image_id, k: 123 + k)  # force the 53-bit hash to collide
+    first, second = sorted((c, d), key=lambda im: im.image_id)
+    with pytest.raises(ValueError, match=f"image ids {first.image_id} and {second.image_id} share annotation id 123"):
+        shards.write_shard(str(tmp_path), 0, 1, ALL, [c, d])
+    assert not list(tmp_path.rglob("*.*"))  # nothing written
+
+
+def test_sa1b_json_has_the_integer_image_id_and_older_releases_still_read(tmp_path, images):
+    im = images[0]
+    meta = sa1b.sa1b_json(im)["image"]
+    assert meta["image_id"] == ids.int_id(im.image_id) and meta["veilset_id"] == im.image_id
+    assert sa1b.string_id(meta) == im.image_id
+    assert sa1b.string_id({"image_id": im.image_id}) == im.image_id  # written before veilset_id existed

@@ -45,6 +45,10 @@ def test_parquet_schema_and_huggingface_image_feature(tmp_path, images):
     first = ds[0]
     assert first["image"].size == (40, 30)
     assert first["masks"][0]["segmentation"]["size"] == [30, 40]
+    mask_ids = [m["id"] for row in ds for m in row["masks"]]
+    assert len(mask_ids) == 10 and len(set(mask_ids)) == 10 and all(0 <= i < 2**53 for i in mask_ids)
+    frame = table.to_pandas()  # pandas keeps them exact (int64)
+    assert [m["id"] for masks in frame["masks"] for m in masks] == mask_ids
 
 
 def test_coco_loads_in_pycocotools_and_file_names_resolve(tmp_path, images):
@@ -57,6 +61,12 @@ def test_coco_loads_in_pycocotools_and_file_names_resolve(tmp_path, images):
     for ann in coco.loadAnns(coco.getAnnIds()):
         m = coco.annToMask(ann)
         assert m.shape == (30, 40) and int(m.sum()) == ann["area"]
+    every_id = coco.getImgIds() + coco.getAnnIds()
+    assert len(coco.getAnnIds()) == 10 and all(isinstance(i, int) and 0 <= i < 2**53 for i in every_id)
+    assert all(float(i) == i for i in every_id)  # exact as doubles (JavaScript, jq, ...)
+    for im in images:  # annotations found through the image's integer id, in mask order
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[ids.int_id(im.image_id)]))
+        assert [a["id"] for a in anns] == [ids.annotation_id(im.image_id, k) for k in range(len(im.masks))]
 
 
 def test_sa1b_tar_reads_with_webdataset(tmp_path, images):
@@ -65,7 +75,12 @@ def test_sa1b_tar_reads_with_webdataset(tmp_path, images):
     samples = list(wds.WebDataset(str(tmp_path / registry.shard_path("sa1b", 0, 1)), shardshuffle=False))
     assert [s["__key__"] for s in samples] == sorted(im.image_id for im in images)
     meta = json.loads(samples[0]["json"])
-    assert set(meta["image"]) == {"image_id", "width", "height", "file_name"}
+    assert set(meta["image"]) == {"image_id", "veilset_id", "width", "height", "file_name"}
+    for sample in samples:  # SA-1B's integer image_id, the string ID beside it, every id a safe JSON integer
+        image = json.loads(sample["json"])["image"]
+        assert image["veilset_id"] == sample["__key__"] and image["image_id"] == ids.int_id(sample["__key__"])
+        ann_ids = [a["id"] for a in json.loads(sample["json"])["annotations"]]
+        assert all(0 <= i < 2**53 for i in [image["image_id"], *ann_ids])
     ann = meta["annotations"][0]
     assert set(ann) == {"id", "segmentation", "bbox", "area", "predicted_iou", "stability_score", "point_coords",
                         "crop_box"}

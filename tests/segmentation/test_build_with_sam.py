@@ -13,6 +13,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 from veilset.cli import main  # noqa: E402
+from veilset.release import ids  # noqa: E402
 from veilset.release.manifest import load_manifest  # noqa: E402
 from veilset.segmentation.rle import decode_rle  # noqa: E402
 from veilset.segmentation.sam import file_sha256, random_sam  # noqa: E402
@@ -56,4 +57,5 @@ def test_build_with_small_sam_writes_sa1b_annotations_everywhere(tmp_path):
     with tarfile.open(out / [e for e in m["shards"] if e["format"] == "sa1b"][0]["path"]) as tar:
         metas = [json.load(tar.extractfile(i)) for i in tar if i.name.endswith(".json")]
     assert sum(len(meta["annotations"]) for meta in metas) == total
-    assert {meta["image"]["image_id"] for meta in metas} == {r["image_id"] for r in rows}
+    assert {meta["image"]["veilset_id"] for meta in metas} == {r["image_id"] for r in rows}
+    assert all(meta["image"]["image_id"] == ids.int_id(meta["image"]["veilset_id"]) for meta in metas)
