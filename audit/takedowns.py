@@ -50,7 +50,8 @@ def load_blocklist(release: Release, ledger: LedgerSnapshot | None) -> Blocklist
         image_ids |= set(ledger.image_ids)
         hashes |= {h.lower() for h in ledger.content_hashes}
         sources.append("ledger")
-    logged = {i for entry in release.manifest.get("log", []) for i in entry.get("removed", [])}
+    logged = {i for entry in release.manifest.get("log", []) for key in ("removed", "not_found")
+              for i in entry.get(key) or []}
     if logged:
         sources.append("manifest log")
     image_ids |= logged
@@ -82,7 +83,7 @@ def _strip_manifest_log(data: bytes) -> bytes:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return data
     for entry in manifest.get("log", []):
-        entry["removed"] = []
+        entry["removed"], entry["not_found"] = [], []
     return json.dumps(manifest).encode()
 
 

@@ -17,6 +17,7 @@ goes to a ``CountFinished``, so every input is counted once when it is finished 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from veilset.release import ids, index, layout, log as release_log, manifest, sh
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
+LOG = logging.getLogger("veilset.build")
 REJECTS = "rejects"
 
 
@@ -330,7 +332,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
     ``progress_dir``: a local folder where every finished input is counted (``CountFinished``; None: not counted).
     """
     if previous is not None:
-        blocked_ids = blocked_ids | release_log.removed_ids(previous.log)
+        blocked_ids = blocked_ids | release_log.blocked_ids(previous.log)
     read = (
         p
         | "ListInputs" >> beam.Create(list(inputs))

@@ -76,6 +76,12 @@ def entry_for_request(*, release: int, time: str, request: str, request_id: int,
     return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)))
 
 
+def blocked_ids(log: Sequence[LogEntry]) -> frozenset[str]:
+    """Every image ID a request in the log asked to remove: those removed, and those the release did not hold
+    (yet): no later build of the release may publish any of them."""
+    return frozenset(i for e in log for i in (*e.removed, *(e.not_found or ())))
+
+
 def removed_ids(log: Sequence[LogEntry]) -> frozenset[str]:
     """Every image ID the log says was removed."""
     return frozenset(i for e in log for i in e.removed)

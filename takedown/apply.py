@@ -151,8 +151,8 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
         current = manifest.read(release_dir)
         p = plan(ledger, release_dir, current)
         before = p.release_before
-        if not p.requests or not p.gone:
-            if p.requests:  # nothing of theirs is published: answered (already removed / not found) at once
+        if not p.requests or not (p.gone or any(o.not_found for o in p.outcomes)):
+            if p.requests:  # nothing of theirs is published: answered (already removed) at once
                 ledger.record_applied(before, list(p.outcomes))
             return ApplyReport(before, before, len(p.requests), (), _not_found(p.outcomes), (), (), recovered,
                                time.perf_counter() - t0)

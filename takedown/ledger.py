@@ -424,16 +424,22 @@ class Ledger:
         return [RequestedId(*r) for r in rows]
 
     def block_images(self, release: int, outcomes: Sequence["ApplyOutcome"]) -> None:
-        """Add removed images to the blocklist (before the release is touched: a crash never un-blocks)."""
+        """Add removed images to the blocklist (before the release is touched: a crash never un-blocks), and the
+        IDs the release did not hold (yet): no later build may publish them."""
         now = utcnow()
         with self._tx() as cur:
             for out in outcomes:
-                for b in out.removed:
-                    cur.execute(
-                        "INSERT OR IGNORE INTO blocklist(image_id, content_sha256, sha256, request_id, release, "
+                self._block(cur, out, release, now)
+
+    @staticmethod
+    def _block(cur: Any, out: "ApplyOutcome", release: int, now: str) -> None:
+        for b in out.removed:
+            cur.execute("INSERT OR IGNORE INTO blocklist(image_id, content_sha256, sha256, request_id, release, "
                         "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now),
-                    )
+                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now))
+        for image_id in out.not_found:  # no hashes known: the ID alone is blocked
+            cur.execute("INSERT OR IGNORE INTO blocklist(image_id, request_id, release, added_at) "
+                        "VALUES (?, ?, ?, ?)", (image_id, out.request_id, release, now))
 
     def record_applied(self, release: int, outcomes: Sequence["ApplyOutcome"], *, time: str | None = None) -> None:
         """One transaction: IDs removed/not found, blocklist entries, requests -> applied. Idempotent."""
@@ -446,11 +452,7 @@ class Ledger:
                 for b in out.removed:
                     cur.execute("UPDATE request_ids SET status='removed', release=? WHERE request_id=? AND image_id=?",
                                 (release, out.request_id, b.image_id))
-                    cur.execute(
-                        "INSERT OR IGNORE INTO blocklist(image_id, content_sha256, sha256, request_id, release, "
-                        "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now),
-                    )
+                self._block(cur, out, release, now)
                 for image_id in out.already_removed:
                     prev = cur.execute("SELECT release FROM blocklist WHERE image_id = ?", (image_id,)).fetchone()
                     cur.execute("UPDATE request_ids SET status='removed', release=? WHERE request_id=? AND image_id=?",

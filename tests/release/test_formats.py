@@ -76,7 +76,7 @@ def test_annotation_ids_are_shared_by_every_format(tmp_path, images):
         assert back.masks == im.masks
     want = [ids.annotation_id(im.image_id, k) for k in range(len(im.masks))]
     assert [m["id"] for m in sa1b.sa1b_json(im)["annotations"]] == want
-    assert [a["id"] for a in coco.coco_dict([im], 0)["annotations"]] == want
+    assert [a["id"] for a in coco.coco_dict([im], ShardKey(0, 1))["annotations"]] == want
     assert [m["id"] for m in parquet.read_rows(parquet.parquet_bytes([im]), ["masks"])[0]["masks"]] == want
     assert all(0 <= i < 2**53 for i in want)
 

@@ -74,7 +74,7 @@ def test_apply_removes_only_from_affected_shards(rel, tmp_path):
 
     row = ledger.request(rid)
     assert (row.state, row.applied_release) == ("applied", 2)
-    assert ledger.blocked_image_ids() == {v.image_id for v in victims}
+    assert ledger.blocked_image_ids() == {v.image_id for v in victims} | {unknown}  # not (yet) in: blocked too
     assert ledger.blocked_content_hashes() == {h for v in victims for h in (v.content_sha256, v.sha256)}
     # remaining images still read back complete from every format
     for e in m["index"]:
@@ -234,3 +234,32 @@ def test_apply_on_every_format_combination(tmp_path, formats):
     m = load_manifest(root)
     kept = {im.image_id for e in m["index"] for im in shards.read_shard(root, e["shard"], m["num_shards"], m["formats"])}
     assert kept == {im.image_id for im in images} - {victim.image_id, images[5].image_id}
+
+
+def test_an_id_not_yet_in_the_release_is_blocked_in_every_later_build(tmp_path):
+    from PIL import Image
+
+    from veilset.cli import main
+    from tests.imagegen import make_pattern
+
+    root = str(tmp_path / "release")
+    make_release(root, n=6, num_shards=2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(make_pattern(48, 64, seed=99)).save(photos / "later.png")
+    future = ids.image_id_for(ids.sha256_hex((photos / "later.png").read_bytes()))
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    add(ledger, "<r1@x>", [future])
+    report = apply_pending(ledger, root, now=NOW)
+    assert report.not_found == (future,) and report.removed == () and report.release_after == 2
+    assert future in ledger.blocked_image_ids()
+    assert load_manifest(root)["log"][-1]["not_found"] == [future]
+    # the photo arrives later: a rebuild into the release keeps it out, without --ledger
+    flags = ["--workers", "1", "--face-detector", "none", "--plate-detector", "none", "--masks", "none"]
+    assert main(["build", str(photos), "--output", root, *flags]) == 0
+    m = load_manifest(root)
+    assert m["release"] == 3 and m["counts"]["blocked"] == 1 and m["counts"]["published"] == 0
+    # and a fresh build with the ledger does too
+    assert main(["build", str(photos), "--output", str(tmp_path / "fresh"), *flags,
+                 "--ledger", str(tmp_path / "l.sqlite")]) == 0
+    assert load_manifest(str(tmp_path / "fresh"))["counts"]["blocked"] == 1

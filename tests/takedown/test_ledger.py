@@ -187,7 +187,7 @@ def test_states_blocklist_and_history(ledger):
     q, _ = ledger.add_request(req("<2@x>", ids=(), state="quarantined", reason="too_many_ids: ..."))
     out = ApplyOutcome(rid, (RemovedImage(A, "c" * 64, "d" * 64),), already_removed=(), not_found=(B, C))
     ledger.block_images(2, [out])
-    assert ledger.blocked_image_ids() == {A}
+    assert ledger.blocked_image_ids() == {A, B, C}  # IDs not (yet) in the release are blocked by ID alone
     ledger.record_applied(2, [out])
     ledger.record_applied(2, [out])  # idempotent
     row = ledger.request(rid)
