@@ -10,7 +10,8 @@ Three runs of the same command, ``veilset build INPUTS --output DIR --workers N`
    staged (``DIR/.staging/<key>/sa_*.pkl``);
 3. the same command again: it resumes. Reported: its wall and CPU time (the process tree's, from rusage) as
    fractions of the full build's (target: <= 0.30 at --kill-at 0.8), and whether its release equals the full
-   build's (every file byte for byte, the manifest without its ``created`` time).
+   build's (every file byte for byte, the manifest without its ``created`` time; not the folder marker
+   ``.veilset-release.json``, which holds each folder's own uuid).
 """
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ def staged(out: Path) -> int:
 
 
 def tree(root: Path) -> dict[str, str]:
+    """Every file of the release -> sha256; not the folder's marker (each folder's own identity: uuid, time)."""
     out = {}
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".veilset-release.json"):
         data = f.read_bytes()
         if f.name == "manifest.json":
             doc = json.loads(data)
@@ -104,9 +106,11 @@ def main() -> None:
     ap.add_argument("--kill-at", type=float, default=0.8, help="fraction of published images staged at the kill")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (its path is printed)")
     args = ap.parse_args()
     files = common.collect_images(args.images or common.default_photo_dirs())
     scratch = Path(tempfile.mkdtemp(prefix="veilset-resume-"))
+    print(f"scratch: {scratch}", file=sys.stderr)
     try:
         inputs = scratch / "in"
         n = make_inputs(files, args.count, inputs)
@@ -114,16 +118,19 @@ def main() -> None:
         published = json.loads((scratch / "full" / "manifest.json").read_text())["counts"]["published"]
         killed = build(inputs, scratch / "resumed", args.workers, kill_when=int(published * args.kill_at))
         rerun = build(inputs, scratch / "resumed", args.workers)
-        same = tree(scratch / "full") == tree(scratch / "resumed")
+        a, b = tree(scratch / "full"), tree(scratch / "resumed")
+        same = a == b
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         result = {"machine": common.machine(), "inputs": n, "published": published, "workers": args.workers,
                   "full_build_s": full["seconds"], "killed": killed, "rerun_s": rerun["seconds"],
                   "full_build_cpu_s": full["cpu_seconds"], "rerun_cpu_s": rerun["cpu_seconds"],
                   "rerun_fraction_of_full": round(rerun["seconds"] / full["seconds"], 3),
                   "rerun_cpu_fraction_of_full": round(rerun["cpu_seconds"] / full["cpu_seconds"], 3),
-                  "identical_release": same, "rerun_summary": rerun["summary"]}
+                  "identical_release": same, "differing_files": differ[:20], "rerun_summary": rerun["summary"]}
         common.write_json(args.json, result)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
