@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -19,21 +20,29 @@ from veilset.release.layout import MANIFEST_NAME
 
 def republish(root: str, image_id: str, pixels: np.ndarray) -> None:
     """Replace ``image_id``'s published pixels in every format, keeping every hash consistent."""
+    republish_jpeg(root, image_id, lambda _: encode_jpeg(np.ascontiguousarray(pixels)))
+
+
+def republish_jpeg(root: str, image_id: str, change: Callable[[bytes], bytes]) -> None:
+    """Replace ``image_id``'s published JPEG bytes with ``change(old bytes)`` in every format (Parquet, images/,
+    SA-1B tar member), updating the image's sha256 and the shard files' hashes in the manifest."""
     with open(os.path.join(root, MANIFEST_NAME)) as fh:
         manifest = json.load(fh)
     num_shards = int(manifest["num_shards"])
     shard = ids.shard_of(image_id, num_shards)
     images = shards.read_shard(root, shard, num_shards, manifest["formats"])
-    jpeg = encode_jpeg(np.ascontiguousarray(pixels))
     assert any(im.image_id == image_id for im in images), f"{image_id} is not in shard {shard}"
-    images = [dataclasses.replace(im, jpeg=jpeg, sha256=ids.sha256_hex(jpeg)) if im.image_id == image_id else im
-              for im in images]
+    images = [_with_jpeg(im, change(im.jpeg)) if im.image_id == image_id else im for im in images]
     written = {f.path: f for f in shards.write_shard(root, shard, num_shards, manifest["formats"], images,
                                                      shards.listed_generation(root, shard))}
     for entry in manifest["shards"] + manifest["index"]:
         if entry["path"] in written:
             entry["sha256"] = written[entry["path"]].sha256
     storage.atomic_write(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))
+
+
+def _with_jpeg(image, jpeg: bytes):
+    return dataclasses.replace(image, jpeg=jpeg, sha256=ids.sha256_hex(jpeg))
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
