@@ -89,3 +89,38 @@ def car_with_plate(text: str = "KX 4827", size: tuple[int, int] = (640, 480)) ->
     plate = draw_plate(text)
     ph, pw = plate.shape[:2]
     return paste(np.clip(px, 0, 255).astype(np.uint8), plate, (w - pw) // 2, int(h * 0.62))
+
+
+def rewrite_listed(root: str, rel: str, data: bytes) -> None:
+    """Replace one listed file's bytes and its sha256 in the manifest (so only a check that reads it can tell)."""
+    storage.atomic_write(os.path.join(root, rel), data)
+    with open(os.path.join(root, MANIFEST_NAME)) as fh:
+        manifest = json.load(fh)
+    entries = [e for e in manifest["shards"] + manifest["index"] if e["path"] == rel]
+    assert entries, f"{rel} is not listed"
+    for entry in entries:
+        entry["sha256"] = ids.sha256_hex(data)
+    storage.atomic_write(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))
+
+
+def reinsert(root: str, backup: str, image_id: str) -> None:
+    """Put a removed image back from an older release ``backup``: its index row and its copy in every format are
+    written into the current shard (its generation), the manifest's hashes, per-file image counts and counts
+    (published and input + 1, so they still add up and ``removed`` still matches the log) updated."""
+    with open(os.path.join(root, MANIFEST_NAME)) as fh:
+        manifest = json.load(fh)
+    num_shards = int(manifest["num_shards"])
+    shard = ids.shard_of(image_id, num_shards)
+    [old] = [im for im in shards.read_shard(backup, shard, num_shards, manifest["formats"])
+             if im.image_id == image_id]
+    images = shards.read_shard(root, shard, num_shards, manifest["formats"])
+    assert all(im.image_id != image_id for im in images), f"{image_id} is still published"
+    images = sorted([*images, old], key=lambda im: im.image_id)
+    written = {f.path: f for f in shards.write_shard(root, shard, num_shards, manifest["formats"], images,
+                                                     shards.listed_generation(root, shard))}
+    for entry in manifest["shards"] + manifest["index"]:
+        if entry["path"] in written:
+            entry["sha256"], entry["images"] = written[entry["path"]].sha256, written[entry["path"]].images
+    manifest["counts"]["published"] += 1
+    manifest["counts"]["input"] += 1
+    storage.atomic_write(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))

@@ -142,3 +142,67 @@ def test_old_scheme_or_repeated_ids_are_found(copy_release):
     messages = [f.message for f in _check(root).findings if f.file == rel]
     assert any("COCO image id" in m and "used twice" in m for m in messages), messages
     assert any("annotation id" in m and "used twice in its shard file" in m for m in messages), messages
+
+
+# ------------------------------------------------------------ tampered files whose hashes were updated in the manifest
+def _audit_integrity(root: str):
+    from veilset.audit.runner import run_audit
+
+    report = run_audit(root, checks=[INTEGRITY])
+    assert not report.passed
+    return report.result(INTEGRITY)
+
+
+def test_an_index_entry_pointing_to_the_wrong_shard_is_found(built, copy_release):
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    iid = built.image_ids["coffee"]
+    shard = ids.shard_of(iid, 2)
+    rel = registry.shard_path("index", shard, 2, shards.listed_generation(root, shard))
+    lines = [json.loads(l) for l in open(os.path.join(root, rel))]
+    for line in lines:
+        if line["image_id"] == iid:
+            line["shard"] = 1 - shard
+    rewrite_listed(root, rel, "".join(json.dumps(l) + "\n" for l in lines).encode())
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == rel and f.image_id == iid and f"belongs to shard {shard}" in f.message
+               for f in result.findings), [f.line() for f in result.findings]
+
+
+def test_a_truncated_coco_mask_shard_is_found(built, copy_release):
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    rel = next(e["path"] for e in load_json(os.path.join(root, "manifest.json"))["shards"] if e["format"] == "coco")
+    data = open(os.path.join(root, rel), "rb").read()
+    rewrite_listed(root, rel, data[: len(data) // 2])
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == rel and f.check == INTEGRITY for f in result.findings), [f.line() for f in result.findings]
+
+
+def test_a_truncated_sa1b_json_member_is_found(built, copy_release):
+    import io
+
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    iid = built.image_ids["astronaut"]
+    shard = ids.shard_of(iid, 2)
+    rel = registry.shard_path("sa1b", shard, 2, shards.listed_generation(root, shard))
+    with tarfile.open(os.path.join(root, rel)) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            if m.name == f"{iid}.json":
+                data = data[: len(data) // 2]
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    rewrite_listed(root, rel, out.getvalue())
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == f"{rel}:{iid}.json" and f.image_id == iid and "unreadable SA-1B JSON" in f.message
+               for f in result.findings), [f.line() for f in result.findings]
