@@ -206,3 +206,76 @@ def test_a_truncated_sa1b_json_member_is_found(built, copy_release):
     assert not any("sha256" in f.message for f in result.findings)
     assert any(f.file == f"{rel}:{iid}.json" and f.image_id == iid and "unreadable SA-1B JSON" in f.message
                for f in result.findings), [f.line() for f in result.findings]
+
+
+# ------------------------------------------------------------------------------------------ the release log's chain
+def _with_log(root: str, entries: list[dict]) -> None:
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    removed = sum(len(e["removed"]) for e in entries)
+    manifest["counts"]["input"] += removed - manifest["counts"].get("removed", 0)
+    manifest["counts"]["removed"] = removed
+    manifest["log"] = entries
+    save_json(os.path.join(root, "manifest.json"), manifest)
+
+
+def _chained_log(n: int) -> list[dict]:
+    from veilset.release.log import entry_for_request
+
+    entries, previous = [], None
+    for k in range(n):
+        previous = entry_for_request(release=k + 2, time=f"2026-11-2{k}T10:00:00Z", request=f"<r{k}@x>",
+                                     request_id=k + 1, removed=[f"sa_{k:032x}"], not_found=[], num_shards=2,
+                                     old_sha256={}, new_sha256={}, previous=previous)
+        entries.append(previous.to_dict())
+    return entries
+
+
+def _log_findings(root: str) -> list:
+    return [f for f in _check(root).findings if f.file == "manifest.json" and "log" in f.message]
+
+
+def test_a_chained_log_passes_and_says_so(copy_release):
+    root = copy_release()
+    _with_log(root, _chained_log(3))
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log chained (3 entries)" in result.message
+
+
+def test_an_edited_log_entry_breaks_the_chain(copy_release):
+    root = copy_release()
+    entries = _chained_log(3)
+    entries[1]["removed"] = ["sa_" + "f" * 32]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 2: prev_sha256" in finding.message and "edited" in finding.message
+
+
+def test_a_deleted_log_entry_breaks_the_chain(copy_release):
+    root = copy_release()
+    entries = _chained_log(3)
+    del entries[0]
+    _with_log(root, entries)  # counts adjusted too: only the chain can tell
+    [finding] = _log_findings(root)
+    assert "log entry 0: prev_sha256" in finding.message and "first entry must have none" in finding.message
+    entries = _chained_log(3)
+    del entries[1]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 1: prev_sha256" in finding.message
+
+
+def test_a_log_written_before_chaining_is_information_not_a_finding(copy_release):
+    root = copy_release()
+    entries = _chained_log(2)
+    for e in entries:
+        del e["prev_sha256"]
+    _with_log(root, entries)
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log not chained (written before chaining): 2 of 2 entries" in result.message
+    entries = _chained_log(2)  # chained, then an entry stripped of its link: a finding
+    del entries[1]["prev_sha256"]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 1 has no prev_sha256" in finding.message

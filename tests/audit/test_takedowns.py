@@ -152,3 +152,17 @@ def test_a_removed_image_put_back_consistently_is_found_by_the_takedowns_check_o
     assert any("published again" in f.message for f in hits)
     without_ledger = check_takedowns(Release(root), None)  # the release log alone names it
     assert {f.image_id for f in without_ledger.findings} == {taken_down.removed_id}
+
+
+def test_a_log_removal_the_ledger_does_not_know_is_found(taken_down, tmp_path):
+    """With --ledger: every ID the release log says was removed must be one the ledger removed."""
+    root = str(tmp_path / "forged-log")
+    shutil.copytree(taken_down.root, root)
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    forged = "sa_" + "e" * 32
+    manifest["log"][-1]["removed"].append(forged)
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    assert check_takedowns(Release(root), None).status == PASS  # without the ledger nothing contradicts it
+    result = _check(root, taken_down.ledger)
+    assert [(f.file, f.image_id) for f in result.findings] == [("manifest.json", forged)]
+    assert "ledger has no removal" in result.findings[0].message
