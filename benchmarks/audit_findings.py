@@ -12,7 +12,9 @@
    apart from the rest.
 3. Tamper cases on copies of the demo release, each republished consistently (every format, every hash: see
    tests/audit/tamper.py): a clear face pasted back into its anonymized region, a clear face pasted into another
-   image, a readable plate pasted into an anonymized plate region, a readable plate pasted into another image.
+   image, a readable plate pasted into an anonymized plate region, a readable plate pasted into another image;
+   and bytes the strict JPEG rule refuses in one image's every copy (EXIF, XMP, COM, DNL, fill padding, trailing
+   bytes: ``tests/audit/tamper.py`` ``METADATA_TAMPERS``).
    Caught = the audit fails on the expected check with a finding that names the image, and on no other check.
 4. ``--calibrate``: the figures behind the thresholds in veilset/audit/identifiable.py (``CALIBRATION``):
    facial detail of every anonymized face box vs the source pixels at the same boxes (what a failed anonymization
@@ -111,7 +113,7 @@ def audit_release(root: str, sources: dict[str, str]) -> dict:
 def tamper_cases(demo_root: str, demo_sources: dict[str, str], work: Path) -> list[dict]:
     from PIL import Image
 
-    from tests.audit.tamper import draw_plate, paste, republish
+    from tests.audit.tamper import METADATA_TAMPERS, draw_plate, paste, republish, republish_jpeg
     from veilset.audit.anonymization import image_detections
     from veilset.audit.release import Release
     from veilset.audit.runner import run_audit
@@ -156,13 +158,18 @@ def tamper_cases(demo_root: str, demo_sources: dict[str, str], work: Path) -> li
              ("clear face pasted into another image", coffee, face_elsewhere, F.RESIDUAL),
              ("readable plate pasted into a plate region", hopper, plate_back, F.ANONYMIZATION),
              ("readable plate pasted into another image", coffee, plate_elsewhere, F.RESIDUAL)]
+    cases = [(name, image_id, lambda root, i, c=change: republish(root, i, c(pixels_of(root, i))), check)
+             for name, image_id, change, check in cases]
+    cases += [(f"{case} in the published JPEG bytes (every copy, hashes updated)", coffee,
+               lambda root, i, c=change: republish_jpeg(root, i, c), F.METADATA)
+              for case, (change, _) in sorted(METADATA_TAMPERS.items())]
     out = []
-    for n, (name, image_id, change, check) in enumerate(cases):
+    for n, (name, image_id, tamper, check) in enumerate(cases):
         root = work / f"tamper-{n}"
         if root.exists():
             shutil.rmtree(root)
         shutil.copytree(demo_root, root)
-        republish(str(root), image_id, change(pixels_of(str(root), image_id)))
+        tamper(str(root), image_id)
         report = run_audit(str(root))
         failing = sorted(r.check for r in report.results if r.status == F.FAIL)
         named = [f.message for f in report.result(check).findings if f.image_id == image_id]
@@ -330,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="keep releases already built in --work")
     p.add_argument("--calibrate", action="store_true", help="also measure the thresholds' calibration figures")
     p.add_argument("--skip-tamper", action="store_true")
+    p.add_argument("--tamper-only", action="store_true", help="only the tamper cases (no audit of the clean builds)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -345,6 +353,25 @@ def main(argv: list[str] | None = None) -> int:
     if not releases:
         raise SystemExit("audit_findings: no photos (../shared/eval or --demo)")
     sources = sources_by_id([f for fs in folders.values() for f in fs])
+    out: dict = {}
+    if not args.tamper_only:
+        out = clean_findings(releases, sources)
+    if not args.skip_tamper and "demo" in releases:
+        out["tamper"] = tamper_cases(releases["demo"], {i: s for i, s in sources.items()
+                                                        if s.startswith(args.demo)}, work)
+        for t in out["tamper"]:
+            print(f"tamper: {t['case']:<45} {'CAUGHT' if t['caught'] else 'MISSED'} by {t['expected_check']} "
+                  f"(failing: {', '.join(t['failing_checks']) or 'none'}): {t['finding']}")
+    if args.calibrate:
+        out["calibration"] = calibrate(releases, sources)
+        print("calibration:", json.dumps(out["calibration"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def clean_findings(releases: dict[str, str], sources: dict[str, str]) -> dict:
+    """Audit every clean build and print findings per check (per 1,000 images, verified leaks apart)."""
     results = {name: audit_release(root, sources) for name, root in releases.items()}
     images = sum(r["images"] for r in results.values())
     print(f"{'check':<16}" + "".join(f"{name + ' (' + str(r['images']) + ')':>16}" for name, r in results.items())
@@ -359,19 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         for f in r["findings"]:
             tag = f"REAL LEAK ({f['verified_leak']})" if f["verified_leak"] else "UNVERIFIED"
             print(f"  [{f['check']}] {tag} {f['source']}: {f['message']}")
-    out = {"images": images, "results": results}
-    if not args.skip_tamper and "demo" in releases:
-        out["tamper"] = tamper_cases(releases["demo"], {i: s for i, s in sources.items()
-                                                        if s.startswith(args.demo)}, work)
-        for t in out["tamper"]:
-            print(f"tamper: {t['case']:<45} {'CAUGHT' if t['caught'] else 'MISSED'} by {t['expected_check']} "
-                  f"(failing: {', '.join(t['failing_checks']) or 'none'}): {t['finding']}")
-    if args.calibrate:
-        out["calibration"] = calibrate(releases, sources)
-        print("calibration:", json.dumps(out["calibration"], indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return 0
+    return {"images": images, "results": results}
 
 
 if __name__ == "__main__":

@@ -124,3 +124,27 @@ def reinsert(root: str, backup: str, image_id: str) -> None:
     manifest["counts"]["published"] += 1
     manifest["counts"]["input"] += 1
     storage.atomic_write(os.path.join(root, MANIFEST_NAME), dumps_json(manifest))
+
+
+# ------------------------------------------------------------------ JPEG bytes the strict rule refuses (audit: metadata)
+def with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
+    """``data`` with one marker segment inserted right after SOI."""
+    return data[:2] + bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+def before_eoi(data: bytes, extra: bytes) -> bytes:
+    assert data.endswith(b"\xff\xd9")
+    return data[:-2] + extra + data[-2:]
+
+
+EXIF = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x88\x25\x00\x04"
+XMP = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>"
+# case -> (change of the published bytes, what the metadata finding says)
+METADATA_TAMPERS = {
+    "exif": (lambda d: with_segment(d, 0xE1, EXIF), "EXIF"),
+    "xmp": (lambda d: with_segment(d, 0xE1, XMP), "XMP"),
+    "com": (lambda d: with_segment(d, 0xFE, b"taken at 12 Main Street"), "comment"),
+    "dnl": (lambda d: before_eoi(d, b"\xff\xdc\x00\x04\x01\xe0"), "DNL"),
+    "padding": (lambda d: d[:2] + b"\xff" * 6 + d[2:], "6 byte(s) (fill or padding) before"),
+    "trailing": (lambda d: d + b"GPS 52.52N 13.40E", "17 byte(s) after EOI"),
+}

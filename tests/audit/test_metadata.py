@@ -12,7 +12,7 @@ from veilset.audit.release import Release
 from veilset.audit.runner import run_audit
 from veilset.pipeline.encode import encode_jpeg
 from veilset.release import jpeg
-from tests.audit.tamper import republish_jpeg
+from tests.audit.tamper import EXIF, METADATA_TAMPERS, XMP, republish_jpeg, with_segment
 
 
 def _clean_jpeg(progressive: bool = False) -> bytes:
@@ -23,15 +23,6 @@ def _clean_jpeg(progressive: bool = False) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", progressive=True)
     return buf.getvalue()
-
-
-def _with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
-    length = (len(payload) + 2).to_bytes(2, "big")
-    return data[:2] + bytes([0xFF, marker]) + length + payload + data[2:]
-
-
-EXIF = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x88\x25\x00\x04"
-XMP = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>"
 
 
 def test_clean_jpeg_has_no_problems():
@@ -51,15 +42,15 @@ def test_clean_jpeg_has_no_problems():
     (0xEF, b"whatever", "unknown application data"),
 ])
 def test_each_metadata_kind_is_named(marker, payload, kind):
-    problems = jpeg_metadata_problems(_with_segment(_clean_jpeg(), marker, payload))
+    problems = jpeg_metadata_problems(with_segment(_clean_jpeg(), marker, payload))
     assert len(problems) == 1 and kind in problems[0] and jpeg.marker_name(marker) in problems[0]
 
 
 def test_a_bare_jfif_header_is_allowed_but_one_with_a_thumbnail_is_not():
     jfif = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    assert jpeg_metadata_problems(_with_segment(_clean_jpeg(), 0xE0, jfif)) == []
+    assert jpeg_metadata_problems(with_segment(_clean_jpeg(), 0xE0, jfif)) == []
     thumb = jfif[:-2] + b"\x01\x01" + b"\x00\x00\x00"
-    assert "APP0" in jpeg_metadata_problems(_with_segment(_clean_jpeg(), 0xE0, thumb))[0]
+    assert "APP0" in jpeg_metadata_problems(with_segment(_clean_jpeg(), 0xE0, thumb))[0]
 
 
 def test_the_audit_applies_the_builds_strict_rule():
@@ -85,26 +76,11 @@ def test_garbage_is_a_problem_not_a_crash():
 
 
 # ------------------------------------------------------------------ tampered releases, every hash kept consistent
-def _before_eoi(data: bytes, extra: bytes) -> bytes:
-    assert data.endswith(b"\xff\xd9")
-    return data[:-2] + extra + data[-2:]
-
-
-TAMPERS = {
-    "exif": (lambda d: _with_segment(d, 0xE1, EXIF), "EXIF"),
-    "xmp": (lambda d: _with_segment(d, 0xE1, XMP), "XMP"),
-    "com": (lambda d: _with_segment(d, 0xFE, b"taken at 12 Main Street"), "comment"),
-    "dnl": (lambda d: _before_eoi(d, b"\xff\xdc\x00\x04\x01\xe0"), "DNL"),
-    "padding": (lambda d: d[:2] + b"\xff" * 6 + d[2:], "6 byte(s) (fill or padding) before"),
-    "trailing": (lambda d: d + b"GPS 52.52N 13.40E", "17 byte(s) after EOI"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(TAMPERS))
+@pytest.mark.parametrize("case", sorted(METADATA_TAMPERS))
 def test_tampered_metadata_fails_in_every_published_copy(built, copy_release, case):
     """One image's bytes changed in Parquet, images/ and the SA-1B tar, every hash updated: integrity passes,
     the metadata check names the image, each file and itself."""
-    change, what = TAMPERS[case]
+    change, what = METADATA_TAMPERS[case]
     root = copy_release()
     image_id = built.image_ids["astronaut"]
     republish_jpeg(root, image_id, change)
