@@ -1,5 +1,6 @@
-"""``veilset audit --release DIR [--ledger L.sqlite] [--report OUT_DIR] [--sample N] [--json]
-[--face-detector SPEC]``: exit 0 only when every check passes, 1 when there are findings."""
+"""``veilset audit --release DIR [--ledger L.sqlite] [--report OUT_DIR] [--checks A,B] [--sample N] [--json]
+[--face-detector SPEC]``: exit 0 only when every check passes, 1 when there are findings, 2 on a usage error
+(an unknown check name, a bad option value)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import json
 import os
 import sys
 
+from veilset.audit.checks import CHECKS
 from veilset.audit.report import report_dict, summary_text, write_report
 from veilset.audit.runner import run_audit
 
@@ -16,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", default=None, metavar="L.sqlite",
                         help="takedown ledger: its removed IDs/hashes must be absent from the release")
     parser.add_argument("--report", default=None, metavar="OUT_DIR", help="write report.json and report.html here")
+    parser.add_argument("--checks", default=None, metavar="A,B",
+                        help="run only these checks, comma-separated, in registry order (default: all of "
+                             f"{', '.join(CHECKS.names())})")
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="re-detect and scan for residual faces on a deterministic sample of N images "
                              "(default: all)")
@@ -25,7 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "are present, else centerface multi-scale)")
 
 
+def parse_checks(value: str | None) -> list[str] | None:
+    """``--checks a,b`` as a list of registered check names (None: every check); ValueError names a bad one."""
+    if value is None:
+        return None
+    wanted = [c.strip() for c in value.split(",")]
+    names = CHECKS.names()
+    for name in wanted:
+        if name not in names:
+            raise ValueError(f"--checks: unknown check {name!r}; choose from {', '.join(names)}")
+    return [n for n in names if n in wanted]
+
+
 def run(args: argparse.Namespace) -> int:
+    checks = parse_checks(args.checks)
     if args.sample is not None and args.sample < 1:
         raise ValueError(f"--sample must be >= 1, got {args.sample}")
     if args.report:
@@ -37,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ledger {args.ledger!r} was not read (veilset.cli reads it: veilset.api.cli_inputs)")
     try:
         report = run_audit(args.release, ledger=getattr(args, "ledger_snapshot", None), sample=args.sample,
-                           face_detector=args.face_detector, progress=getattr(args, "progress", None))
+                           checks=checks, face_detector=args.face_detector, progress=getattr(args, "progress", None))
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     if args.report:

@@ -12,6 +12,7 @@ from veilset.plugins import Plugin
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
 from veilset.audit.release import INDEX, Release, ReleaseReadError
 from veilset.release import ids, layout, registry
+from veilset.release.log import chain_problems
 from veilset.release.layout import MANIFEST_NAME, image_id_of_name
 from veilset.release.sa1b import string_id
 from veilset.release.storage import TMP_MARK
@@ -49,11 +50,28 @@ def check_integrity(release: Release) -> CheckResult:
     _check_copies(release, index_by_id, findings)
     _check_counts(release, index_by_id, counts_per_format, findings)
     _check_unlisted(release, index_by_id, findings)
+    log_note = _check_log_chain(m, findings)
     stats = {"files": len(release.all_files()), "images": len(index_by_id),
-             "shard_files": len(m.get("shards", [])) + len(m.get("index", []))}
+             "shard_files": len(m.get("shards", [])) + len(m.get("index", [])), "log_entries": len(m.get("log", []))}
     return CheckResult.from_findings(
         INTEGRITY, findings, f"{stats['shard_files']} listed shard files, {stats['images']} images, "
-                             f"{stats['files']} files on disk", stats)
+                             f"{stats['files']} files on disk; {log_note}", stats)
+
+
+def _check_log_chain(m: dict[str, Any], findings: list[Finding]) -> str:
+    """Each release-log entry links to the one before by hash (``release.log.chain_problems``). Entries written
+    before chaining are information, not findings. Returns the note for the check's message."""
+    log = m.get("log", [])
+    if not isinstance(log, list) or not all(isinstance(e, dict) for e in log):
+        findings.append(_f(MANIFEST_NAME, "", "log is not a list of entries"))
+        return "log unreadable"
+    problems, unchained = chain_problems(log)
+    findings.extend(_f(MANIFEST_NAME, "", p) for p in problems)
+    if not log:
+        return "no takedown log"
+    if unchained:
+        return f"log not chained (written before chaining): {unchained} of {len(log)} entries"
+    return f"log chained ({len(log)} entries)"
 
 
 # ---------------------------------------------------------------------------------------------- listed files

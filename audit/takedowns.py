@@ -105,6 +105,23 @@ def _owns_its_id(img: dict[str, Any], block: Blocklist) -> bool:
     return ids.is_valid_image_id(iid) and iid not in block.image_ids and img.get("id") == ids.int_id(iid)
 
 
+def _log_vs_ledger(release: Release, ledger: LedgerSnapshot | None) -> list[Finding]:
+    """With a ledger: every ID the release log says was removed is one the ledger removed (a log entry the
+    ledger cannot account for was written or edited outside ``veilset takedown apply``). That every ledger-
+    removed ID is absent from the release is the rest of this check."""
+    if ledger is None:
+        return []
+    out = []
+    for n, entry in enumerate(release.manifest.get("log", [])):
+        removed = (entry.get("removed") or []) if isinstance(entry, dict) else []
+        for image_id in removed:
+            if image_id not in ledger.image_ids:
+                out.append(Finding(check=TAKEDOWNS, file=MANIFEST_NAME, image_id=str(image_id),
+                                   message=f"log entry {n} says this image was removed; the ledger has no "
+                                           "removal of it"))
+    return out
+
+
 def check_takedowns(release: Release, ledger: LedgerSnapshot | None) -> CheckResult:
     block = load_blocklist(release, ledger)
     if not block.image_ids and not block.content_hashes:
@@ -175,6 +192,7 @@ def check_takedowns(release: Release, ledger: LedgerSnapshot | None) -> CheckRes
             for name, _ in members:
                 for hit in _hits_in_bytes(name.encode(), block):
                     add(f"{rel}:{name}", hit if hit.startswith(ids.ID_PREFIX) else "", f"tar member named {hit}")
+    findings += _log_vs_ledger(release, ledger)
     unique = list(dict.fromkeys(findings))  # one problem can be seen by several scans; keep each once
     return CheckResult.from_findings(
         TAKEDOWNS, unique, f"{len(block.image_ids)} removed IDs and {len(block.content_hashes)} hashes "

@@ -2,6 +2,10 @@
 
 The only place where removed image IDs may appear in a release (the audit trail: which request removed which
 IDs from which shard files, with the files' hashes before and after).
+
+The entries form a hash chain: each one's ``prev_sha256`` is the sha256 of the canonical JSON of the entry before
+it (``entry_sha256``; None for the first), so an entry edited or deleted anywhere but at the end breaks the next
+one's link (``chain_problems``). Entries written before chaining carry no ``prev_sha256`` (``UNCHAINED``).
 """
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from veilset.release import ids, layout
+from veilset.release.canonical import dumps_compact
+
+UNCHAINED = ""  # prev_sha256 of an entry written before chaining (no key in the manifest)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class LogEntry:
     shards: tuple[ShardChange, ...]
     request_id: int | None = None  # the ledger's request id
     not_found: tuple[str, ...] | None = None  # sorted IDs the request named that the release never had
+    prev_sha256: str | None = UNCHAINED  # entry_sha256 of the entry before (None: the first entry)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"release": self.release, "time": self.time, "request": self.request}
@@ -50,6 +58,8 @@ class LogEntry:
         if self.not_found is not None:
             out["not_found"] = list(self.not_found)
         out["shards"] = [s.to_dict() for s in self.shards]
+        if self.prev_sha256 != UNCHAINED:
+            out["prev_sha256"] = self.prev_sha256
         return out
 
     @classmethod
@@ -57,13 +67,19 @@ class LogEntry:
         not_found = d.get("not_found")
         return cls(int(d["release"]), str(d["time"]), str(d["request"]), tuple(d["removed"]),
                    tuple(ShardChange.from_dict(s) for s in d["shards"]), d.get("request_id"),
-                   None if not_found is None else tuple(not_found))
+                   None if not_found is None else tuple(not_found), d.get("prev_sha256", UNCHAINED))
+
+
+def entry_sha256(entry: Mapping[str, Any]) -> str:
+    """sha256 of one log entry's canonical JSON (as the manifest holds it: ``LogEntry.to_dict``)."""
+    return ids.sha256_hex(dumps_compact(dict(entry)))
 
 
 def entry_for_request(*, release: int, time: str, request: str, request_id: int, removed: Sequence[str],
                       not_found: Sequence[str], num_shards: int, old_sha256: Mapping[str, str],
-                      new_sha256: Mapping[str, str | None]) -> LogEntry:
-    """The log entry of one applied request: the files (of every format) of the shards its removals touched.
+                      new_sha256: Mapping[str, str | None], previous: LogEntry | None) -> LogEntry:
+    """The log entry of one applied request: the files (of every format) of the shards its removals touched,
+    chained to ``previous`` (the log's last entry; None: this is the first).
 
     ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files, under the new
     release's generation (absent: deleted).
@@ -73,7 +89,30 @@ def entry_for_request(*, release: int, time: str, request: str, request_id: int,
     moved = {p: layout.with_generation(p, release) for p in files}
     changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(moved[p]),
                                 moved[p] if moved[p] in new_sha256 and moved[p] != p else None) for p in files)
-    return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)))
+    prev = None if previous is None else entry_sha256(previous.to_dict())
+    return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)),
+                    prev)
+
+
+def chain_problems(log: Sequence[Mapping[str, Any]]) -> tuple[list[str], int]:
+    """Broken links of a release log as the manifest holds it (dicts, oldest first), and how many entries at
+    its start were written before chaining (no ``prev_sha256``: not a problem). After the first chained entry
+    every entry must be chained to the one before it."""
+    problems: list[str] = []
+    unchained = 0
+    for i, entry in enumerate(log):
+        if "prev_sha256" not in entry:
+            if i == unchained:
+                unchained += 1
+            else:
+                problems.append(f"log entry {i} has no prev_sha256 although the log is chained before it")
+            continue
+        want = None if i == 0 else entry_sha256(log[i - 1])
+        if entry["prev_sha256"] != want:
+            what = "the first entry must have none" if want is None else f"entry {i - 1} hashes to {want}"
+            problems.append(f"log entry {i}: prev_sha256 {entry['prev_sha256']!r} but {what} "
+                            "(an entry was edited, deleted or reordered)")
+    return problems, unchained
 
 
 def blocked_ids(log: Sequence[LogEntry]) -> frozenset[str]:

@@ -256,10 +256,14 @@ def _log_entries(current: Manifest, p: Plan, rewritten: list[ShardFile], after: 
                  now: str) -> list[release_log.LogEntry]:
     old = {f.path: f.sha256 for f in current.files()}
     new = {f.path: f.sha256 for f in rewritten}
-    return [release_log.entry_for_request(
-        release=after, time=now, request=req.message_id, request_id=req.id,
-        removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
-        old_sha256=old, new_sha256=new) for req, out in zip(p.requests, p.outcomes)]
+    entries: list[release_log.LogEntry] = []
+    for req, out in zip(p.requests, p.outcomes):
+        previous = entries[-1] if entries else (current.log[-1] if current.log else None)
+        entries.append(release_log.entry_for_request(
+            release=after, time=now, request=req.message_id, request_id=req.id,
+            removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
+            old_sha256=old, new_sha256=new, previous=previous))
+    return entries
 
 
 def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> list[Any]:

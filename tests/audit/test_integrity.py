@@ -142,3 +142,140 @@ def test_old_scheme_or_repeated_ids_are_found(copy_release):
     messages = [f.message for f in _check(root).findings if f.file == rel]
     assert any("COCO image id" in m and "used twice" in m for m in messages), messages
     assert any("annotation id" in m and "used twice in its shard file" in m for m in messages), messages
+
+
+# ------------------------------------------------------------ tampered files whose hashes were updated in the manifest
+def _audit_integrity(root: str):
+    from veilset.audit.runner import run_audit
+
+    report = run_audit(root, checks=[INTEGRITY])
+    assert not report.passed
+    return report.result(INTEGRITY)
+
+
+def test_an_index_entry_pointing_to_the_wrong_shard_is_found(built, copy_release):
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    iid = built.image_ids["coffee"]
+    shard = ids.shard_of(iid, 2)
+    rel = registry.shard_path("index", shard, 2, shards.listed_generation(root, shard))
+    lines = [json.loads(l) for l in open(os.path.join(root, rel))]
+    for line in lines:
+        if line["image_id"] == iid:
+            line["shard"] = 1 - shard
+    rewrite_listed(root, rel, "".join(json.dumps(l) + "\n" for l in lines).encode())
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == rel and f.image_id == iid and f"belongs to shard {shard}" in f.message
+               for f in result.findings), [f.line() for f in result.findings]
+
+
+def test_a_truncated_coco_mask_shard_is_found(built, copy_release):
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    rel = next(e["path"] for e in load_json(os.path.join(root, "manifest.json"))["shards"] if e["format"] == "coco")
+    data = open(os.path.join(root, rel), "rb").read()
+    rewrite_listed(root, rel, data[: len(data) // 2])
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == rel and f.check == INTEGRITY for f in result.findings), [f.line() for f in result.findings]
+
+
+def test_a_truncated_sa1b_json_member_is_found(built, copy_release):
+    import io
+
+    from tests.audit.tamper import rewrite_listed
+
+    root = copy_release()
+    iid = built.image_ids["astronaut"]
+    shard = ids.shard_of(iid, 2)
+    rel = registry.shard_path("sa1b", shard, 2, shards.listed_generation(root, shard))
+    with tarfile.open(os.path.join(root, rel)) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            if m.name == f"{iid}.json":
+                data = data[: len(data) // 2]
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    rewrite_listed(root, rel, out.getvalue())
+    result = _audit_integrity(root)
+    assert not any("sha256" in f.message for f in result.findings)
+    assert any(f.file == f"{rel}:{iid}.json" and f.image_id == iid and "unreadable SA-1B JSON" in f.message
+               for f in result.findings), [f.line() for f in result.findings]
+
+
+# ------------------------------------------------------------------------------------------ the release log's chain
+def _with_log(root: str, entries: list[dict]) -> None:
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    removed = sum(len(e["removed"]) for e in entries)
+    manifest["counts"]["input"] += removed - manifest["counts"].get("removed", 0)
+    manifest["counts"]["removed"] = removed
+    manifest["log"] = entries
+    save_json(os.path.join(root, "manifest.json"), manifest)
+
+
+def _chained_log(n: int) -> list[dict]:
+    from veilset.release.log import entry_for_request
+
+    entries, previous = [], None
+    for k in range(n):
+        previous = entry_for_request(release=k + 2, time=f"2026-11-2{k}T10:00:00Z", request=f"<r{k}@x>",
+                                     request_id=k + 1, removed=[f"sa_{k:032x}"], not_found=[], num_shards=2,
+                                     old_sha256={}, new_sha256={}, previous=previous)
+        entries.append(previous.to_dict())
+    return entries
+
+
+def _log_findings(root: str) -> list:
+    return [f for f in _check(root).findings if f.file == "manifest.json" and "log" in f.message]
+
+
+def test_a_chained_log_passes_and_says_so(copy_release):
+    root = copy_release()
+    _with_log(root, _chained_log(3))
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log chained (3 entries)" in result.message
+
+
+def test_an_edited_log_entry_breaks_the_chain(copy_release):
+    root = copy_release()
+    entries = _chained_log(3)
+    entries[1]["removed"] = ["sa_" + "f" * 32]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 2: prev_sha256" in finding.message and "edited" in finding.message
+
+
+def test_a_deleted_log_entry_breaks_the_chain(copy_release):
+    root = copy_release()
+    entries = _chained_log(3)
+    del entries[0]
+    _with_log(root, entries)  # counts adjusted too: only the chain can tell
+    [finding] = _log_findings(root)
+    assert "log entry 0: prev_sha256" in finding.message and "first entry must have none" in finding.message
+    entries = _chained_log(3)
+    del entries[1]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 1: prev_sha256" in finding.message
+
+
+def test_a_log_written_before_chaining_is_information_not_a_finding(copy_release):
+    root = copy_release()
+    entries = _chained_log(2)
+    for e in entries:
+        del e["prev_sha256"]
+    _with_log(root, entries)
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log not chained (written before chaining): 2 of 2 entries" in result.message
+    entries = _chained_log(2)  # chained, then an entry stripped of its link: a finding
+    del entries[1]["prev_sha256"]
+    _with_log(root, entries)
+    [finding] = _log_findings(root)
+    assert "log entry 1 has no prev_sha256" in finding.message

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from veilset.audit.findings import FAIL, METADATA, PASS
-from veilset.audit.metadata import JpegParseError, jpeg_metadata_problems, parse_segments
+from veilset.audit.findings import FAIL, INTEGRITY, METADATA, PASS
+from veilset.audit.metadata import check_metadata, jpeg_metadata_problems
 from veilset.audit.release import Release
-from veilset.audit.metadata import check_metadata
+from veilset.audit.runner import run_audit
 from veilset.pipeline.encode import encode_jpeg
-from tests.audit.conftest import index_rows
+from veilset.release import jpeg
+from tests.audit.tamper import EXIF, METADATA_TAMPERS, XMP, republish_jpeg, with_segment
 
 
 def _clean_jpeg(progressive: bool = False) -> bytes:
@@ -22,40 +22,44 @@ def _clean_jpeg(progressive: bool = False) -> bytes:
         return encode_jpeg(pixels)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", progressive=True)
-    data = buf.getvalue()
-    return data[:2] + data[4 + int.from_bytes(data[4:6], "big"):]  # drop Pillow's JFIF APP0
-
-
-def _with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
-    length = (len(payload) + 2).to_bytes(2, "big")
-    return data[:2] + bytes([0xFF, marker]) + length + payload + data[2:]
+    return buf.getvalue()
 
 
 def test_clean_jpeg_has_no_problems():
     data = _clean_jpeg()
-    segments, trailing = parse_segments(data)
-    assert trailing == 0 and segments
+    assert jpeg.strict_violations(data) == []
     assert jpeg_metadata_problems(data) == []
 
 
 @pytest.mark.parametrize("marker,payload,kind", [
-    (0xE1, b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x88\x25\x00\x04", "EXIF (GPS pointer)"),
-    (0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta/>", "XMP"),
+    (0xE1, EXIF, "EXIF (GPS pointer)"),
+    (0xE1, XMP, "XMP"),
     (0xED, b"Photoshop 3.0\x008BIM", "IPTC/Photoshop"),
     (0xE2, b"ICC_PROFILE\x00\x01\x01", "ICC profile"),
     (0xE0, b"JFXX\x00\x10", "JFIF thumbnail"),
     (0xFE, b"shot by Alice", "comment"),
+    (0xDC, b"\x00\x30", "DNL"),
+    (0xEF, b"whatever", "unknown application data"),
 ])
 def test_each_metadata_kind_is_named(marker, payload, kind):
-    problems = jpeg_metadata_problems(_with_segment(_clean_jpeg(), marker, payload))
-    assert len(problems) == 1 and kind in problems[0]
+    problems = jpeg_metadata_problems(with_segment(_clean_jpeg(), marker, payload))
+    assert len(problems) == 1 and kind in problems[0] and jpeg.marker_name(marker) in problems[0]
 
 
-def test_progressive_scans_are_walked_and_trailing_bytes_reported():
-    data = _clean_jpeg(progressive=True)
-    segments, _ = parse_segments(data)
-    assert sum(s.marker == 0xDA for s in segments) > 1
-    assert jpeg_metadata_problems(data + b"\xff\xd8hidden thumbnail") == ["18 bytes after EOI"]
+def test_a_bare_jfif_header_is_allowed_but_one_with_a_thumbnail_is_not():
+    jfif = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    assert jpeg_metadata_problems(with_segment(_clean_jpeg(), 0xE0, jfif)) == []
+    thumb = jfif[:-2] + b"\x01\x01" + b"\x00\x00\x00"
+    assert "APP0" in jpeg_metadata_problems(with_segment(_clean_jpeg(), 0xE0, thumb))[0]
+
+
+def test_the_audit_applies_the_builds_strict_rule():
+    """Anything ``strict_violations`` refuses is a metadata problem: a second scan, padding, trailing bytes."""
+    progressive = _clean_jpeg(progressive=True)
+    assert jpeg_metadata_problems(progressive) == jpeg.strict_violations(progressive) != []
+    clean = _clean_jpeg()
+    assert jpeg_metadata_problems(clean + b"\xff\xd8hidden thumbnail") == ["18 byte(s) after EOI"]
+    assert "before" in jpeg_metadata_problems(clean[:2] + b"\xff\xff" + clean[2:])[0]
 
 
 def test_pillow_exif_is_found():
@@ -66,42 +70,31 @@ def test_pillow_exif_is_found():
     assert any("EXIF" in p for p in jpeg_metadata_problems(buf.getvalue()))
 
 
-def test_garbage_is_a_parse_problem_not_a_crash():
-    with pytest.raises(JpegParseError):
-        parse_segments(b"\xff\xd8\xff\xe1\x00")
-    assert "unreadable" in jpeg_metadata_problems(b"not a jpeg")[0]
+def test_garbage_is_a_problem_not_a_crash():
+    assert "SOI" in jpeg_metadata_problems(b"not a jpeg")[0]
+    assert "truncated" in jpeg_metadata_problems(b"\xff\xd8\xff\xe1\x00")[0]
 
 
-def test_release_with_exif_added_to_a_published_jpeg_fails(built, copy_release):
+# ------------------------------------------------------------------ tampered releases, every hash kept consistent
+@pytest.mark.parametrize("case", sorted(METADATA_TAMPERS))
+def test_tampered_metadata_fails_in_every_published_copy(built, copy_release, case):
+    """One image's bytes changed in Parquet, images/ and the SA-1B tar, every hash updated: integrity passes,
+    the metadata check names the image, each file and itself."""
+    change, what = METADATA_TAMPERS[case]
+    root = copy_release()
+    image_id = built.image_ids["astronaut"]
+    republish_jpeg(root, image_id, change)
+    report = run_audit(root, checks=[INTEGRITY, METADATA])
+    assert report.result(INTEGRITY).status == PASS, report.result(INTEGRITY).findings
+    result = report.result(METADATA)
+    assert result.status == FAIL and not report.passed
+    [(_, copies)] = Release(root).iter_copies_of([image_id])
+    files = {c.file for c in copies}
+    assert {f.split("/")[0] for f in files} == {"parquet", "images", "sa1b"}
+    assert {f.file for f in result.findings} == files
+    for finding in result.findings:
+        assert (finding.check, finding.image_id) == (METADATA, image_id) and what in finding.message
+
+
+def test_clean_release_passes(built):
     assert check_metadata(Release(built.root)).status == PASS
-    root = copy_release()
-    row = index_rows(root)[0]
-    path = os.path.join(root, row["file_name"])
-    data = open(path, "rb").read()
-    open(path, "wb").write(_with_segment(data, 0xE1, b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"))
-    result = check_metadata(Release(root))
-    assert result.status == FAIL
-    [finding] = result.findings
-    assert (finding.check, finding.file, finding.image_id) == (METADATA, row["file_name"], row["image_id"])
-    assert "APP1" in finding.message and "EXIF" in finding.message
-
-
-def test_comment_in_a_tar_member_is_found(built, copy_release):
-    import tarfile
-
-    root = copy_release()
-    rel = next(f"sa1b/{n}" for n in sorted(os.listdir(os.path.join(root, "sa1b"))))
-    path = os.path.join(root, rel)
-    with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    name = next(m.name for m, _ in members if m.name.endswith(".jpg"))
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, data in members:
-            if m.name == name:
-                data = _with_segment(data, 0xFE, b"taken at 12 Main Street")
-                m.size = len(data)
-            tar.addfile(m, io.BytesIO(data))
-    result = check_metadata(Release(root))
-    [finding] = result.findings
-    assert finding.file == f"{rel}:{name}" and finding.image_id == name[:-4]
-    assert "COM" in finding.message and "comment" in finding.message

@@ -131,3 +131,38 @@ def test_release_after_a_real_takedown_passes_and_restoring_an_old_shard_fails(t
     assert {f.file for f in hits} == {rel}
     assert any("published again" in f.message for f in hits)
     assert any("hash to a removed image" in f.message for f in hits)
+
+
+def test_a_removed_image_put_back_consistently_is_found_by_the_takedowns_check_only(taken_down, tmp_path):
+    """Index row, every format's copy, the manifest's hashes, per-file counts and counts all consistent: integrity
+    passes; the takedowns check names the image in every file, from the ledger and from the release log alone."""
+    from veilset.audit.findings import INTEGRITY
+    from veilset.audit.runner import run_audit
+    from tests.audit.tamper import reinsert
+
+    root = str(tmp_path / "reinserted")
+    shutil.copytree(taken_down.root, root)
+    reinsert(root, taken_down.before, taken_down.removed_id)
+    report = run_audit(root, ledger=ledger_snapshot(taken_down.ledger), checks=[INTEGRITY, TAKEDOWNS])
+    assert report.result(INTEGRITY).status == PASS, [f.line() for f in report.result(INTEGRITY).findings]
+    assert report.result(TAKEDOWNS).status == FAIL and not report.passed
+    hits = [f for f in report.result(TAKEDOWNS).findings if f.image_id == taken_down.removed_id]
+    formats = {f.file.split("/")[0] for f in hits}
+    assert {"index", "parquet", "coco", "images", "sa1b"} <= formats, formats
+    assert any("published again" in f.message for f in hits)
+    without_ledger = check_takedowns(Release(root), None)  # the release log alone names it
+    assert {f.image_id for f in without_ledger.findings} == {taken_down.removed_id}
+
+
+def test_a_log_removal_the_ledger_does_not_know_is_found(taken_down, tmp_path):
+    """With --ledger: every ID the release log says was removed must be one the ledger removed."""
+    root = str(tmp_path / "forged-log")
+    shutil.copytree(taken_down.root, root)
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    forged = "sa_" + "e" * 32
+    manifest["log"][-1]["removed"].append(forged)
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    assert check_takedowns(Release(root), None).status == PASS  # without the ledger nothing contradicts it
+    result = _check(root, taken_down.ledger)
+    assert [(f.file, f.image_id) for f in result.findings] == [("manifest.json", forged)]
+    assert "ledger has no removal" in result.findings[0].message

@@ -263,3 +263,22 @@ def test_an_id_not_yet_in_the_release_is_blocked_in_every_later_build(tmp_path):
     assert main(["build", str(photos), "--output", str(tmp_path / "fresh"), *flags,
                  "--ledger", str(tmp_path / "l.sqlite")]) == 0
     assert load_manifest(str(tmp_path / "fresh"))["counts"]["blocked"] == 1
+
+
+def test_log_entries_are_chained_by_hash_across_applies(rel, tmp_path):
+    from veilset.release.log import chain_problems, entry_sha256
+
+    root, _, images = rel
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    add(ledger, "<r1@x>", [images[0].image_id])
+    add(ledger, "<r2@x>", [images[1].image_id])
+    apply_pending(ledger, root, now=NOW)  # two requests in one apply: two entries
+    add(ledger, "<r3@x>", [images[2].image_id])
+    apply_pending(ledger, root, now=NOW)
+    log = load_manifest(root)["log"]
+    assert [e["request"] for e in log] == ["<r1@x>", "<r2@x>", "<r3@x>"]
+    assert log[0]["prev_sha256"] is None
+    assert [e["prev_sha256"] for e in log[1:]] == [entry_sha256(log[0]), entry_sha256(log[1])]
+    assert chain_problems(log) == ([], 0)
+    log[0]["time"] = "2020-01-01T00:00:00Z"
+    assert len(chain_problems(log)[0]) == 1
