@@ -1,7 +1,9 @@
 """The release log: the takedown history a release carries in its manifest (``log``), one entry per request.
 
 The only place where removed image IDs may appear in a release (the audit trail: which request removed which
-IDs from which shard files, with the files' hashes before and after).
+IDs from which shard files, with the files' hashes before and after). An entry also carries the fingerprints of
+the images it removed (``removed_pdq``, ``removed_pixels``: hashes, never IDs), so that a later build of the
+release blocks their copies and near-duplicates even without the ledger.
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ class LogEntry:
     shards: tuple[ShardChange, ...]
     request_id: int | None = None  # the ledger's request id
     not_found: tuple[str, ...] | None = None  # sorted IDs the request named that the release never had
+    removed_pdq: tuple[str, ...] | None = None  # sorted PDQ hex of the removed images (release.fingerprint)
+    removed_pixels: tuple[str, ...] | None = None  # sorted pixels_sha256 of the removed images
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"release": self.release, "time": self.time, "request": self.request}
@@ -49,20 +53,26 @@ class LogEntry:
         out["removed"] = list(self.removed)
         if self.not_found is not None:
             out["not_found"] = list(self.not_found)
+        if self.removed_pdq is not None:
+            out["removed_pdq"] = list(self.removed_pdq)
+        if self.removed_pixels is not None:
+            out["removed_pixels"] = list(self.removed_pixels)
         out["shards"] = [s.to_dict() for s in self.shards]
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LogEntry":
-        not_found = d.get("not_found")
+        not_found, pdq, pixels = d.get("not_found"), d.get("removed_pdq"), d.get("removed_pixels")
         return cls(int(d["release"]), str(d["time"]), str(d["request"]), tuple(d["removed"]),
                    tuple(ShardChange.from_dict(s) for s in d["shards"]), d.get("request_id"),
-                   None if not_found is None else tuple(not_found))
+                   None if not_found is None else tuple(not_found), None if pdq is None else tuple(pdq),
+                   None if pixels is None else tuple(pixels))
 
 
 def entry_for_request(*, release: int, time: str, request: str, request_id: int, removed: Sequence[str],
                       not_found: Sequence[str], num_shards: int, old_sha256: Mapping[str, str],
-                      new_sha256: Mapping[str, str | None]) -> LogEntry:
+                      new_sha256: Mapping[str, str | None], removed_pdq: Sequence[str] = (),
+                      removed_pixels: Sequence[str] = ()) -> LogEntry:
     """The log entry of one applied request: the files (of every format) of the shards its removals touched.
 
     ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files, under the new
@@ -73,7 +83,8 @@ def entry_for_request(*, release: int, time: str, request: str, request_id: int,
     moved = {p: layout.with_generation(p, release) for p in files}
     changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(moved[p]),
                                 moved[p] if moved[p] in new_sha256 and moved[p] != p else None) for p in files)
-    return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)))
+    return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)),
+                    tuple(sorted({h for h in removed_pdq if h})), tuple(sorted({h for h in removed_pixels if h})))
 
 
 def blocked_ids(log: Sequence[LogEntry]) -> frozenset[str]:
@@ -85,3 +96,14 @@ def blocked_ids(log: Sequence[LogEntry]) -> frozenset[str]:
 def removed_ids(log: Sequence[LogEntry]) -> frozenset[str]:
     """Every image ID the log says was removed."""
     return frozenset(i for e in log for i in e.removed)
+
+
+def blocked_pdq(log: Sequence[LogEntry]) -> tuple[tuple[str, str], ...]:
+    """(the request's Message-ID, PDQ hex) of every image the log says was removed: a later build blocks each
+    image within ``fingerprint.MATCH_DISTANCE`` of one (its copies and near-duplicates)."""
+    return tuple(sorted({(e.request, h) for e in log for h in (e.removed_pdq or ())}))
+
+
+def blocked_pixels(log: Sequence[LogEntry]) -> frozenset[str]:
+    """The pixels_sha256 of every image the log says was removed."""
+    return frozenset(h for e in log for h in (e.removed_pixels or ()))

@@ -126,7 +126,8 @@ class Journal:
 
 
 def _outcome_json(o: ApplyOutcome) -> dict[str, Any]:
-    return {"request_id": o.request_id, "removed": [[b.image_id, b.content_sha256, b.sha256] for b in o.removed],
+    return {"request_id": o.request_id,
+            "removed": [[b.image_id, b.content_sha256, b.sha256, b.pdq, b.pixels_sha256] for b in o.removed],
             "already_removed": list(o.already_removed), "not_found": list(o.not_found)}
 
 
@@ -212,7 +213,8 @@ def _index_rows(release_dir: str, current: Manifest, wanted: set[str]) -> dict[s
 
 def _outcome(request_id: int, wanted: list[str], present: dict[str, dict[str, Any]],
              blocked: set[str]) -> ApplyOutcome:
-    removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"])
+    removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"],
+                                 present[i].get("pdq") or "", present[i].get("pixels_sha256") or "")
                     for i in wanted if i in present)
     already = tuple(i for i in wanted if i not in present and i in blocked)
     missing = tuple(i for i in wanted if i not in present and i not in blocked)
@@ -259,7 +261,8 @@ def _log_entries(current: Manifest, p: Plan, rewritten: list[ShardFile], after: 
     return [release_log.entry_for_request(
         release=after, time=now, request=req.message_id, request_id=req.id,
         removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
-        old_sha256=old, new_sha256=new) for req, out in zip(p.requests, p.outcomes)]
+        old_sha256=old, new_sha256=new, removed_pdq=[b.pdq for b in out.removed],
+        removed_pixels=[b.pixels_sha256 for b in out.removed]) for req, out in zip(p.requests, p.outcomes)]
 
 
 def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> list[Any]:

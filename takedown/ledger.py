@@ -26,7 +26,7 @@ from veilset.release import storage
 if TYPE_CHECKING:
     from veilset.takedown.policy import TrustPolicy
 
-SCHEMA_VERSION = 2  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by
+SCHEMA_VERSION = 3  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256
 
 STATES = ("received", "applied", "notified", "quarantined", "review", "rejected")
 AUTOMATIC = "policy"  # decided_by of requests the trust policy accepted without a person
@@ -77,7 +77,9 @@ CREATE TABLE IF NOT EXISTS blocklist (
     sha256 TEXT NOT NULL DEFAULT '',
     request_id INTEGER REFERENCES requests(id),
     release INTEGER,
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    pdq TEXT NOT NULL DEFAULT '',
+    pixels_sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -254,9 +256,26 @@ class Ledger:
                 cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                             (str(SCHEMA_VERSION),))
                 return
-        if version != 1:
+        if version not in (1, 2):
             raise ValueError(f"{self.path}: ledger schema version {version} cannot be migrated")
-        self._migrate_v1_to_v2()
+        if version == 1:
+            self._migrate_v1_to_v2()
+        self._migrate_v2_to_v3()
+
+    def _migrate_v2_to_v3(self) -> None:
+        """v2 -> v3 in one transaction: the blocklist gets the removed images' fingerprints (``pdq``,
+        ``pixels_sha256``; '' for images removed before: their IDs and hashes still block them)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or int(row[0]) != 2:  # another process migrated it meanwhile
+                return
+            have = {r[1] for r in cur.execute("PRAGMA table_info(blocklist)")}
+            for column in ("pdq", "pixels_sha256"):
+                if column not in have:
+                    cur.execute(f"ALTER TABLE blocklist ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            cur.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
+                          to_state=None, detail={"from": 2, "to": 3})
 
     def _migrate_v1_to_v2(self) -> None:
         """v1 -> v2 in one transaction: new columns, and the requests table rebuilt for the new state CHECK
@@ -280,9 +299,9 @@ class Ledger:
                 broken = cur.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise ValueError(f"{self.path}: foreign keys broken by the v1 -> v2 migration: {broken[:5]}")
-                cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                cur.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
                 self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
-                              to_state=None, detail={"from": 1, "to": SCHEMA_VERSION})
+                              to_state=None, detail={"from": 1, "to": 2})
         finally:
             self._conn.execute("PRAGMA foreign_keys=ON")
 
@@ -435,8 +454,9 @@ class Ledger:
     def _block(cur: Any, out: "ApplyOutcome", release: int, now: str) -> None:
         for b in out.removed:
             cur.execute("INSERT OR IGNORE INTO blocklist(image_id, content_sha256, sha256, request_id, release, "
-                        "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now))
+                        "added_at, pdq, pixels_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now, b.pdq,
+                         b.pixels_sha256))
         for image_id in out.not_found:  # no hashes known: the ID alone is blocked
             cur.execute("INSERT OR IGNORE INTO blocklist(image_id, request_id, release, added_at) "
                         "VALUES (?, ?, ?, ?)", (image_id, out.request_id, release, now))
@@ -499,6 +519,14 @@ class Ledger:
             out.update(h for h in (content, published) if h)
         return out
 
+    def blocked_fingerprints(self) -> tuple[tuple[str, str], ...]:
+        """(removed image ID, PDQ hex) of every blocked image whose fingerprint is known."""
+        rows = self._conn.execute("SELECT image_id, pdq FROM blocklist WHERE pdq != '' ORDER BY image_id")
+        return tuple((str(i), str(h)) for i, h in rows)
+
+    def blocked_pixel_hashes(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT pixels_sha256 FROM blocklist WHERE pixels_sha256 != ''")}
+
     def blocklist(self) -> list[BlockEntry]:
         rows = self._conn.execute(
             "SELECT image_id, content_sha256, sha256, request_id, release FROM blocklist ORDER BY image_id")
@@ -522,6 +550,8 @@ class RemovedImage:
     image_id: str
     content_sha256: str
     sha256: str
+    pdq: str = ""  # the published pixels' fingerprints, as the release's index has them ("" if it has none)
+    pixels_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from veilset.detectors.base import Detection
-from veilset.release import ids
+from veilset.release import fingerprint, ids
 from veilset.release.records import PublishedImage
 from veilset.segmentation.base import MaskAnnotation
 
@@ -34,8 +34,10 @@ def published(seed: int, width: int = 40, height: int = 30, n_masks: int = 2) ->
             segmentation=rle(m), bbox_xywh=(float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)),
             area=int(m.sum()), predicted_iou=0.9, stability_score=0.96, point_coords=((float(xs[0]), float(ys[0])),),
             crop_box_xywh=(0.0, 0.0, float(width), float(height))))
+    fp = fingerprint.fingerprint_bytes(jpeg)
     return PublishedImage(
         image_id=ids.image_id_for(content), content_sha256=content, width=width, height=height, jpeg=jpeg,
+        pdq=fp.pdq_hex, pixels_sha256=fp.pixels_sha256,
         sha256=ids.sha256_hex(jpeg),
         detections=(Detection("face", (1.0, 2.0, 9.0, 12.0), 0.87, "centerface"),),
         anonymization={"method": "pixelate", "margin": 0.2, "regions": []}, masks=tuple(masks))
