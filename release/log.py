@@ -45,6 +45,8 @@ class LogEntry:
     not_found: tuple[str, ...] | None = None  # sorted IDs the request named that the release never had
     removed_pdq: tuple[str, ...] | None = None  # sorted PDQ hex of the removed images (release.fingerprint)
     removed_pixels: tuple[str, ...] | None = None  # sorted pixels_sha256 of the removed images
+    # removed images the request did not name: near-duplicates of those it did ({"image_id", "of", "distance"})
+    near_duplicates: tuple[dict[str, Any], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"release": self.release, "time": self.time, "request": self.request}
@@ -57,6 +59,8 @@ class LogEntry:
             out["removed_pdq"] = list(self.removed_pdq)
         if self.removed_pixels is not None:
             out["removed_pixels"] = list(self.removed_pixels)
+        if self.near_duplicates:
+            out["near_duplicates"] = [dict(n) for n in self.near_duplicates]
         out["shards"] = [s.to_dict() for s in self.shards]
         return out
 
@@ -66,13 +70,15 @@ class LogEntry:
         return cls(int(d["release"]), str(d["time"]), str(d["request"]), tuple(d["removed"]),
                    tuple(ShardChange.from_dict(s) for s in d["shards"]), d.get("request_id"),
                    None if not_found is None else tuple(not_found), None if pdq is None else tuple(pdq),
-                   None if pixels is None else tuple(pixels))
+                   None if pixels is None else tuple(pixels),
+                   tuple(dict(n) for n in d["near_duplicates"]) if d.get("near_duplicates") else None)
 
 
 def entry_for_request(*, release: int, time: str, request: str, request_id: int, removed: Sequence[str],
                       not_found: Sequence[str], num_shards: int, old_sha256: Mapping[str, str],
                       new_sha256: Mapping[str, str | None], removed_pdq: Sequence[str] = (),
-                      removed_pixels: Sequence[str] = ()) -> LogEntry:
+                      removed_pixels: Sequence[str] = (),
+                      near_duplicates: Sequence[Mapping[str, Any]] = ()) -> LogEntry:
     """The log entry of one applied request: the files (of every format) of the shards its removals touched.
 
     ``old_sha256``: every listed file of the release before; ``new_sha256``: the rewritten files, under the new
@@ -84,7 +90,8 @@ def entry_for_request(*, release: int, time: str, request: str, request_id: int,
     changes = tuple(ShardChange(p, old_sha256[p], new_sha256.get(moved[p]),
                                 moved[p] if moved[p] in new_sha256 and moved[p] != p else None) for p in files)
     return LogEntry(release, time, request, tuple(sorted(removed)), changes, request_id, tuple(sorted(not_found)),
-                    tuple(sorted({h for h in removed_pdq if h})), tuple(sorted({h for h in removed_pixels if h})))
+                    tuple(sorted({h for h in removed_pdq if h})), tuple(sorted({h for h in removed_pixels if h})),
+                    tuple(dict(n) for n in near_duplicates) or None)
 
 
 def blocked_ids(log: Sequence[LogEntry]) -> frozenset[str]:

@@ -485,6 +485,8 @@ class Ledger:
                 self._history(cur, request_id=out.request_id, message_id=row[1], event="applied",
                               from_state="received", to_state="applied", time=now,
                               detail={"release": release, "removed": sorted(b.image_id for b in out.removed),
+                                      **({"near_duplicates": [n.to_dict() for n in out.near_duplicates]}
+                                         if out.near_duplicates else {}),
                                       "already_removed": sorted(out.already_removed),
                                       "not_found": sorted(out.not_found)})
 
@@ -555,13 +557,29 @@ class RemovedImage:
 
 
 @dataclass(frozen=True)
+class NearDuplicate:
+    """A published image within a PDQ distance of an image a request removes (``release.fingerprint``)."""
+
+    image_id: str
+    of: str  # the requested image it is a near-duplicate of
+    distance: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_id": self.image_id, "of": self.of, "distance": self.distance}
+
+
+@dataclass(frozen=True)
 class ApplyOutcome:
-    """What apply did for one request (input to ``Ledger.record_applied``)."""
+    """What apply did for one request (input to ``Ledger.record_applied``). ``near_duplicates``: images removed
+    with the requested ones (within ``MATCH_DISTANCE``; they are in ``removed`` too); ``review``: images in the
+    grey band, left published and put to a person as a ``review`` request."""
 
     request_id: int
     removed: tuple[RemovedImage, ...]
     already_removed: tuple[str, ...]
     not_found: tuple[str, ...]
+    near_duplicates: tuple[NearDuplicate, ...] = ()
+    review: tuple[NearDuplicate, ...] = ()
 
 
 class _Tx:
