@@ -3,6 +3,8 @@ logs each with its distance, puts the grey band (up to REVIEW_DISTANCE) to revie
 alone. Real photos that ship in packages, and copies of one (re-encoded, resized, cropped)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,6 +13,7 @@ from veilset.api import ledger_snapshot
 from veilset.audit.findings import PASS
 from veilset.audit.release import Release
 from veilset.audit.takedowns import check_takedowns
+from veilset.cli import main
 from veilset.detectors.package_photos import photo_path
 from veilset.release.manifest import load_manifest
 from veilset.takedown.apply import apply_pending
@@ -64,3 +67,28 @@ def test_apply_removes_near_duplicates_and_puts_the_grey_band_to_review(photos, 
     apply_pending(ledger, root, now="2026-12-02T09:00:00Z", workers=1)
     assert release_ids(root) == {o.image_id for o in others}
     assert ledger.requests("review") == []
+
+
+@pytest.mark.parametrize("with_fingerprints", [True, False])
+def test_takedown_find_prints_the_published_copies_of_a_photo(photos, tmp_path, capsys, with_fingerprints):
+    """From the index's PDQ, or (a release built without them) from its published JPEGs."""
+    root, original, copies, others = photos
+    if not with_fingerprints:
+        root = str(tmp_path / "old")
+        release_of(root, [dataclasses.replace(im, pdq="", pixels_sha256="")
+                          for im in (original, *copies.values(), *others)], num_shards=3)
+    hopper = _rgb("grace_hopper.jpg")
+    mirrored, stranger = tmp_path / "mirrored.png", tmp_path / "stranger.jpg"
+    Image.fromarray(np.ascontiguousarray(hopper[:, ::-1])).save(mirrored)
+    Image.fromarray(_rgb("motorcycle.png")).save(stranger, quality=90)
+    assert main(["takedown", "find", "--release", root, str(mirrored), str(stranger), original.pdq]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    by_photo: dict[str, dict[str, tuple[int, str]]] = {}
+    for photo, image_id, *rest in lines:
+        by_photo.setdefault(photo, {})[image_id] = (int(rest[0]), rest[1]) if rest[0] != "no match" else rest[0]
+    near = {original.image_id, *(copies[k].image_id for k in ("reencoded", "half", "crop1"))}
+    for photo in (str(mirrored), original.pdq):
+        assert {i for i, (d, band) in by_photo[photo].items() if band == "match"} == near
+        assert by_photo[photo][copies["crop2"].image_id][1] == "review"
+    assert by_photo[original.pdq][original.image_id][0] == 0  # the same pixels, whichever way hashed
+    assert by_photo[str(stranger)] == {"-": "no match"}
