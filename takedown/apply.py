@@ -40,6 +40,7 @@ from veilset.release.format import ShardKey
 from veilset.release.lock import ReleaseLock, ReleaseLocked
 from veilset.release.manifest import Manifest
 from veilset.release.records import ShardFile
+from veilset.takedown.find import release_index
 from veilset.takedown.ledger import ApplyOutcome, Ledger, NearDuplicate, NewRequest, RemovedImage, RequestRow
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
         if not p.requests or not (p.gone or any(o.not_found for o in p.outcomes)):
             if p.requests:  # nothing of theirs is published: answered (already removed) at once
                 ledger.record_applied(before, list(p.outcomes))
+                _ask_reviews(ledger, p.outcomes)
             return ApplyReport(before, before, len(p.requests), (), _not_found(p.outcomes), (), (), recovered,
                                time.perf_counter() - t0)
         journal = stage(release_dir, current, p, now=now or _now(), workers=workers)
@@ -192,11 +194,15 @@ def plan(ledger: Ledger, release_dir: str, current: Manifest) -> Plan:
     grey band up to ``REVIEW_DISTANCE`` (put to review)."""
     pending = tuple(ledger.requests("received"))
     wanted = {req.id: _wanted_ids(ledger, req) for req in pending}
+    by_photo = _photo_matches(release_dir, {req.id: ledger.photo_hashes(req.id) for req in pending})
+    for rid, (matched, _) in by_photo.items():
+        wanted[rid] += [i for i in matched if i not in wanted[rid]]
     present = _index_rows(release_dir, current, {i for lst in wanted.values() for i in lst})
     near, near_rows = _near_duplicates(release_dir, current, [(r.id, wanted[r.id]) for r in pending], present)
     present.update(near_rows)
     blocked = ledger.blocked_image_ids() if pending else set()
-    outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked, *near.get(req.id, ((), ())))
+    outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked, near.get(req.id, ((), ()))[0],
+                              near.get(req.id, ((), ()))[1] + by_photo.get(req.id, ((), ()))[1])
                      for req in pending)
     gone: dict[int, set[str]] = {}
     for image_id in present:
@@ -205,6 +211,24 @@ def plan(ledger: Ledger, release_dir: str, current: Manifest) -> Plan:
 
 
 Near = dict[int, tuple[tuple[NearDuplicate, ...], tuple[NearDuplicate, ...]]]
+
+
+def _photo_matches(release_dir: str, photos: dict[int, tuple[str, ...]]) -> dict[int, tuple[list[str],
+                                                                                           tuple[NearDuplicate, ...]]]:
+    """Per request by photo: the published images within ``MATCH_DISTANCE`` of any of its hashes (what it asks to
+    remove), and those in the grey band (``of`` = "photo": to review)."""
+    if not any(photos.values()):
+        return {}
+    found = release_index(release_dir)
+    out = {}
+    for rid, hashes in photos.items():
+        if hashes:
+            matches = found.query(list(hashes), fingerprint.REVIEW_DISTANCE)
+            out[rid] = ([m.image_id for m in matches if m.distance <= fingerprint.MATCH_DISTANCE],
+                        tuple(NearDuplicate(m.image_id, "photo", m.distance) for m in matches
+                              if m.distance > fingerprint.MATCH_DISTANCE))
+            log.info("request %d by photo: %s", rid, ", ".join(f"{m.image_id} ({m.distance})" for m in matches))
+    return out
 
 
 def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int, list[str]]],
@@ -361,15 +385,19 @@ def record(ledger: Ledger, release_dir: str, journal: Journal, hook: Hook) -> No
     """The ledger marks the requests applied (its history is the takedown's journal of record); the work folder
     (stage and journal.json) is removed."""
     ledger.record_applied(journal.release_after, list(journal.outcomes), time=_iso_ledger(journal.time))
-    for out in journal.outcomes:
-        if out.review:
-            _ask_review(ledger, out)
+    _ask_reviews(ledger, journal.outcomes)
     hook("ledger")
     work = os.path.join(release_dir, WORK_DIR)
     storage.remove(os.path.join(work, JOURNAL))  # done: from here a leftover stage is only garbage
     storage.fsync_dir(work)
     shutil.rmtree(work)
     storage.fsync_dir(release_dir)
+
+
+def _ask_reviews(ledger: Ledger, outcomes: Sequence[ApplyOutcome]) -> None:
+    for out in outcomes:
+        if out.review:
+            _ask_review(ledger, out)
 
 
 def _ask_review(ledger: Ledger, out: ApplyOutcome) -> None:
@@ -379,7 +407,8 @@ def _ask_review(ledger: Ledger, out: ApplyOutcome) -> None:
     message_id = f"{req.message_id}#near-duplicates"
     if ledger.has_message(message_id):
         return
-    why = "; ".join(f"{n.image_id} is {n.distance} bits from removed {n.of}" for n in out.review)
+    why = "; ".join(f"{n.image_id} is {n.distance} bits from "
+                    + ("the request's photo" if n.of == "photo" else f"removed {n.of}") for n in out.review)
     ledger.add_request(NewRequest(message_id=message_id, sender=req.sender, date_header="", source="apply",
                                   state="review", image_ids=tuple(n.image_id for n in out.review),
                                   reason=f"near_duplicate_review: {why}"))

@@ -94,10 +94,14 @@ def test_copies_of_a_removed_photo_are_blocked_by_later_builds(first, tmp_path):
     with Ledger(ledger_path) as ledger:
         ledger.add_request(NewRequest(message_id="<hopper@x>", sender="grace@example.org", date_header="",
                                       source="t", state="received", image_ids=(hopper_id,)))
+        # a request by photo of a picture the release does not hold: kept, it blocks later builds
+        moto = fingerprint.query_hashes(_rgb("motorcycle.png"), dihedral=True)[0]
+        ledger.add_request(NewRequest(message_id="<moto@x>", sender="rider@example.org", date_header="",
+                                      source="t", state="received", photo_pdq=tuple(h.hex() for h in moto)))
         report = apply_pending(ledger, str(out), now="2026-12-02T08:00:00Z")
         assert report.removed == (hopper_id,)
         assert [h for _, h in ledger.blocked_fingerprints()] and ledger.blocked_pixel_hashes()
-    entry = load_manifest(str(out))["log"][-1]
+    entry = next(e for e in load_manifest(str(out))["log"] if e["request"] == "<hopper@x>")
     assert len(entry["removed_pdq"]) == 1 and len(entry["removed_pixels"]) == 1
 
     later = tmp_path / "later"
@@ -110,11 +114,11 @@ def test_copies_of_a_removed_photo_are_blocked_by_later_builds(first, tmp_path):
     rebuilt = tmp_path / "rebuilt"
     assert main(["build", str(later), "--output", str(rebuilt), *BUILD, "--ledger", ledger_path]) == 0
     m = load_manifest(str(rebuilt))
-    assert m["counts"]["published"] == 2 and m["counts"]["blocked"] == 5
-    assert m["blocked_by_reason"] == {"near_duplicate": 5}
-    assert {r["image_id"] for r in _index_rows(str(rebuilt))} == {_id_of(later / "rocket.jpg"),
-                                                                    _id_of(later / "motorcycle.jpg")}
-    # without the ledger, in the taken-down release's own folder: its log carries the removed photo's PDQ
+    assert m["counts"]["published"] == 1 and m["counts"]["blocked"] == 6
+    assert m["blocked_by_reason"] == {"near_duplicate": 6}
+    assert {r["image_id"] for r in _index_rows(str(rebuilt))} == {_id_of(later / "rocket.jpg")}
+    # without the ledger, in the taken-down release's own folder: its log carries the removed photo's PDQ (not
+    # the hashes of photos that matched nothing: those are the ledger's)
     assert main(["build", str(later), "--output", str(out), *BUILD]) == 0
     m = load_manifest(str(out))
     assert m["counts"]["blocked"] == 5 and m["blocked_by_reason"] == {"near_duplicate": 5}
