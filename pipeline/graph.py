@@ -216,17 +216,25 @@ def staging_path(output: str, resume_key: str, image_id: str) -> str:
 
 
 class Resume(beam.DoFn):
-    """An image already staged by an interrupted run of this same build skips decode, detection and encoding."""
+    """An image already staged by an interrupted run of this same build skips decode, detection and encoding;
+    it is checked against the removed images' fingerprints again (the ledger may have grown since)."""
 
     RESUMED = "resumed"
+    BLOCKED = "blocked_resumed"
 
-    def __init__(self, output: str, num_shards: int, resume_key: str):
+    def __init__(self, output: str, num_shards: int, resume_key: str, removed: "RemovedFingerprints | None" = None):
         self._output, self._num_shards, self._key = output, num_shards, resume_key
+        self._removed = removed or RemovedFingerprints((), frozenset())
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
         path = staging_path(self._output, self._key, ref.image_id)
         if storage.exists(path):
             staged: PublishedImage = pickle.loads(storage.read(path))
+            hit = self._removed.check_jpeg(staged.jpeg)
+            if hit is not None:
+                LOG.warning("%s blocked: %s (%s)", ref.source, hit[0], hit[1])
+                yield TaggedOutput(self.BLOCKED, Blocked(ref.source, hit[0]))
+                return
             yield TaggedOutput(self.RESUMED, StagedImage(ref.image_id, ids.shard_of(ref.image_id, self._num_shards),
                                                          path, ref.source, staged.pixels_sha256))
         else:
@@ -240,6 +248,13 @@ class RemovedFingerprints:
     def __init__(self, pdq: tuple[tuple[str, str], ...], pixels: frozenset[str]):
         self._pdq, self._pixels = pdq, pixels
         self._index: fingerprint.NearDuplicateIndex | None = None
+
+    def check_jpeg(self, jpeg: bytes) -> tuple[str, str] | None:
+        """``match`` for a published JPEG (decoded only when there is something to compare with)."""
+        if not self._pdq and not self._pixels:
+            return None
+        pixels = fingerprint.decode_rgb(jpeg)
+        return self.match(pixels, fingerprint.fingerprint(pixels))
 
     def match(self, pixels: Any, fp: fingerprint.Fingerprint) -> tuple[str, str] | None:
         """(reason, detail) when the published pixels are a removed image's or a near-duplicate of one."""
@@ -425,8 +440,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "GroupById" >> beam.GroupByKey()
         | "Deduplicate" >> beam.FlatMap(deduplicate).with_outputs("duplicates", main="unique")
     )
-    todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key)).with_outputs(
-        Resume.RESUMED, main="todo")
+    removed = RemovedFingerprints(blocked_pdq, blocked_pixels)
+    todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key, removed)).with_outputs(
+        Resume.RESUMED, Resume.BLOCKED, main="todo")
     decoded = todo.todo | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
 
     reject_parts = [read[REJECTS], decoded[REJECTS], p | "ListingRejects" >> beam.Create(list(listing_rejects))]
@@ -453,7 +469,6 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         reject_parts.append(dlq.failed_inferences | "GenerateMasksFailures" >> _failed_batches_to_rejects("masks"))
         with_masks = result | "AttachMasks" >> beam.MapTuple(lambda image, res: (image, tuple(res.inference)))
 
-    removed = RemovedFingerprints(blocked_pdq, blocked_pixels)
     staged = with_masks | "EncodeAndStage" >> beam.ParDo(
         EncodeAndStage(opts.output, num_shards, opts.jpeg_quality, resume_key, removed)).with_outputs(
         REJECTS, EncodeAndStage.BLOCKED, main="staged")
@@ -475,11 +490,12 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
     # an id clash rejects, and a pixel duplicate drops, a staged image: it was counted when it was staged
     if progress_dir is not None:
         _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged,
-                                       staged[EncodeAndStage.BLOCKED], todo[Resume.RESUMED]])
+                                       staged[EncodeAndStage.BLOCKED], todo[Resume.RESUMED], todo[Resume.BLOCKED]])
     reject_parts.append(shard_files[REJECTS])
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     duplicates = (unique.duplicates, same_pixels.duplicates) | "FlattenDuplicates" >> beam.Flatten()
-    blocked = (allowed[DropBlocked.BLOCKED], staged[EncodeAndStage.BLOCKED]) | "FlattenBlocked" >> beam.Flatten()
+    blocked = ((allowed[DropBlocked.BLOCKED], staged[EncodeAndStage.BLOCKED], todo[Resume.BLOCKED])
+               | "FlattenBlocked" >> beam.Flatten())
     return (
         p
         | "Finish" >> beam.Create([None])

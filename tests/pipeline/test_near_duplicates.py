@@ -123,3 +123,27 @@ def test_copies_of_a_removed_photo_are_blocked_by_later_builds(first, tmp_path):
     m = load_manifest(str(out))
     assert m["counts"]["blocked"] == 5 and m["blocked_by_reason"] == {"near_duplicate": 5}
     assert m["counts"]["published"] == 2
+
+
+def test_an_image_staged_before_the_ledger_grew_is_checked_again_when_resumed(tmp_path):
+    """A rerun of an interrupted build reuses what it staged; the removed images' fingerprints may be new since."""
+    import pickle
+
+    from apache_beam.pvalue import TaggedOutput
+
+    from veilset.pipeline.graph import Blocked, RemovedFingerprints, Resume, SourceRef, StagedImage, staging_path
+    from veilset.pipeline.ingest import InputFile
+    from tests.factories import published_photo
+
+    staged = published_photo(_rgb("chelsea.png"), "chelsea")
+    path = staging_path(str(tmp_path), "key", staged.image_id)
+    (tmp_path / ".staging" / "key").mkdir(parents=True)
+    (tmp_path / ".staging" / "key" / f"{staged.image_id}.pkl").write_bytes(pickle.dumps(staged))
+    ref = SourceRef(staged.image_id, staged.content_sha256, InputFile(b"/nowhere", "chelsea.png"))
+    again = list(Resume(str(tmp_path), 2, "key").process(ref))
+    assert isinstance(again[0], TaggedOutput) and again[0].tag == Resume.RESUMED
+    assert isinstance(again[0].value, StagedImage) and again[0].value.pixels_sha256 == staged.pixels_sha256
+    removed = RemovedFingerprints((("sa_removed", staged.pdq),), frozenset())
+    out = list(Resume(str(tmp_path), 2, "key", removed).process(ref))
+    assert [(o.tag, o.value) for o in out] == [(Resume.BLOCKED, Blocked("chelsea.png", "near_duplicate"))]
+    assert path.endswith(f"{staged.image_id}.pkl")
