@@ -142,3 +142,19 @@ def test_old_scheme_or_repeated_ids_are_found(copy_release):
     messages = [f.message for f in _check(root).findings if f.file == rel]
     assert any("COCO image id" in m and "used twice" in m for m in messages), messages
     assert any("annotation id" in m and "used twice in its shard file" in m for m in messages), messages
+
+
+def test_fingerprints_in_the_index_are_checked_against_the_published_pixels(built, copy_release):
+    assert all(len(r["pdq"]) == 64 and len(r["pixels_sha256"]) == 64 for r in index_rows(built.root))
+    root = copy_release()
+    rows = index_rows(root)
+    idx_rel = registry.shard_path("index", rows[0]["shard"], 2, shards.listed_generation(root, rows[0]["shard"]))
+    lines = [json.loads(l) for l in open(os.path.join(root, idx_rel))]
+    for line in lines:
+        if line["image_id"] == rows[0]["image_id"]:
+            line["pdq"] = "0" * 64  # a forged hash would let copies of it past every later build
+            line["pixels_sha256"] = "f" * 64
+    open(os.path.join(root, idx_rel), "w").write("".join(json.dumps(l) + "\n" for l in lines))
+    found = [f for f in _check(root).findings if f.image_id == rows[0]["image_id"]]
+    assert any("PDQ hash" in f.message and "0" * 64 in f.message for f in found)
+    assert any("pixels_sha256" in f.message for f in found)
