@@ -11,7 +11,7 @@ from typing import Any
 from veilset.plugins import Plugin
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
 from veilset.audit.release import INDEX, Release, ReleaseReadError
-from veilset.release import ids, layout, registry
+from veilset.release import fingerprint, ids, layout, registry
 from veilset.release.log import chain_problems
 from veilset.release.layout import MANIFEST_NAME, image_id_of_name
 from veilset.release.sa1b import string_id
@@ -287,6 +287,7 @@ def _check_tar_members(release: Release, findings: list[Finding]) -> None:
 def _check_copies(release: Release, index_by_id: dict[str, dict[str, Any]], findings: list[Finding]) -> None:
     from PIL import Image
 
+    fingerprinted: set[str] = set()
     for copy in release.iter_copies():
         row = index_by_id.get(copy.image_id)
         if row is None:
@@ -308,6 +309,7 @@ def _check_copies(release: Release, index_by_id: dict[str, dict[str, Any]], find
         if size != (row.get("width"), row.get("height")):
             findings.append(_f(copy.file, copy.image_id, f"JPEG is {size[0]}x{size[1]}, index says "
                                                          f"{row.get('width')}x{row.get('height')}"))
+        findings.extend(_check_fingerprints(copy, row, fingerprinted))
     if registry.with_image_files(release.formats):
         on_disk = set(release.image_files())
         for iid, row in index_by_id.items():
@@ -317,6 +319,28 @@ def _check_copies(release: Release, index_by_id: dict[str, dict[str, Any]], find
 
 
 # ---------------------------------------------------------------------------------------------- counts
+def _check_fingerprints(copy: Any, row: dict[str, Any], done: set[str]) -> list[Finding]:
+    """The index's ``pixels_sha256`` against every published copy's decoded pixels, and its ``pdq`` against the
+    first copy of each image (PDQ is a function of the pixels: one check per image). Rows without them (releases
+    built before they were recorded) are not checked."""
+    want_pixels, want_pdq = row.get("pixels_sha256"), row.get("pdq")
+    if not want_pixels and not want_pdq:
+        return []
+    try:
+        pixels = fingerprint.decode_rgb(copy.data)
+    except ValueError:
+        return []  # reported as not decodable above
+    out = []
+    if want_pixels and fingerprint.pixels_sha256(pixels) != want_pixels:
+        out.append(_f(copy.file, copy.image_id, f"decoded pixels differ from the index's pixels_sha256 {want_pixels}"))
+    if want_pdq and copy.image_id not in done:
+        done.add(copy.image_id)
+        actual = fingerprint.pdq_hash(pixels)[0].hex()
+        if actual != want_pdq:
+            out.append(_f(copy.file, copy.image_id, f"PDQ hash {actual} differs from the index's {want_pdq}"))
+    return out
+
+
 def _check_counts(release: Release, index_by_id: dict[str, dict[str, Any]], per_format: dict[str, int],
                   findings: list[Finding]) -> None:
     m = release.manifest

@@ -84,6 +84,7 @@ def _strip_manifest_log(data: bytes) -> bytes:
         return data
     for entry in manifest.get("log", []):
         entry["removed"], entry["not_found"] = [], []
+        entry.pop("near_duplicates", None)  # removed near-duplicates (their IDs are in ``removed`` too)
     return json.dumps(manifest).encode()
 
 

@@ -159,6 +159,7 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
             reporter = progress(len(inputs) + len(listing.rejects), "images", stream)
         run_graph(opts, beam_options(opts, beam_args or [], verbose), inputs, num_shards=num_shards, models=models,
                   blocked_ids=blocklist.image_ids, blocked_hashes=blocklist.content_hashes,
+                  blocked_pdq=blocklist.pdq, blocked_pixels=blocklist.pixel_hashes,
                   detector_threads=detector_threads, listing_rejects=listing.rejects, reporter=reporter)
     return load_manifest(opts.output)
 
@@ -226,6 +227,7 @@ class BuildJournal:
     @classmethod
     def start(cls, opts: opt.BuildOptions, previous: Any, inputs: list[InputFile], *, models: dict[str, Any],
               blocked_ids: frozenset[str] = frozenset(), blocked_hashes: frozenset[str] = frozenset(),
+              blocked_pdq: tuple[tuple[str, str], ...] = (), blocked_pixels: frozenset[str] = frozenset(),
               listing_rejects: tuple[Any, ...] = (), **_: Any) -> "BuildJournal":
         pending = storage.join(opts.output, layout.TAKEDOWN_JOURNAL)
         if storage.exists(pending):
@@ -235,7 +237,8 @@ class BuildJournal:
         key = ids.sha256_hex(canonical.dumps_json({"config": config, "models": models}))[:16]
         listed = sorted(f.source for f in inputs) + sorted(r.source for r in listing_rejects)
         work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": listed,
-                                                    "blocked": sorted(blocked_ids | blocked_hashes)}))[:16]
+                                                    "blocked": sorted(blocked_ids | blocked_hashes | blocked_pixels
+                                                                      | {h for _, h in blocked_pdq})}))[:16]
         path = storage.join(opts.output, layout.BUILD_JOURNAL)
         release = previous.release if previous is not None else 0
         found = cls.read(path)
@@ -264,6 +267,8 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
     ]
     for reason, n in manifest["rejects_by_reason"].items():
         lines.append(f"    rejected {reason}: {n}")
+    for reason, n in manifest.get("blocked_by_reason", {}).items():
+        lines.append(f"    blocked {reason}: {n}")
     faces = manifest["models"].get("face_detector")
     lines.append(f"  time {seconds:.1f} s, {c['published'] / max(seconds, 1e-9):.2f} images/s")
     lines.append(f"  shards: {len(manifest['shards'])} files ({', '.join(manifest['formats'])}) + "

@@ -2,7 +2,16 @@
 
     ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Resume -> Decode
       -> DetectFaces (RunInference) -> DetectPlates (RunInference) -> Anonymize -> GenerateMasks (RunInference)
-      -> EncodeAndStage -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
+      -> EncodeAndStage -> KeyByPixels -> GroupByPixels -> DeduplicatePixels -> KeyByShard -> GroupByShard
+      -> WriteShards -> WriteManifest
+
+Fingerprints (``release.fingerprint``): ``EncodeAndStage`` decodes the JPEG it publishes once and records its
+PDQ hash and pixels' sha256 with the image. There, too, an image whose published pixels are a removed image's
+(pixels_sha256) or within ``MATCH_DISTANCE`` of a removed image's PDQ (any rotation/mirroring, or inside its
+borders) is blocked: the ledger's and the previous release's log's fingerprints. Two sources that publish the
+same pixels (the same JPEG with different metadata, say) are one image: ``DeduplicatePixels`` groups the small
+staged records (never pixels) by pixels_sha256 and counts all but the first source as duplicates. That is the
+first place the published pixels exist; earlier, only the source bytes are known (``Deduplicate``).
 
 Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
 published images are staged as one file each under ``DIR/.staging/<resume key>/`` so that only small records
@@ -38,7 +47,7 @@ from veilset.pipeline.ingest import InputError, InputFile, read_input, safe_deta
 from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.progress import Counter as ProgressCounter
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
-from veilset.release import ids, index, layout, log as release_log, manifest, shards, storage
+from veilset.release import fingerprint, ids, index, layout, log as release_log, manifest, shards, storage
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
@@ -65,6 +74,15 @@ class StagedImage:
     shard: int
     staging_path: str
     source: str = ""  # the input file, for a reject record
+    pixels_sha256: str = ""  # of the published pixels ("": not known, never grouped with another image)
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """An input not published because a takedown removed it (or a copy of it): why, for the manifest and log."""
+
+    source: str
+    reason: str  # removed_id, removed_content, removed_pixels, near_duplicate
 
 
 # ------------------------------------------------------------------------------------------------ DoFns (thin)
@@ -97,10 +115,21 @@ class DropBlocked(beam.DoFn):
         self._ids, self._hashes = blocked_ids, blocked_hashes
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
-        if ref.image_id in self._ids or ref.content_sha256 in self._hashes:
-            yield TaggedOutput(self.BLOCKED, ref.source)
+        if ref.image_id in self._ids:
+            yield TaggedOutput(self.BLOCKED, Blocked(ref.source, "removed_id"))
+        elif ref.content_sha256 in self._hashes:
+            yield TaggedOutput(self.BLOCKED, Blocked(ref.source, "removed_content"))
         else:
             yield ref
+
+
+def deduplicate_pixels(item: tuple[str, Iterable[StagedImage]]) -> Iterator[Any]:
+    """Sources whose published pixels are the same are one image: published once (the first source name)."""
+    staged = sorted(item[1], key=lambda s: (s.source, s.image_id))
+    yield staged[0]
+    for s in staged[1:]:
+        LOG.info("%s publishes the same pixels as %s: a duplicate", s.source, staged[0].source)
+        yield TaggedOutput("duplicates", s.source)
 
 
 def deduplicate(item: tuple[str, Iterable[SourceRef]]) -> Iterator[Any]:
@@ -187,28 +216,77 @@ def staging_path(output: str, resume_key: str, image_id: str) -> str:
 
 
 class Resume(beam.DoFn):
-    """An image already staged by an interrupted run of this same build skips decode, detection and encoding."""
+    """An image already staged by an interrupted run of this same build skips decode, detection and encoding;
+    it is checked against the removed images' fingerprints again (the ledger may have grown since)."""
 
     RESUMED = "resumed"
+    BLOCKED = "blocked_resumed"
 
-    def __init__(self, output: str, num_shards: int, resume_key: str):
+    def __init__(self, output: str, num_shards: int, resume_key: str, removed: "RemovedFingerprints | None" = None):
         self._output, self._num_shards, self._key = output, num_shards, resume_key
+        self._removed = removed or RemovedFingerprints((), frozenset())
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
         path = staging_path(self._output, self._key, ref.image_id)
         if storage.exists(path):
+            staged: PublishedImage = pickle.loads(storage.read(path))
+            hit = self._removed.check_jpeg(staged.jpeg)
+            if hit is not None:
+                LOG.warning("%s blocked: %s (%s)", ref.source, hit[0], hit[1])
+                yield TaggedOutput(self.BLOCKED, Blocked(ref.source, hit[0]))
+                return
             yield TaggedOutput(self.RESUMED, StagedImage(ref.image_id, ids.shard_of(ref.image_id, self._num_shards),
-                                                         path, ref.source))
+                                                         path, ref.source, staged.pixels_sha256))
         else:
             yield ref
 
 
-class EncodeAndStage(beam.DoFn):
-    """Encode the published JPEG (no metadata at all) and stage the record as one file for the shard writer."""
+class RemovedFingerprints:
+    """The fingerprints of removed images a build must not publish again: exact pixels, and PDQ hashes (each
+    labelled with what it is: a removed image ID or a request) searched within ``MATCH_DISTANCE``."""
 
-    def __init__(self, output: str, num_shards: int, quality: int, resume_key: str):
+    def __init__(self, pdq: tuple[tuple[str, str], ...], pixels: frozenset[str]):
+        self._pdq, self._pixels = pdq, pixels
+        self._index: fingerprint.NearDuplicateIndex | None = None
+
+    def check_jpeg(self, jpeg: bytes) -> tuple[str, str] | None:
+        """``match`` for a published JPEG (decoded only when there is something to compare with)."""
+        if not self._pdq and not self._pixels:
+            return None
+        pixels = fingerprint.decode_rgb(jpeg)
+        return self.match(pixels, fingerprint.fingerprint(pixels))
+
+    def match(self, pixels: Any, fp: fingerprint.Fingerprint) -> tuple[str, str] | None:
+        """(reason, detail) when the published pixels are a removed image's or a near-duplicate of one."""
+        if fp.pixels_sha256 in self._pixels:
+            return "removed_pixels", "the same pixels as a removed image"
+        if not self._pdq:
+            return None
+        if self._index is None:
+            self._index = fingerprint.NearDuplicateIndex([label for label, _ in self._pdq],
+                                                         [h for _, h in self._pdq])
+        hashes, quality = fingerprint.query_hashes(pixels, dihedral=True)
+        found = self._index.query(hashes, fingerprint.MATCH_DISTANCE)
+        if not found:
+            return None
+        if quality < fingerprint.MIN_QUALITY:  # a flat picture: its matches are unreliable (grey), not blocked
+            LOG.warning("a published image of PDQ quality %d is %d bits from removed %s: not blocked, look at it",
+                        quality, found[0].distance, found[0].image_id)
+            return None
+        return "near_duplicate", f"{found[0].distance} bits from removed {found[0].image_id}"
+
+
+class EncodeAndStage(beam.DoFn):
+    """Encode the published JPEG (no metadata at all), fingerprint its decoded pixels, block it when a takedown
+    removed it or a near-duplicate of it, and stage the record as one file for the shard writer."""
+
+    BLOCKED = "blocked_copies"
+
+    def __init__(self, output: str, num_shards: int, quality: int, resume_key: str,
+                 removed: RemovedFingerprints | None = None):
         self._output, self._num_shards, self._quality = output, num_shards, quality
         self._resume_key = resume_key
+        self._removed = removed or RemovedFingerprints((), frozenset())
 
     def process(self, item: tuple[AnonymizedImage, tuple]) -> Iterator[Any]:
         image, masks = item
@@ -218,17 +296,25 @@ class EncodeAndStage(beam.DoFn):
             if violations:  # only the image is published (checked on the very bytes that are staged)
                 yield TaggedOutput(REJECTS, Reject(image.source, "encode", "not_strict", "; ".join(violations)))
                 return
+            published_pixels = fingerprint.decode_rgb(jpeg)
+            fp = fingerprint.fingerprint(published_pixels)
+            hit = self._removed.match(published_pixels, fp)
+            if hit is not None:
+                LOG.warning("%s blocked: %s (%s)", image.source, hit[0], hit[1])
+                yield TaggedOutput(self.BLOCKED, Blocked(image.source, hit[0]))
+                return
             published = PublishedImage(
                 image_id=image.image_id, content_sha256=image.content_sha256,
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
                 sha256=ids.sha256_hex(jpeg), detections=image.detections, anonymization=image.anonymization,
-                masks=tuple(masks))
+                masks=tuple(masks), pdq=fp.pdq_hex, pixels_sha256=fp.pixels_sha256)
             staged = staging_path(self._output, self._resume_key, image.image_id)
             storage.atomic_write(staged, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", safe_detail(err)))
             return
-        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged, image.source)
+        yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged, image.source,
+                          fp.pixels_sha256)
 
 
 class CountFinished(beam.DoFn):
@@ -287,17 +373,17 @@ class WriteManifest(beam.DoFn):
         self._release = previous.release + 1 if previous else 1
 
     def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject], duplicates: int,
-                blocked: int) -> Iterator[manifest.Manifest]:
+                blocked: list[Blocked]) -> Iterator[manifest.Manifest]:
         rejects = sorted(rejects, key=lambda r: (r.source, r.stage, r.reason))
         published = sum(f.images for f in shard_files if f.format == index.NAME)
         counts = manifest.Counts(input=self._num_inputs, published=published, rejected=len(rejects),
-                                 duplicates=duplicates, blocked=blocked)
+                                 duplicates=duplicates, blocked=len(blocked))
         built = manifest.Manifest.for_build(
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
             formats=self._opts.formats, files=shard_files, counts=counts,
             rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
             models=self._models, release=self._release, log=self._previous.log if self._previous else (),
-            rejects=layout.rejects_name(self._release))
+            rejects=layout.rejects_name(self._release), blocked_by_reason=Counter(b.reason for b in blocked))
         storage.atomic_write(storage.join(self._opts.output, built.rejects),
                              b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
         manifest.write(self._opts.output, built)  # the commit; the driver then removes superseded files
@@ -317,22 +403,29 @@ def with_threads(spec: str, threads: int | None) -> str:
 
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
-                blocked_hashes: frozenset[str] = frozenset(), detector_threads: int | None = None,
+                blocked_hashes: frozenset[str] = frozenset(), blocked_pdq: tuple[tuple[str, str], ...] = (),
+                blocked_pixels: frozenset[str] = frozenset(), detector_threads: int | None = None,
                 previous: manifest.Manifest | None = None, generation: int = 1, resume_key: str = "build",
                 listing_rejects: tuple[Reject, ...] = (), progress_dir: str | None = None) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``inputs``/``listing_rejects``: ``ingest.list_inputs``'s files and rejects (both count as inputs).
+    ``blocked_*``: what takedowns removed (``options.Blocklist``): IDs and source/published hashes (dropped on
+    reading), and the fingerprints of removed images: (label, PDQ hex) and pixels_sha256 (blocked once the
+    published pixels exist, in ``EncodeAndStage``).
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
     release in the output folder, if any: this build is its next release, and every image its log says was
-    taken down stays out (blocked) even without the ledger. ``generation``: the release number this build's files
+    taken down, and every near-duplicate of one (the log's fingerprints), stays out (blocked) even without the
+    ledger. ``generation``: the release number this build's files
     are named with; ``resume_key``: where its records are staged (a rerun reuses what an interrupted run staged).
     ``progress_dir``: a local folder where every finished input is counted (``CountFinished``; None: not counted).
     """
     if previous is not None:
         blocked_ids = blocked_ids | release_log.blocked_ids(previous.log)
+        blocked_pdq = tuple(sorted(set(blocked_pdq) | set(release_log.blocked_pdq(previous.log))))
+        blocked_pixels = blocked_pixels | release_log.blocked_pixels(previous.log)
     read = (
         p
         | "ListInputs" >> beam.Create(list(inputs))
@@ -347,8 +440,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "GroupById" >> beam.GroupByKey()
         | "Deduplicate" >> beam.FlatMap(deduplicate).with_outputs("duplicates", main="unique")
     )
-    todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key)).with_outputs(
-        Resume.RESUMED, main="todo")
+    removed = RemovedFingerprints(blocked_pdq, blocked_pixels)
+    todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key, removed)).with_outputs(
+        Resume.RESUMED, Resume.BLOCKED, main="todo")
     decoded = todo.todo | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")
 
     reject_parts = [read[REJECTS], decoded[REJECTS], p | "ListingRejects" >> beam.Create(list(listing_rejects))]
@@ -376,21 +470,32 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         with_masks = result | "AttachMasks" >> beam.MapTuple(lambda image, res: (image, tuple(res.inference)))
 
     staged = with_masks | "EncodeAndStage" >> beam.ParDo(
-        EncodeAndStage(opts.output, num_shards, opts.jpeg_quality, resume_key)).with_outputs(REJECTS, main="staged")
+        EncodeAndStage(opts.output, num_shards, opts.jpeg_quality, resume_key, removed)).with_outputs(
+        REJECTS, EncodeAndStage.BLOCKED, main="staged")
     reject_parts.append(staged[REJECTS])
-    shard_files = (
+    same_pixels = (
         (staged.staged, todo[Resume.RESUMED])
         | "WithResumed" >> beam.Flatten()
+        | "KeyByPixels" >> beam.Map(lambda s: (s.pixels_sha256 or s.image_id, s))
+        | "GroupByPixels" >> beam.GroupByKey()
+        | "DeduplicatePixels" >> beam.FlatMap(deduplicate_pixels).with_outputs("duplicates", main="unique")
+    )
+    shard_files = (
+        same_pixels.unique
         | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation)).with_outputs(
             REJECTS, main="files")
     )
-    if progress_dir is not None:  # an id clash rejects a staged image: it was counted when it was staged
+    # an id clash rejects, and a pixel duplicate drops, a staged image: it was counted when it was staged
+    if progress_dir is not None:
         _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged,
-                                       todo[Resume.RESUMED]])
+                                       staged[EncodeAndStage.BLOCKED], todo[Resume.RESUMED], todo[Resume.BLOCKED]])
     reject_parts.append(shard_files[REJECTS])
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
+    duplicates = (unique.duplicates, same_pixels.duplicates) | "FlattenDuplicates" >> beam.Flatten()
+    blocked = ((allowed[DropBlocked.BLOCKED], staged[EncodeAndStage.BLOCKED], todo[Resume.BLOCKED])
+               | "FlattenBlocked" >> beam.Flatten())
     return (
         p
         | "Finish" >> beam.Create([None])
@@ -398,8 +503,8 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
             WriteManifest(opts, len(inputs) + len(listing_rejects), num_shards, models, previous),
             shard_files=AsSingleton(shard_files.files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
-            duplicates=AsSingleton(unique.duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
-            blocked=AsSingleton(allowed[DropBlocked.BLOCKED] | "CountBlocked" >> beam.combiners.Count.Globally()),
+            duplicates=AsSingleton(duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
+            blocked=AsSingleton(blocked | "CollectBlocked" >> beam.combiners.ToList()),
         )
     )
 

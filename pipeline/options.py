@@ -26,6 +26,10 @@ class Blocklist:
 
     image_ids: frozenset[str] = frozenset()
     content_hashes: frozenset[str] = frozenset()  # source and published sha256 hex of removed images
+    # fingerprints of removed images (``release.fingerprint``): (what it is, e.g. the removed image ID; PDQ hex),
+    # whose near-duplicates are blocked, and the published pixels' sha256
+    pdq: tuple[tuple[str, str], ...] = ()
+    pixel_hashes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ class Manifest:
     log: tuple[LogEntry, ...] = ()
     rejects: str = layout.REJECTS_NAME
     format_version: int = FORMAT_VERSION
+    # why inputs were blocked (removed_id, removed_content, removed_pixels, near_duplicate): listed when any were
+    blocked_by_reason: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class Manifest:
             "format_version": self.format_version, "release": self.release, "created": self.created,
             "num_shards": self.num_shards, "formats": list(self.formats), "counts": self.counts.to_dict(),
             "rejects_by_reason": dict(self.rejects_by_reason),
+            **({"blocked_by_reason": dict(self.blocked_by_reason)} if self.blocked_by_reason else {}),
             "shards": [f.to_dict() for f in self.shards], "index": [f.to_dict() for f in self.index],
             "rejects": self.rejects, "config": self.config, "models": self.models,
             "log": [e.to_dict() for e in self.log],
@@ -90,7 +93,8 @@ class Manifest:
             shards=tuple(ShardFile.from_dict(e) for e in d["shards"]),
             index=tuple(ShardFile.from_dict(e) for e in d["index"]), config=dict(d["config"]),
             models=dict(d["models"]), log=tuple(LogEntry.from_dict(e) for e in d.get("log", [])),
-            rejects=str(d["rejects"]), format_version=int(d["format_version"]))
+            rejects=str(d["rejects"]), format_version=int(d["format_version"]),
+            blocked_by_reason={str(k): int(v) for k, v in d.get("blocked_by_reason", {}).items()})
 
     # ------------------------------------------------------------------------------------------------ queries
     def files(self) -> tuple[ShardFile, ...]:
@@ -115,7 +119,8 @@ class Manifest:
     def for_build(cls, *, created: str, num_shards: int, formats: Sequence[str], files: Sequence[ShardFile],
                   counts: Counts, rejects_by_reason: Mapping[str, int], config: dict[str, Any],
                   models: dict[str, Any], release: int = 1, log: Sequence[LogEntry] = (),
-                  rejects: str = layout.REJECTS_NAME) -> "Manifest":
+                  rejects: str = layout.REJECTS_NAME,
+                  blocked_by_reason: Mapping[str, int] | None = None) -> "Manifest":
         """The release a build makes: 1, or the next one of the release it replaces (``release``), keeping that
         release's takedown ``log``. Raises RuntimeError when the counts do not add up (a bug, never data)."""
         files = sorted(files, key=lambda f: (f.format, f.shard))
@@ -125,7 +130,8 @@ class Manifest:
         return cls(release=release, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
                    rejects_by_reason=dict(sorted(rejects_by_reason.items())),
                    shards=tuple(f for f in files if f.format != INDEX), index=index, config=config,
-                   models=models, log=tuple(log), rejects=rejects)
+                   models=models, log=tuple(log), rejects=rejects,
+                   blocked_by_reason=dict(sorted((blocked_by_reason or {}).items())))
 
     def after_takedown(self, *, touched: set[int], rewritten: Sequence[ShardFile], removed: int,
                        entries: Sequence[LogEntry]) -> "Manifest":

@@ -35,6 +35,8 @@ SCHEMA = pa.schema(
                                       ("stability_score", pa.float64()),
                                       ("point_coords", pa.list_(pa.list_(pa.float64()))),
                                       ("crop_box", pa.list_(pa.float64()))]))),
+        ("pdq", pa.string()),  # the published pixels' PDQ hash, 64 hex digits (``release.fingerprint``)
+        ("pixels_sha256", pa.string()),  # sha256 of the published pixels (exact copies)
     ]
 )
 RECORD_COLUMNS = ["image_id", "width", "height", "sha256", "content_sha256", "detections", "anonymization", "masks"]
@@ -70,6 +72,8 @@ def _row(im: PublishedImage) -> dict[str, Any]:
         "detections": [d.to_dict() for d in im.detections],
         "anonymization": json.dumps(im.anonymization, sort_keys=True),
         "masks": [m.to_sa1b(annotation_id(im.image_id, k)) for k, m in enumerate(im.masks)],
+        "pdq": im.pdq or None,
+        "pixels_sha256": im.pixels_sha256 or None,
     }
 
 
@@ -89,6 +93,7 @@ def _published(row: dict[str, Any]) -> PublishedImage:
         detections=tuple(Detection.from_dict(d) for d in row["detections"]),
         anonymization=json.loads(row["anonymization"]),
         masks=tuple(MaskAnnotation.from_sa1b(m) for m in row["masks"]),
+        pdq=row.get("pdq") or "", pixels_sha256=row.get("pixels_sha256") or "",
     )
 
 

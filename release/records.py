@@ -26,6 +26,10 @@ class PublishedImage:
     detections: tuple[Detection, ...]
     anonymization: dict[str, Any]
     masks: tuple[MaskAnnotation, ...]
+    # fingerprints of the published JPEG's decoded pixels (``release.fingerprint``): PDQ as 64 hex digits, and the
+    # pixels' sha256; "" where unknown (a release built before they were recorded)
+    pdq: str = ""
+    pixels_sha256: str = ""
 
 
 @dataclass(frozen=True)

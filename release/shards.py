@@ -7,6 +7,7 @@ touches exactly the shards that hold its images. No Beam here: the build calls t
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable, Sequence
 
 from veilset.release import ids, index, layout, manifest as release_manifest, registry, storage
@@ -81,7 +82,19 @@ def read_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence[
     manifest lists for that shard."""
     if generation is None:
         generation = listed_generation(release_dir, shard)
-    return reading_format(formats).read(ShardKey(shard, num_shards, generation), fetcher(release_dir))
+    return read_images(ShardKey(shard, num_shards, generation), formats, fetcher(release_dir))
+
+
+def read_images(key: ShardKey, formats: Sequence[str], fetch: Fetch) -> list[PublishedImage]:
+    """Every image of shard ``key`` (``reading_format``), with the fingerprints the index holds when the format
+    does not carry them (COCO, SA-1B): a rewrite keeps them whatever the formats."""
+    images = reading_format(formats).read(key, fetch)
+    if all(im.pdq and im.pixels_sha256 for im in images):
+        return images
+    rows = {row["image_id"]: row for row in index.parse(fetch(index.path(key)))}
+    return [dataclasses.replace(im, pdq=im.pdq or rows.get(im.image_id, {}).get("pdq") or "",
+                                pixels_sha256=im.pixels_sha256 or rows.get(im.image_id, {}).get("pixels_sha256") or "")
+            for im in images]
 
 
 def listed_generation(release_dir: str, shard: int) -> int:
@@ -104,5 +117,5 @@ def without(key: ShardKey, new_key: ShardKey, formats: Sequence[str], fetch: Fet
             gone: frozenset[str]) -> dict[str, bytes]:
     """The files of shard ``key`` minus the images ``gone``, written as shard ``new_key`` (the takedown's
     generation): the same bytes as a fresh write of the rest. Empty when nothing is left. Writes nothing."""
-    keep = [im for im in reading_format(formats).read(key, fetch) if im.image_id not in gone]
+    keep = [im for im in read_images(key, formats, fetch) if im.image_id not in gone]
     return payloads(new_key, formats, keep) if keep else {}

@@ -33,13 +33,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from veilset.release import housekeeping, ids, index, layout, log as release_log, manifest, registry, shards, storage
+from veilset.release import (fingerprint, housekeeping, ids, index, layout, log as release_log, manifest, registry,
+                             shards, storage)
 from veilset.release.canonical import dumps_json
 from veilset.release.format import ShardKey
 from veilset.release.lock import ReleaseLock, ReleaseLocked
 from veilset.release.manifest import Manifest
 from veilset.release.records import ShardFile
-from veilset.takedown.ledger import ApplyOutcome, Ledger, RemovedImage, RequestRow
+from veilset.takedown.find import release_index
+from veilset.takedown.ledger import ApplyOutcome, Ledger, NearDuplicate, NewRequest, RemovedImage, RequestRow
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +128,17 @@ class Journal:
 
 
 def _outcome_json(o: ApplyOutcome) -> dict[str, Any]:
-    return {"request_id": o.request_id, "removed": [[b.image_id, b.content_sha256, b.sha256] for b in o.removed],
-            "already_removed": list(o.already_removed), "not_found": list(o.not_found)}
+    return {"request_id": o.request_id,
+            "removed": [[b.image_id, b.content_sha256, b.sha256, b.pdq, b.pixels_sha256] for b in o.removed],
+            "already_removed": list(o.already_removed), "not_found": list(o.not_found),
+            "near_duplicates": [n.to_dict() for n in o.near_duplicates], "review": [n.to_dict() for n in o.review]}
 
 
 def _outcome_from_json(d: dict[str, Any]) -> ApplyOutcome:
     return ApplyOutcome(int(d["request_id"]), tuple(RemovedImage(*r) for r in d["removed"]),
-                        tuple(d["already_removed"]), tuple(d["not_found"]))
+                        tuple(d["already_removed"]), tuple(d["not_found"]),
+                        tuple(NearDuplicate(**n) for n in d.get("near_duplicates", [])),
+                        tuple(NearDuplicate(**n) for n in d.get("review", [])))
 
 
 # ------------------------------------------------------------------------------------------------ the apply
@@ -154,6 +160,7 @@ def apply_pending(ledger: Ledger, release_dir: str, *, hook: Hook | None = None,
         if not p.requests or not (p.gone or any(o.not_found for o in p.outcomes)):
             if p.requests:  # nothing of theirs is published: answered (already removed) at once
                 ledger.record_applied(before, list(p.outcomes))
+                _ask_reviews(ledger, p.outcomes)
             return ApplyReport(before, before, len(p.requests), (), _not_found(p.outcomes), (), (), recovered,
                                time.perf_counter() - t0)
         journal = stage(release_dir, current, p, now=now or _now(), workers=workers)
@@ -182,16 +189,70 @@ def _not_found(outcomes: Sequence[ApplyOutcome]) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------ 1. plan
 def plan(ledger: Ledger, release_dir: str, current: Manifest) -> Plan:
-    """Which pending requests, which of their images the release holds (by its index), and where."""
+    """Which pending requests, which of their images the release holds (by its index), and where; with each
+    requested image, the published images within ``MATCH_DISTANCE`` of its PDQ (removed too) and those in the
+    grey band up to ``REVIEW_DISTANCE`` (put to review)."""
     pending = tuple(ledger.requests("received"))
     wanted = {req.id: _wanted_ids(ledger, req) for req in pending}
+    by_photo = _photo_matches(release_dir, {req.id: ledger.photo_hashes(req.id) for req in pending})
+    for rid, (matched, _) in by_photo.items():
+        wanted[rid] += [i for i in matched if i not in wanted[rid]]
     present = _index_rows(release_dir, current, {i for lst in wanted.values() for i in lst})
+    near, near_rows = _near_duplicates(release_dir, current, [(r.id, wanted[r.id]) for r in pending], present)
+    present.update(near_rows)
     blocked = ledger.blocked_image_ids() if pending else set()
-    outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked) for req in pending)
+    outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked, near.get(req.id, ((), ()))[0],
+                              near.get(req.id, ((), ()))[1] + by_photo.get(req.id, ((), ()))[1])
+                     for req in pending)
     gone: dict[int, set[str]] = {}
     for image_id in present:
         gone.setdefault(ids.shard_of(image_id, current.num_shards), set()).add(image_id)
     return Plan(current.release, pending, outcomes, {s: frozenset(g) for s, g in sorted(gone.items())})
+
+
+Near = dict[int, tuple[tuple[NearDuplicate, ...], tuple[NearDuplicate, ...]]]
+
+
+def _photo_matches(release_dir: str, photos: dict[int, tuple[str, ...]]) -> dict[int, tuple[list[str],
+                                                                                           tuple[NearDuplicate, ...]]]:
+    """Per request by photo: the published images within ``MATCH_DISTANCE`` of any of its hashes (what it asks to
+    remove), and those in the grey band (``of`` = "photo": to review)."""
+    if not any(photos.values()):
+        return {}
+    found = release_index(release_dir)
+    out = {}
+    for rid, hashes in photos.items():
+        if hashes:
+            matches = found.query(list(hashes), fingerprint.REVIEW_DISTANCE)
+            out[rid] = ([m.image_id for m in matches if m.distance <= fingerprint.MATCH_DISTANCE],
+                        tuple(NearDuplicate(m.image_id, "photo", m.distance) for m in matches
+                              if m.distance > fingerprint.MATCH_DISTANCE))
+            log.info("request %d by photo: %s", rid, ", ".join(f"{m.image_id} ({m.distance})" for m in matches))
+    return out
+
+
+def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int, list[str]]],
+                     present: dict[str, dict[str, Any]]) -> tuple[Near, dict[str, dict[str, Any]]]:
+    """Per request: (near-duplicates to remove, grey-band ones to review) of its requested images the release
+    holds, by the index's PDQ hashes; and the index rows of those to remove. Each image goes to the first
+    request that finds it; requested images are never their own near-duplicates."""
+    seeds = [(rid, i, present[i]["pdq"]) for rid, lst in wanted for i in lst if (present.get(i) or {}).get("pdq")]
+    if not seeds:
+        return {}, {}
+    rows = {r["image_id"]: r for e in current.index for r in index.read(release_dir, e.path) if r.get("pdq")}
+    found = fingerprint.NearDuplicateIndex(list(rows), [r["pdq"] for r in rows.values()])
+    taken = {i for _, lst in wanted for i in lst}
+    out: dict[int, tuple[list[NearDuplicate], list[NearDuplicate]]] = {}
+    for rid, seed, pdq in seeds:
+        for m in found.query(pdq, fingerprint.REVIEW_DISTANCE):
+            if m.image_id in taken:
+                continue
+            taken.add(m.image_id)
+            near = NearDuplicate(m.image_id, seed, m.distance)
+            out.setdefault(rid, ([], []))[0 if m.distance <= fingerprint.MATCH_DISTANCE else 1].append(near)
+            log.info("request %d: %s is %d bits from requested %s", rid, m.image_id, m.distance, seed)
+    removals = {n.image_id: rows[n.image_id] for a, _ in out.values() for n in a}
+    return {rid: (tuple(a), tuple(b)) for rid, (a, b) in out.items()}, removals
 
 
 def _wanted_ids(ledger: Ledger, req: RequestRow) -> list[str]:
@@ -210,13 +271,14 @@ def _index_rows(release_dir: str, current: Manifest, wanted: set[str]) -> dict[s
     return present
 
 
-def _outcome(request_id: int, wanted: list[str], present: dict[str, dict[str, Any]],
-             blocked: set[str]) -> ApplyOutcome:
-    removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"])
-                    for i in wanted if i in present)
+def _outcome(request_id: int, wanted: list[str], present: dict[str, dict[str, Any]], blocked: set[str],
+             near: tuple[NearDuplicate, ...] = (), review: tuple[NearDuplicate, ...] = ()) -> ApplyOutcome:
+    removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"],
+                                 present[i].get("pdq") or "", present[i].get("pixels_sha256") or "")
+                    for i in [*wanted, *(n.image_id for n in near)] if i in present)
     already = tuple(i for i in wanted if i not in present and i in blocked)
     missing = tuple(i for i in wanted if i not in present and i not in blocked)
-    return ApplyOutcome(request_id, removed, already, missing)
+    return ApplyOutcome(request_id, removed, already, missing, near, review)
 
 
 # ------------------------------------------------------------------------------------------------ 2. stage
@@ -262,7 +324,9 @@ def _log_entries(current: Manifest, p: Plan, rewritten: list[ShardFile], after: 
         entries.append(release_log.entry_for_request(
             release=after, time=now, request=req.message_id, request_id=req.id,
             removed=[b.image_id for b in out.removed], not_found=out.not_found, num_shards=current.num_shards,
-            old_sha256=old, new_sha256=new, previous=previous))
+            old_sha256=old, new_sha256=new, previous=previous, removed_pdq=[b.pdq for b in out.removed],
+            removed_pixels=[b.pixels_sha256 for b in out.removed],
+            near_duplicates=[n.to_dict() for n in out.near_duplicates]))
     return entries
 
 
@@ -325,12 +389,33 @@ def record(ledger: Ledger, release_dir: str, journal: Journal, hook: Hook) -> No
     """The ledger marks the requests applied (its history is the takedown's journal of record); the work folder
     (stage and journal.json) is removed."""
     ledger.record_applied(journal.release_after, list(journal.outcomes), time=_iso_ledger(journal.time))
+    _ask_reviews(ledger, journal.outcomes)
     hook("ledger")
     work = os.path.join(release_dir, WORK_DIR)
     storage.remove(os.path.join(work, JOURNAL))  # done: from here a leftover stage is only garbage
     storage.fsync_dir(work)
     shutil.rmtree(work)
     storage.fsync_dir(release_dir)
+
+
+def _ask_reviews(ledger: Ledger, outcomes: Sequence[ApplyOutcome]) -> None:
+    for out in outcomes:
+        if out.review:
+            _ask_review(ledger, out)
+
+
+def _ask_review(ledger: Ledger, out: ApplyOutcome) -> None:
+    """The grey-band near-duplicates of a request's images, left published: a ``review`` request of their own
+    (a person approves it with ``takedown status --approve``, and the next apply removes them). Idempotent."""
+    req = ledger.request(out.request_id)
+    message_id = f"{req.message_id}#near-duplicates"
+    if ledger.has_message(message_id):
+        return
+    why = "; ".join(f"{n.image_id} is {n.distance} bits from "
+                    + ("the request's photo" if n.of == "photo" else f"removed {n.of}") for n in out.review)
+    ledger.add_request(NewRequest(message_id=message_id, sender=req.sender, date_header="", source="apply",
+                                  state="review", image_ids=tuple(n.image_id for n in out.review),
+                                  reason=f"near_duplicate_review: {why}"))
 
 
 def _iso_ledger(stamp: str) -> str:

@@ -5,6 +5,7 @@ import argparse
 import imaplib
 import json
 import logging
+import os
 import re
 import signal
 import smtplib
@@ -17,7 +18,7 @@ LOG = logging.getLogger("veilset.takedown")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="takedown_command", required=True, metavar="ACTION")
-    for add in (_add_ingest, _add_apply, _add_notify, _add_status, _add_review):
+    for add in (_add_ingest, _add_apply, _add_notify, _add_status, _add_review, _add_find):
         add(sub)
 
 
@@ -75,6 +76,35 @@ def _add_apply(sub: Any) -> None:
                     help="processes re-encoding touched shards in parallel (default: CPU count)")
     ap.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
                     help="wait this long for another apply to finish (default: fail at once)")
+
+
+def _add_find(sub: Any) -> None:
+    fd = sub.add_parser("find", help="which published images of a release are these photos (or copies of them)",
+                        description="Prints one line per published image whose PDQ hash is within 47 bits of a "
+                                    "photo (any rotation or mirroring, inside borders): PHOTO IMAGE_ID DISTANCE "
+                                    "match|review (match: <= 31 bits, the same image; review: a person looks). "
+                                    "A PHOTO of 64 hex digits is taken as a PDQ hash.")
+    fd.add_argument("--release", required=True, help="release folder")
+    fd.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, WebP, ...) or PDQ hashes")
+    fd.add_argument("--json", action="store_true", help="one JSON object per match")
+
+
+def _run_find(args: argparse.Namespace) -> int:
+    from veilset.takedown.find import find_hash, find_photo, release_index
+
+    found = release_index(args.release)
+    for photo in args.photos:
+        if len(photo) == 64 and all(c in "0123456789abcdefABCDEF" for c in photo) and not os.path.exists(photo):
+            matches = find_hash(found, photo)
+        else:
+            with open(photo, "rb") as fh:
+                matches = find_photo(found, photo, fh.read())
+        if not matches:
+            print(json.dumps({"photo": photo, "image_id": None}) if args.json else f"{photo}\t-\tno match")
+        for m in matches:
+            print(json.dumps(m.to_dict(), sort_keys=True) if args.json
+                  else f"{photo}\t{m.image_id}\t{m.distance}\t{m.band}")
+    return 0
 
 
 def _add_notify(sub: Any) -> None:
@@ -386,5 +416,5 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     handlers = {"ingest": _run_ingest, "apply": _run_apply, "notify": _run_notify, "status": _run_status,
-                "review": _run_review}
+                "review": _run_review, "find": _run_find}
     return handlers[args.takedown_command](args)

@@ -24,7 +24,7 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Callable, Iterator, Sequence
 
-from veilset.release import ids, index, manifest
+from veilset.release import fingerprint, ids, index, manifest
 from veilset.takedown import authenticity
 from veilset.takedown.ledger import NewRequest
 from veilset.takedown.policy import TrustPolicy
@@ -343,9 +343,57 @@ def parse_message(raw: bytes, *, source: str, policy: IntakePolicy,
         return NewRequest(state="quarantined", reason=f"dkim_required: {auth.verdict}: {auth.reason}"[:2000],
                           image_ids=found, **base)
     if not found:
-        return NewRequest(state="quarantined", reason="no_ids: no valid image ID in the message", **base)
+        return _by_photo(msg, policy, base)
     unknown = frozenset(i for i in found if known_ids is not None and i not in known_ids)
     return NewRequest(state="received", image_ids=found, unknown_ids=unknown, **base)
+
+
+# -- requests by photo ----------------------------------------------------------------------------------------
+
+PDQ_HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+MAX_PHOTOS = 10  # image attachments hashed per message
+MAX_PHOTO_PIXELS = 50_000_000  # checked from the header, before decoding
+
+
+def photo_hashes(msg: Message, policy: IntakePolicy) -> tuple[str, ...]:
+    """The PDQ hashes (hex) a message gives instead of IDs: each image attachment's (with its rotations,
+    mirrorings and border-trimmed picture: ``fingerprint.query_hashes``), and 64-hex-digit PDQ hashes quoted in
+    its text. A photo that does not decode, or too flat to hash reliably (PDQ quality under ``MIN_QUALITY``),
+    gives none; more than ``MAX_PHOTOS`` photos quarantine the message."""
+    found: dict[str, None] = {}
+    photos = 0
+    for part in _walk_bounded(msg, policy.limits):
+        if part.get_content_maintype() == "image":
+            photos += 1
+            if photos > MAX_PHOTOS:
+                raise Quarantine("too_many_photos", f"more than {MAX_PHOTOS} image attachments")
+            try:
+                pixels = fingerprint.decode_rgb(part.get_payload(decode=True) or b"", max_pixels=MAX_PHOTO_PIXELS)
+                hashes, quality = fingerprint.query_hashes(pixels, dihedral=True)
+            except ValueError as err:
+                log.info("an image attachment does not decode: %s", err)
+                continue
+            if quality >= fingerprint.MIN_QUALITY:
+                found.update((h.hex(), None) for h in hashes)
+            continue
+        textual, is_html = _is_textual(part)
+        if textual:
+            text = _decode_text(part)
+            found.update((m.group(0).lower(), None) for m in PDQ_HEX.finditer(html_to_text(text) if is_html else text))
+    return tuple(found)
+
+
+def _by_photo(msg: Message, policy: IntakePolicy, base: dict) -> NewRequest:
+    """A message without IDs: a request by photo when it has a photo or a PDQ hash, else quarantined."""
+    try:
+        hashes = photo_hashes(msg, policy)
+    except Quarantine as q:
+        return NewRequest(state="quarantined", reason=f"{q.reason}: {q.detail}", **base)
+    except Exception as err:  # anything the email package or a decoder throws on hostile input
+        return NewRequest(state="quarantined", reason=f"parse_error: {type(err).__name__}", **base)
+    if not hashes:
+        return NewRequest(state="quarantined", reason="no_ids: no valid image ID (or photo) in the message", **base)
+    return NewRequest(state="received", photo_pdq=hashes, **base)
 
 
 def _quarantine_head(head: bytes, *, source: str, size: int, raw_sha: str, reason: str, detail: str,

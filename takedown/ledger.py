@@ -26,7 +26,7 @@ from veilset.release import storage
 if TYPE_CHECKING:
     from veilset.takedown.policy import TrustPolicy
 
-SCHEMA_VERSION = 2  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by
+SCHEMA_VERSION = 3  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256
 
 STATES = ("received", "applied", "notified", "quarantined", "review", "rejected")
 AUTOMATIC = "policy"  # decided_by of requests the trust policy accepted without a person
@@ -71,13 +71,20 @@ CREATE TABLE IF NOT EXISTS request_ids (
     PRIMARY KEY (request_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS request_ids_image ON request_ids(image_id);
+CREATE TABLE IF NOT EXISTS request_photos (
+    request_id INTEGER NOT NULL REFERENCES requests(id),
+    pdq TEXT NOT NULL,
+    PRIMARY KEY (request_id, pdq)
+);
 CREATE TABLE IF NOT EXISTS blocklist (
     image_id TEXT PRIMARY KEY,
     content_sha256 TEXT NOT NULL DEFAULT '',
     sha256 TEXT NOT NULL DEFAULT '',
     request_id INTEGER REFERENCES requests(id),
     release INTEGER,
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    pdq TEXT NOT NULL DEFAULT '',
+    pixels_sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -139,6 +146,9 @@ class NewRequest:
     state: str  # received | quarantined | review
     image_ids: tuple[str, ...] = ()
     unknown_ids: frozenset[str] = frozenset()
+    # a request by photo: the PDQ hashes (hex; a photo's dihedral and border-trimmed variants) of the photos it
+    # sent or the hashes it quoted; apply removes the published images within MATCH_DISTANCE of any
+    photo_pdq: tuple[str, ...] = ()
     reason: str = ""
     dkim: str = "none"
     dkim_domain: str = ""
@@ -254,9 +264,29 @@ class Ledger:
                 cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                             (str(SCHEMA_VERSION),))
                 return
-        if version != 1:
+        if version not in (1, 2):
             raise ValueError(f"{self.path}: ledger schema version {version} cannot be migrated")
-        self._migrate_v1_to_v2()
+        if version == 1:
+            self._migrate_v1_to_v2()
+        self._migrate_v2_to_v3()
+
+    def _migrate_v2_to_v3(self) -> None:
+        """v2 -> v3 in one transaction: the blocklist gets the removed images' fingerprints (``pdq``,
+        ``pixels_sha256``; '' for images removed before: their IDs and hashes still block them), and requests by
+        photo their hashes (``request_photos``)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or int(row[0]) != 2:  # another process migrated it meanwhile
+                return
+            have = {r[1] for r in cur.execute("PRAGMA table_info(blocklist)")}
+            for column in ("pdq", "pixels_sha256"):
+                if column not in have:
+                    cur.execute(f"ALTER TABLE blocklist ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            for stmt in _split_sql(_SCHEMA):  # request_photos
+                cur.execute(stmt)
+            cur.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
+                          to_state=None, detail={"from": 2, "to": 3})
 
     def _migrate_v1_to_v2(self) -> None:
         """v1 -> v2 in one transaction: new columns, and the requests table rebuilt for the new state CHECK
@@ -280,9 +310,9 @@ class Ledger:
                 broken = cur.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise ValueError(f"{self.path}: foreign keys broken by the v1 -> v2 migration: {broken[:5]}")
-                cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                cur.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
                 self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
-                              to_state=None, detail={"from": 1, "to": SCHEMA_VERSION})
+                              to_state=None, detail={"from": 1, "to": 2})
         finally:
             self._conn.execute("PRAGMA foreign_keys=ON")
 
@@ -338,7 +368,7 @@ class Ledger:
                 verified = req.authenticity == "verified" and bool(req.auth_domain)
                 decision = decide(
                     trust, authenticity=req.authenticity or "unverified", org_domain=req.auth_domain,
-                    auth_reason=_auth_reason(req.auth_detail), n_ids=len(set(req.image_ids)),
+                    auth_reason=_auth_reason(req.auth_detail), n_ids=len(set(req.image_ids)) + bool(req.photo_pdq),
                     used_by_domain=_automatic_usage(cur, since, req.auth_domain) if verified else 0,
                     used_unverified=0 if verified else _automatic_usage(cur, since, None))
                 state, reason = decision.state, decision.reason
@@ -352,12 +382,10 @@ class Ledger:
                  req.auth_domain, req.auth_detail, decided_by),
             )
             rid = int(cur.lastrowid)
-            cur.executemany(
-                "INSERT OR IGNORE INTO request_ids(request_id, image_id, status) VALUES (?, ?, ?)",
-                [(rid, i, "unknown" if i in req.unknown_ids else "pending") for i in req.image_ids],
-            )
+            _insert_wanted(cur, rid, req)
             self._history(cur, request_id=rid, message_id=req.message_id, event="ingested", from_state=None,
                           to_state=state, detail={"reason": reason, "ids": len(req.image_ids),
+                                                  **({"photo_hashes": len(req.photo_pdq)} if req.photo_pdq else {}),
                                                   "unknown": len(req.unknown_ids), "sender": req.sender,
                                                   "dkim": req.dkim, "source": req.source,
                                                   "authenticity": req.authenticity,
@@ -435,8 +463,9 @@ class Ledger:
     def _block(cur: Any, out: "ApplyOutcome", release: int, now: str) -> None:
         for b in out.removed:
             cur.execute("INSERT OR IGNORE INTO blocklist(image_id, content_sha256, sha256, request_id, release, "
-                        "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now))
+                        "added_at, pdq, pixels_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now, b.pdq,
+                         b.pixels_sha256))
         for image_id in out.not_found:  # no hashes known: the ID alone is blocked
             cur.execute("INSERT OR IGNORE INTO blocklist(image_id, request_id, release, added_at) "
                         "VALUES (?, ?, ?, ?)", (image_id, out.request_id, release, now))
@@ -449,9 +478,9 @@ class Ledger:
                 row = cur.execute("SELECT state, message_id FROM requests WHERE id = ?", (out.request_id,)).fetchone()
                 if row is None or row[0] != "received":
                     continue
-                for b in out.removed:
-                    cur.execute("UPDATE request_ids SET status='removed', release=? WHERE request_id=? AND image_id=?",
-                                (release, out.request_id, b.image_id))
+                for b in out.removed:  # near-duplicates and a photo's matches get a row of their own
+                    cur.execute("INSERT OR REPLACE INTO request_ids(request_id, image_id, status, release) "
+                                "VALUES (?, ?, 'removed', ?)", (out.request_id, b.image_id, release))
                 self._block(cur, out, release, now)
                 for image_id in out.already_removed:
                     prev = cur.execute("SELECT release FROM blocklist WHERE image_id = ?", (image_id,)).fetchone()
@@ -465,6 +494,8 @@ class Ledger:
                 self._history(cur, request_id=out.request_id, message_id=row[1], event="applied",
                               from_state="received", to_state="applied", time=now,
                               detail={"release": release, "removed": sorted(b.image_id for b in out.removed),
+                                      **({"near_duplicates": [n.to_dict() for n in out.near_duplicates]}
+                                         if out.near_duplicates else {}),
                                       "already_removed": sorted(out.already_removed),
                                       "not_found": sorted(out.not_found)})
 
@@ -499,6 +530,28 @@ class Ledger:
             out.update(h for h in (content, published) if h)
         return out
 
+    def blocked_fingerprints(self) -> tuple[tuple[str, str], ...]:
+        """(removed image ID, PDQ hex) of every blocked image whose fingerprint is known, and the photos of applied
+        requests by photo (``blocked_photo_hashes``)."""
+        rows = self._conn.execute("SELECT image_id, pdq FROM blocklist WHERE pdq != '' ORDER BY image_id")
+        return tuple((str(i), str(h)) for i, h in rows) + self.blocked_photo_hashes()
+
+    def photo_hashes(self, request_id: int) -> tuple[str, ...]:
+        """The PDQ hashes of a request by photo (empty for one by IDs)."""
+        rows = self._conn.execute("SELECT pdq FROM request_photos WHERE request_id = ? ORDER BY pdq", (request_id,))
+        return tuple(str(r[0]) for r in rows)
+
+    def blocked_photo_hashes(self) -> tuple[tuple[str, str], ...]:
+        """(request label, PDQ hex) of the photos of applied requests: they block matching images from every later
+        build, whether or not the release held one."""
+        rows = self._conn.execute(
+            "SELECT p.request_id, p.pdq FROM request_photos p JOIN requests r ON r.id = p.request_id "
+            "WHERE r.state IN ('applied', 'notified') ORDER BY p.request_id, p.pdq")
+        return tuple((f"photo of request {rid}", str(h)) for rid, h in rows)
+
+    def blocked_pixel_hashes(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT pixels_sha256 FROM blocklist WHERE pixels_sha256 != ''")}
+
     def blocklist(self) -> list[BlockEntry]:
         rows = self._conn.execute(
             "SELECT image_id, content_sha256, sha256, request_id, release FROM blocklist ORDER BY image_id")
@@ -522,16 +575,34 @@ class RemovedImage:
     image_id: str
     content_sha256: str
     sha256: str
+    pdq: str = ""  # the published pixels' fingerprints, as the release's index has them ("" if it has none)
+    pixels_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A published image within a PDQ distance of an image a request removes (``release.fingerprint``)."""
+
+    image_id: str
+    of: str  # the requested image it is a near-duplicate of
+    distance: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_id": self.image_id, "of": self.of, "distance": self.distance}
 
 
 @dataclass(frozen=True)
 class ApplyOutcome:
-    """What apply did for one request (input to ``Ledger.record_applied``)."""
+    """What apply did for one request (input to ``Ledger.record_applied``). ``near_duplicates``: images removed
+    with the requested ones (within ``MATCH_DISTANCE``; they are in ``removed`` too); ``review``: images in the
+    grey band, left published and put to a person as a ``review`` request."""
 
     request_id: int
     removed: tuple[RemovedImage, ...]
     already_removed: tuple[str, ...]
     not_found: tuple[str, ...]
+    near_duplicates: tuple[NearDuplicate, ...] = ()
+    review: tuple[NearDuplicate, ...] = ()
 
 
 class _Tx:
@@ -551,6 +622,13 @@ class _Tx:
             self.cur.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.ledger._lock.release()
+
+
+def _insert_wanted(cur: sqlite3.Cursor, rid: int, req: NewRequest) -> None:
+    cur.executemany("INSERT OR IGNORE INTO request_ids(request_id, image_id, status) VALUES (?, ?, ?)",
+                    [(rid, i, "unknown" if i in req.unknown_ids else "pending") for i in req.image_ids])
+    cur.executemany("INSERT OR IGNORE INTO request_photos(request_id, pdq) VALUES (?, ?)",
+                    [(rid, h) for h in req.photo_pdq])
 
 
 def _split_sql(script: str) -> Iterator[str]:

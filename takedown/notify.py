@@ -71,6 +71,10 @@ def build_receipt(ledger: Ledger, req: RequestRow, *, from_addr: str = DEFAULT_F
         lines.append("Not found in the dataset (nothing to remove):")
         lines.extend(f"  {i}" for i in not_found)
         lines.append("")
+    if ledger.photo_hashes(req.id):
+        lines += (["No published image matched the photo you sent."] if not removed else
+                  ["The images above matched the photo you sent."])
+        lines += ["Its fingerprint is kept: an image matching it is blocked from all future releases.", ""]
     lines += [f"Reference: request {req.id}.", ""]
     msg.set_content("\n".join(lines))
     return msg

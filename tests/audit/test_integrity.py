@@ -279,3 +279,19 @@ def test_a_log_written_before_chaining_is_information_not_a_finding(copy_release
     _with_log(root, entries)
     [finding] = _log_findings(root)
     assert "log entry 1 has no prev_sha256" in finding.message
+
+
+def test_fingerprints_in_the_index_are_checked_against_the_published_pixels(built, copy_release):
+    assert all(len(r["pdq"]) == 64 and len(r["pixels_sha256"]) == 64 for r in index_rows(built.root))
+    root = copy_release()
+    rows = index_rows(root)
+    idx_rel = registry.shard_path("index", rows[0]["shard"], 2, shards.listed_generation(root, rows[0]["shard"]))
+    lines = [json.loads(l) for l in open(os.path.join(root, idx_rel))]
+    for line in lines:
+        if line["image_id"] == rows[0]["image_id"]:
+            line["pdq"] = "0" * 64  # a forged hash would let copies of it past every later build
+            line["pixels_sha256"] = "f" * 64
+    open(os.path.join(root, idx_rel), "w").write("".join(json.dumps(l) + "\n" for l in lines))
+    found = [f for f in _check(root).findings if f.image_id == rows[0]["image_id"]]
+    assert any("PDQ hash" in f.message and "0" * 64 in f.message for f in found)
+    assert any("pixels_sha256" in f.message for f in found)

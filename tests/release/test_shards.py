@@ -112,3 +112,33 @@ def test_formats_validated():
     with pytest.raises(ValueError, match="csv"):
         registry.validate_formats(["parquet", "csv"])
     assert registry.validate_formats(["sa1b", "parquet", "parquet"]) == ("parquet", "sa1b")
+
+
+def test_every_image_carries_its_fingerprints_in_the_index_and_parquet(tmp_path, images):
+    """pdq + pixels_sha256 of the published pixels: index rows, a Parquet column (pandas and HF load it), and a
+    rewrite from a format without them (COCO) takes them from the index."""
+    from veilset.release import fingerprint, index
+
+    shards.write_shard(str(tmp_path), 0, 1, ALL, images)
+    rows = index.parse((tmp_path / layout.index_path(0, 1, 0)).read_bytes())
+    by_id = {im.image_id: im for im in images}
+    for row in rows:
+        fp = fingerprint.fingerprint_bytes(by_id[row["image_id"]].jpeg)
+        assert (row["pdq"], row["pixels_sha256"]) == (fp.pdq_hex, fp.pixels_sha256)
+    frame = pq.read_table(tmp_path / registry.shard_path("parquet", 0, 1)).to_pandas()
+    assert list(frame["pdq"]) == [r["pdq"] for r in rows] and len(frame["pdq"][0]) == 64
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / registry.shard_path("parquet", 0, 1)),
+                               split="train")
+    assert ds[0]["pixels_sha256"] == rows[0]["pixels_sha256"]
+    key, new_key = shards.ShardKey(0, 1, 0), shards.ShardKey(0, 1, 1)
+    rewritten = shards.without(key, new_key, ("coco",), shards.fetcher(str(tmp_path)), frozenset({rows[0]["image_id"]}))
+    kept = index.parse(rewritten[index.path(new_key)])
+    assert [(r["pdq"], r["pixels_sha256"]) for r in kept] == [(r["pdq"], r["pixels_sha256"]) for r in rows[1:]]
+
+
+def test_a_release_without_fingerprints_still_reads_and_rewrites(tmp_path, images):
+    old = [dataclasses.replace(im, pdq="", pixels_sha256="") for im in images]
+    shards.write_shard(str(tmp_path), 0, 1, ("parquet",), old)
+    back = shards.read_shard(str(tmp_path), 0, 1, ("parquet",), generation=0)
+    assert all(im.pdq == "" and im.pixels_sha256 == "" for im in back) and len(back) == 5

@@ -20,8 +20,15 @@ from tests.factories import published
 
 def make_release(root: str, n: int = 24, num_shards: int = 4, formats: Sequence[str] = ("parquet", "coco", "sa1b"),
                  seed0: int = 0) -> tuple[dict, list[PublishedImage]]:
-    os.makedirs(root, exist_ok=True)
     images = [published(seed0 + k, n_masks=1) for k in range(n)]
+    return release_of(root, images, num_shards, formats), images
+
+
+def release_of(root: str, images: Sequence[PublishedImage], num_shards: int = 4,
+               formats: Sequence[str] = ("parquet", "coco", "sa1b")) -> dict:
+    """A release (manifest as a dict) of exactly these images."""
+    os.makedirs(root, exist_ok=True)
+    n = len(images)
     files = []
     for shard in range(num_shards):
         files += shards.write_shard(root, shard, num_shards, formats,
@@ -32,7 +39,7 @@ def make_release(root: str, n: int = 24, num_shards: int = 4, formats: Sequence[
         files=files, counts=manifest.Counts(input=n, published=n, rejected=0, duplicates=0, blocked=0),
         rejects_by_reason={}, config={}, models={})
     manifest.write(root, built)
-    return built.to_dict(), images
+    return built.to_dict()
 
 
 def all_bytes(root: str) -> dict[str, bytes]:
