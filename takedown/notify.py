@@ -68,7 +68,7 @@ def build_receipt(ledger: Ledger, req: RequestRow, *, from_addr: str = DEFAULT_F
             lines.extend(f"  {i}" for i in image_ids)
             lines.append("")
     if not_found:
-        lines.append("Not found in the dataset (nothing to remove):")
+        lines.append("Not found in the dataset (nothing to remove; blocked from all future releases all the same):")
         lines.extend(f"  {i}" for i in not_found)
         lines.append("")
     if ledger.photo_hashes(req.id):

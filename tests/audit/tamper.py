@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from veilset.pipeline.encode import encode_jpeg
-from veilset.release import ids, shards, storage
+from veilset.release import fingerprint, ids, shards, storage
 from veilset.release.canonical import dumps_json
 from veilset.release.layout import MANIFEST_NAME
 
@@ -42,7 +42,16 @@ def republish_jpeg(root: str, image_id: str, change: Callable[[bytes], bytes]) -
 
 
 def _with_jpeg(image, jpeg: bytes):
-    return dataclasses.replace(image, jpeg=jpeg, sha256=ids.sha256_hex(jpeg))
+    """The image with new JPEG bytes and every hash of them a careful adversary would update too: the sha256,
+    and (when the release has them) the fingerprints of the decoded pixels."""
+    out = dataclasses.replace(image, jpeg=jpeg, sha256=ids.sha256_hex(jpeg))
+    if not image.pdq:
+        return out
+    try:
+        fp = fingerprint.fingerprint_bytes(jpeg)
+    except (ValueError, OSError):
+        return out  # bytes that no longer decode: integrity names them anyway
+    return dataclasses.replace(out, pdq=fp.pdq_hex, pixels_sha256=fp.pixels_sha256)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
