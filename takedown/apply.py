@@ -234,17 +234,20 @@ def _photo_matches(release_dir: str, photos: dict[int, tuple[str, ...]]) -> dict
 def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int, list[str]]],
                      present: dict[str, dict[str, Any]]) -> tuple[Near, dict[str, dict[str, Any]]]:
     """Per request: (near-duplicates to remove, grey-band ones to review) of its requested images the release
-    holds, by the index's PDQ hashes; and the index rows of those to remove. Each image goes to the first
-    request that finds it; requested images are never their own near-duplicates."""
-    seeds = [(rid, i, present[i]["pdq"]) for rid, lst in wanted for i in lst if (present.get(i) or {}).get("pdq")]
+    holds, by PDQ: each requested image's published pixels are hashed in all 8 rotations/mirrorings and inside
+    their borders (``fingerprint.query_hashes``: a copy stored turned or mirrored is found too) and looked up among
+    the index's hashes; and the index rows of those to remove. Each image goes to the first request that finds
+    it; requested images are never their own near-duplicates."""
+    queries = _query_hashes(release_dir, current, {i for _, lst in wanted for i in lst if i in present})
+    seeds = [(rid, i, queries[i]) for rid, lst in wanted for i in lst if i in queries]
     if not seeds:
         return {}, {}
     rows = {r["image_id"]: r for e in current.index for r in index.read(release_dir, e.path) if r.get("pdq")}
     found = fingerprint.NearDuplicateIndex(list(rows), [r["pdq"] for r in rows.values()])
     taken = {i for _, lst in wanted for i in lst}
     out: dict[int, tuple[list[NearDuplicate], list[NearDuplicate]]] = {}
-    for rid, seed, pdq in seeds:
-        for m in found.query(pdq, fingerprint.REVIEW_DISTANCE):
+    for rid, seed, hashes in seeds:
+        for m in found.query(hashes, fingerprint.REVIEW_DISTANCE):
             if m.image_id in taken:
                 continue
             taken.add(m.image_id)
@@ -253,6 +256,21 @@ def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int
             log.info("request %d: %s is %d bits from requested %s", rid, m.image_id, m.distance, seed)
     removals = {n.image_id: rows[n.image_id] for a, _ in out.values() for n in a}
     return {rid: (tuple(a), tuple(b)) for rid, (a, b) in out.items()}, removals
+
+
+def _query_hashes(release_dir: str, current: Manifest, image_ids: set[str]) -> dict[str, list[bytes]]:
+    """Per published image of ``image_ids``: its dihedral and border-trimmed PDQ hashes, from its published JPEG
+    (read back from the shard that holds it)."""
+    by_shard: dict[int, set[str]] = {}
+    for i in image_ids:
+        by_shard.setdefault(ids.shard_of(i, current.num_shards), set()).add(i)
+    out: dict[str, list[bytes]] = {}
+    for shard, wanted in sorted(by_shard.items()):
+        for im in shards.read_images(current.key(shard), current.formats, shards.fetcher(release_dir)):
+            if im.image_id in wanted:
+                pixels = fingerprint.decode_rgb(im.jpeg)
+                out[im.image_id] = fingerprint.query_hashes(pixels, dihedral=True)[0]
+    return out
 
 
 def _wanted_ids(ledger: Ledger, req: RequestRow) -> list[str]:

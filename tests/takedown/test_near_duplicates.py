@@ -73,6 +73,24 @@ def test_apply_removes_near_duplicates_and_puts_the_grey_band_to_review(photos, 
     assert ledger.requests("review") == []
 
 
+def test_apply_removes_a_mirrored_or_turned_copy_already_in_the_release(tmp_path):
+    hopper = _rgb("grace_hopper.jpg")
+    original = published_photo(hopper, "hopper", quality=90)
+    mirrored = published_photo(np.ascontiguousarray(hopper[:, ::-1]), "mirrored", quality=90)
+    turned = published_photo(np.ascontiguousarray(np.rot90(hopper)), "turned", quality=90)
+    others = [published_photo(_rgb(n), n) for n in ("chelsea.png", "coffee.png", "rocket.jpg")]
+    root = str(tmp_path / "release")
+    release_of(root, [original, mirrored, turned, *others], num_shards=3)
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    ledger.add_request(NewRequest(message_id="<hopper@x>", sender="grace@example.org", date_header="",
+                                  source="t", state="received", image_ids=(original.image_id,)))
+    report = apply_pending(ledger, root, now="2026-12-02T08:00:00Z", workers=1)
+    assert set(report.removed) == {original.image_id, mirrored.image_id, turned.image_id}
+    assert release_ids(root) == {o.image_id for o in others}
+    logged = {n["image_id"]: n["distance"] for n in load_manifest(root)["log"][-1]["near_duplicates"]}
+    assert set(logged) == {mirrored.image_id, turned.image_id} and max(logged.values()) <= 31
+
+
 @pytest.mark.parametrize("with_fingerprints", [True, False])
 def test_takedown_find_prints_the_published_copies_of_a_photo(photos, tmp_path, capsys, with_fingerprints):
     """From the index's PDQ, or (a release built without them) from its published JPEGs."""
