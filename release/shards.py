@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Sequence
 
-from veilset.release import ids, index, layout, manifest as release_manifest, registry, storage
+from veilset.release import ids, index, manifest as release_manifest, registry, storage
 from veilset.release.format import Fetch, ShardKey
 from veilset.release.records import PublishedImage, ShardFile
 
@@ -101,9 +101,7 @@ def listed_generation(release_dir: str, shard: int) -> int:
     """The generation of ``shard`` in the manifest of the release in ``release_dir`` (0 when not listed)."""
     if not storage.exists(release_manifest.path(release_dir)):
         return 0
-    doc = release_manifest.load_manifest(release_dir)
-    from_index = [e["path"] for e in doc.get("index", []) if e.get("shard") == shard]
-    return layout.generation_of(from_index[0]) if from_index else 0
+    return release_manifest.read(release_dir).key(shard).generation  # the one derivation: Manifest.key
 
 
 def reading_format(formats: Sequence[str]) -> ShardFormat:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from veilset.release import fingerprint, index, manifest, shards
-from veilset.release.format import ShardKey
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,7 @@ def release_index(release_dir: str) -> fingerprint.NearDuplicateIndex:
         found.add_many([r["image_id"] for r in with_pdq], [r["pdq"] for r in with_pdq])
         if len(with_pdq) < len(rows):
             missing = {r["image_id"] for r in rows if not r.get("pdq")}
-            key = ShardKey(entry.shard, current.num_shards, current.key(entry.shard).generation)
-            for im in shards.read_images(key, current.formats, shards.fetcher(release_dir)):
+            for im in shards.read_images(current.key(entry.shard), current.formats, shards.fetcher(release_dir)):
                 if im.image_id in missing:
                     found.add(im.image_id, fingerprint.fingerprint_bytes(im.jpeg).pdq)
     return found
