@@ -77,3 +77,32 @@ def test_identity_names_both_parts():
     assert ident["parts"]["clpdet"]["weights"] == "clp_det.onnx"
     assert ident["parts"]["pptext"]["weights"] == "ch_PP-OCRv4_det_infer.onnx"
     assert len(ident["parts"]["pptext"]["weights_sha256"]) == 64
+
+
+def test_every_text_line_that_reads_as_a_plate_is_kept_not_only_the_best():
+    """Background plates: clp_det finds none of these rendered plates and the union keeps one unread text line
+    (``max_text``); recognition keeps the other two, which read as plate numbers, and drops the sign's word."""
+    from tests.audit.tamper import draw_plate, paste
+
+    rng = np.random.default_rng(1)
+    img = (np.full((720, 1280, 3), (90, 100, 95), np.uint8) + rng.integers(0, 20, (720, 1280, 3))).astype(np.uint8)
+    where = {"KX 4827": (100, 100), "PJO 5897": (700, 200), "OLD 3379": (300, 500), "PARKING": (900, 550)}
+    for text, (x, y) in where.items():
+        img = paste(img, draw_plate(text, height=30), x, y)
+
+    def found(spec):
+        dets = build_detector(spec).detect(img)
+        return {t for t, (x, y) in where.items() for d in dets
+                if d.box_xyxy[0] <= x + 60 <= d.box_xyxy[2] and d.box_xyxy[1] <= y + 15 <= d.box_xyxy[3]}
+
+    assert found("plates") == {"KX 4827", "PJO 5897", "OLD 3379"}
+    assert len(found("plates:read=0")) == 1  # the best line only: what the build published clear before
+    assert "PARKING" in found("pptext:max_side=1280")  # the text detector does box the sign
+
+
+def test_text_lines_inside_a_clp_box_complete_it_as_one_box():
+    boxes = np.array([[100.0, 100, 200, 140]])
+    lines = np.array([[95.0, 90, 190, 104], [120.0, 110, 180, 130]])
+    inter = plates.ops.intersection_matrix(lines, boxes)
+    out, scores = plates._absorb(boxes, np.array([0.5]), lines, np.array([0.7, 0.6]), inter)
+    assert out.tolist() == [[95.0, 90, 200, 140]] and scores.tolist() == [0.7]
