@@ -74,6 +74,12 @@ def _crop(im: Image.Image, left: float, top: float, right: float, bottom: float)
     return im.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
 
 
+def _random_cut(im: Image.Image) -> tuple[float, float, float, float]:
+    """0-10 % off each side, drawn from a generator seeded by the picture (the same copy on every run)."""
+    seed = int.from_bytes(fp.pdq_hash(np.asarray(im))[0][:8], "big")
+    return tuple(float(x) for x in np.random.default_rng(seed).uniform(0.0, 0.10, 4))
+
+
 def _border(im: Image.Image, frac: float, colour: tuple[int, int, int]) -> Image.Image:
     b = max(1, round(min(im.size) * frac))
     out = Image.new("RGB", (im.width + 2 * b, im.height + 2 * b), colour)
@@ -165,6 +171,11 @@ TRANSFORMS: dict[str, Callable[[Image.Image], bytes]] = {
     "crop_5_corner": lambda im: _jpeg(_crop(im, 0, 0.05, 0.05, 0)),
     "crop_10_corner": lambda im: _jpeg(_crop(im, 0, 0.10, 0.10, 0)),
     "crop_5_each_side": lambda im: _jpeg(_crop(im, 0.05, 0.05, 0.05, 0.05)),
+    # off the crop windows' 2 % grid (fingerprint.WINDOW_STEPS): the worst cases for a window lookup
+    "crop_3_one_side": lambda im: _jpeg(_crop(im, 0, 0, 0.03, 0)),
+    "crop_7_corner": lambda im: _jpeg(_crop(im, 0.07, 0, 0, 0.07)),
+    "crop_9_each_side": lambda im: _jpeg(_crop(im, 0.09, 0.09, 0.09, 0.09)),
+    "crop_random_10": lambda im: _jpeg(_crop(im, *_random_cut(im))),
     "exif_rotated": _exif_rotated,
     "metadata": _metadata,
     "brightness_+10": lambda im: _jpeg(ImageEnhance.Brightness(im).enhance(1.10)),
@@ -178,8 +189,10 @@ TRANSFORMS: dict[str, Callable[[Image.Image], bytes]] = {
 }
 # Copies that only a dihedral query can find (pixels really turned, no EXIF to undo it).
 DIHEDRAL_ONLY = ("rotated_90_no_exif", "mirrored")
-# Crops beyond ~2 %: no global perceptual hash finds them (README "Near-duplicates"); reported, not targeted.
-HEAVY_CROPS = ("crop_5_one_side", "crop_10_one_side", "crop_5_corner", "crop_10_corner", "crop_5_each_side")
+# Crops beyond ~2 %: no global hash of the whole picture finds them; the removed image's crop windows do
+# (variant "windows": README "Near-duplicates").
+HEAVY_CROPS = ("crop_5_one_side", "crop_10_one_side", "crop_5_corner", "crop_10_corner", "crop_5_each_side",
+               "crop_3_one_side", "crop_7_corner", "crop_9_each_side", "crop_random_10")
 
 
 # -- hashes ------------------------------------------------------------------------------------------------------
@@ -239,7 +252,11 @@ def _hash_photo(job: tuple[str, np.ndarray, list[str], bool]) -> tuple[dict, dic
     pdq_s = time.perf_counter() - t0
     im = _pil(rgb)
     copies = {t: hash_all(fp.decode_rgb(TRANSFORMS[t](im)), with_imagehash=with_imagehash) for t in transforms}
-    return hash_all(rgb, with_imagehash=with_imagehash), copies, pdq_s
+    original = hash_all(rgb, with_imagehash=with_imagehash)
+    t0 = time.perf_counter()
+    original["windows"] = fp.window_hashes(rgb)  # as the ledger keeps a removed image's
+    original["windows_s"] = time.perf_counter() - t0
+    return original, copies, pdq_s
 
 
 def compute(photos: list[tuple[str, np.ndarray]], transforms: list[str], with_imagehash: bool,
@@ -301,16 +318,59 @@ def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Windows:
+    """Every original's crop windows as one (rows, 4) uint64 matrix, and which original each row belongs to."""
+
+    def __init__(self, data: dict) -> None:
+        blobs = [o["windows"] for o in data["originals"]]
+        self.owner = np.concatenate([np.full(len(b) // fp.HASH_BYTES, k) for k, b in enumerate(blobs)])
+        self.words = np.frombuffer(b"".join(blobs), dtype=">u8").astype(np.uint64).reshape(-1, 4)
+        self.starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
+        self.n = len(blobs)
+
+    def min_distances(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), originals): the smallest distance from each query hash to any window of each original."""
+        q = np.frombuffer(rows.tobytes(), dtype=">u8").astype(np.uint64).reshape(-1, 4)
+        out = np.empty((len(q), self.n), dtype=np.uint16)
+        for i in range(len(q)):
+            d = np.bitwise_count(np.bitwise_xor(self.words, q[i])).sum(axis=1, dtype=np.uint16)
+            out[i] = np.minimum.reduceat(d, self.starts)
+        return out
+
+
+_WINDOWS_CACHE: dict[int, _Windows] = {}
+
+
+def _windows(data: dict) -> _Windows:
+    if id(data) not in _WINDOWS_CACHE:
+        _WINDOWS_CACHE[id(data)] = _Windows(data)
+    return _WINDOWS_CACHE[id(data)]
+
+
+_DISTANCES: dict[tuple[int, str, str], tuple[dict[str, np.ndarray], np.ndarray]] = {}
+
+
 def query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``_query_distances``, computed once per (data, kind, variant)."""
+    key = (id(data), kind, variant)
+    if key not in _DISTANCES:
+        _DISTANCES[key] = _query_distances(data, kind, variant)
+    return _DISTANCES[key]
+
+
+def _query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(per transform: distance of each copy to its own original; all distances to other originals).
 
     ``variant`` (PDQ only): ``plain`` one hash per query; ``dihedral`` min over 8; ``trim`` min over the hash and
     the trimmed-border hash; ``all`` min over the 8 dihedral and the trimmed hash. With ``trim`` and ``all`` the
     index also holds each original's trimmed hash (``Fingerprint.index_hashes``), as veilset indexes them.
+    ``windows``: ``all`` queries, and the index also holds each original's crop windows
+    (``fingerprint.window_hashes``), as a takedown's lookups and the ledger's blocklist hold a removed image.
     """
     index = _matrix([o[kind] for o in data["originals"]])
     index_trimmed = _matrix([o["trimmed"] for o in data["originals"]]) \
-        if kind == "pdq" and variant in ("trim", "all") else None
+        if kind == "pdq" and variant in ("trim", "all", "windows") else None
+    windows = _windows(data) if kind == "pdq" and variant == "windows" else None
     n = len(index)
     off_diag = ~np.eye(n, dtype=bool)
 
@@ -321,7 +381,7 @@ def query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dict
             return [list(e["dihedral"]) for e in entries]
         if variant == "trim":
             return [[e["pdq"], e["trimmed"]] for e in entries]
-        return [list(e["dihedral"]) + [e["trimmed"]] for e in entries]
+        return [list(e["dihedral"]) + [e["trimmed"]] for e in entries]  # all, windows
 
     def min_dist(entries: list[dict]) -> np.ndarray:
         sets = query_sets(entries)
@@ -332,6 +392,8 @@ def query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dict
             best = np.minimum(best, distance_matrix(rows, index))
             if index_trimmed is not None:
                 best = np.minimum(best, distance_matrix(rows, index_trimmed))
+            if windows is not None:
+                best = np.minimum(best, windows.min_distances(rows))
         return best
 
     same: dict[str, np.ndarray] = {}
@@ -424,7 +486,7 @@ def report(data: dict, *, match: int, review: int, scan: dict | None) -> dict:
 
     print(f"\n== PDQ at match <= {match}, grey band {match + 1}-{review} ==")
     variants = {}
-    for variant in ("plain", "dihedral", "trim", "all"):
+    for variant in ("plain", "dihedral", "trim", "all", "windows"):
         same, others = query_distances(data, "pdq", variant)
         fm = int(np.sum(others <= match))
         grey = int(np.sum((others > match) & (others <= review)))
@@ -451,10 +513,10 @@ def report(data: dict, *, match: int, review: int, scan: dict | None) -> dict:
         print(f"  {t:<20} {cells}   {variants['plain']['match_max'][t]:>3} / {variants['all']['match_max'][t]:>3}")
     print("  (recall at the match threshold; in brackets: matched or in the grey band)")
 
-    same, others = query_distances(data, "pdq", "all")
-    print("\n" + ascii_hist("PDQ distances of copies to their original ('all' queries):",
+    same, others = query_distances(data, "pdq", "windows")
+    print("\n" + ascii_hist("PDQ distances of copies to their original ('windows' lookups):",
                             np.concatenate(list(same.values())), list(range(0, 129, 8)) + [257]))
-    print(ascii_hist("PDQ distances between distinct images ('all' queries):", others,
+    print(ascii_hist("PDQ distances between distinct images ('windows' lookups):", others,
                      list(range(0, 129, 8)) + [257]))
     index = _matrix([o["pdq"] for o in data["originals"]])
     d = distance_matrix(index, index).astype(np.int32)
@@ -466,8 +528,11 @@ def report(data: dict, *, match: int, review: int, scan: dict | None) -> dict:
                                                           for a, b, x in result["closest_distinct_pairs"]))
     quality = np.array([o["quality"] for o in data["originals"]])
     result["quality_below_min"] = int(np.sum(quality < fp.MIN_QUALITY))
+    result["windows_s_per_image"] = float(np.median([o["windows_s"] for o in data["originals"]]))
+    result["windows_per_image"] = float(np.median([len(o["windows"]) // fp.HASH_BYTES for o in data["originals"]]))
     print(f"\noriginals with PDQ quality < {fp.MIN_QUALITY}: {result['quality_below_min']}; "
-          f"PDQ hashing: {data['pdq_ms_per_image']:.0f} ms per photo (median, full size)")
+          f"PDQ hashing: {data['pdq_ms_per_image']:.0f} ms per photo (median, full size); crop windows: "
+          f"{result['windows_per_image']:.0f} hashes in {result['windows_s_per_image']:.2f} s per photo (median)")
     if scan:
         result["scan"] = scan
         line = (f"NearDuplicateIndex over {scan['rows']:,} hashes ({scan['index_bytes'] / 1e6:.0f} MB file): "

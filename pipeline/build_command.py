@@ -159,7 +159,7 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
             reporter = progress(len(inputs) + len(listing.rejects), "images", stream)
         run_graph(opts, beam_options(opts, beam_args or [], verbose), inputs, num_shards=num_shards, models=models,
                   blocked_ids=blocklist.image_ids, blocked_hashes=blocklist.content_hashes,
-                  blocked_pdq=blocklist.pdq, blocked_pixels=blocklist.pixel_hashes,
+                  blocked_pdq=blocklist.pdq, blocked_pixels=blocklist.pixel_hashes, blocked_windows=blocklist.windows,
                   detector_threads=detector_threads, listing_rejects=listing.rejects, reporter=reporter)
     return load_manifest(opts.output)
 
@@ -228,6 +228,7 @@ class BuildJournal:
     def start(cls, opts: opt.BuildOptions, previous: Any, inputs: list[InputFile], *, models: dict[str, Any],
               blocked_ids: frozenset[str] = frozenset(), blocked_hashes: frozenset[str] = frozenset(),
               blocked_pdq: tuple[tuple[str, str], ...] = (), blocked_pixels: frozenset[str] = frozenset(),
+              blocked_windows: tuple[tuple[str, bytes], ...] = (),
               listing_rejects: tuple[Any, ...] = (), **_: Any) -> "BuildJournal":
         pending = storage.join(opts.output, layout.TAKEDOWN_JOURNAL)
         if storage.exists(pending):
@@ -236,9 +237,9 @@ class BuildJournal:
         config = {k: v for k, v in opts.to_config().items() if k != "workers"}
         key = ids.sha256_hex(canonical.dumps_json({"config": config, "models": models}))[:16]
         listed = sorted(f.source for f in inputs) + sorted(r.source for r in listing_rejects)
-        work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": listed,
-                                                    "blocked": sorted(blocked_ids | blocked_hashes | blocked_pixels
-                                                                      | {h for _, h in blocked_pdq})}))[:16]
+        blocked = (blocked_ids | blocked_hashes | blocked_pixels | {h for _, h in blocked_pdq}
+                   | {ids.sha256_hex(w) for _, w in blocked_windows})
+        work = ids.sha256_hex(canonical.dumps_json({"key": key, "inputs": listed, "blocked": sorted(blocked)}))[:16]
         path = storage.join(opts.output, layout.BUILD_JOURNAL)
         release = previous.release if previous is not None else 0
         found = cls.read(path)

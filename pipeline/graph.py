@@ -243,15 +243,17 @@ class Resume(beam.DoFn):
 
 class RemovedFingerprints:
     """The fingerprints of removed images a build must not publish again: exact pixels, and PDQ hashes (each
-    labelled with what it is: a removed image ID or a request) searched within ``MATCH_DISTANCE``."""
+    labelled with what it is: a removed image ID or a request) searched within ``MATCH_DISTANCE``, with the
+    hashes of each removed image's crop windows (a copy cut by up to 10 % per side is blocked too)."""
 
-    def __init__(self, pdq: tuple[tuple[str, str], ...], pixels: frozenset[str]):
-        self._pdq, self._pixels = pdq, pixels
+    def __init__(self, pdq: tuple[tuple[str, str], ...], pixels: frozenset[str],
+                 windows: tuple[tuple[str, bytes], ...] = ()):
+        self._pdq, self._pixels, self._windows = pdq, pixels, windows
         self._index: fingerprint.NearDuplicateIndex | None = None
 
     def check_jpeg(self, jpeg: bytes) -> tuple[str, str] | None:
         """``match`` for a published JPEG (decoded only when there is something to compare with)."""
-        if not self._pdq and not self._pixels:
+        if not self._pdq and not self._pixels and not self._windows:
             return None
         pixels = fingerprint.decode_rgb(jpeg)
         return self.match(pixels, fingerprint.fingerprint(pixels))
@@ -260,11 +262,10 @@ class RemovedFingerprints:
         """(reason, detail) when the published pixels are a removed image's or a near-duplicate of one."""
         if fp.pixels_sha256 in self._pixels:
             return "removed_pixels", "the same pixels as a removed image"
-        if not self._pdq:
+        if not self._pdq and not self._windows:
             return None
         if self._index is None:
-            self._index = fingerprint.NearDuplicateIndex([label for label, _ in self._pdq],
-                                                         [h for _, h in self._pdq])
+            self._index = self._build_index()
         hashes, quality = fingerprint.query_hashes(pixels, dihedral=True)
         found = self._index.query(hashes, fingerprint.MATCH_DISTANCE)
         if not found:
@@ -274,6 +275,14 @@ class RemovedFingerprints:
                         quality, found[0].distance, found[0].image_id)
             return None
         return "near_duplicate", f"{found[0].distance} bits from removed {found[0].image_id}"
+
+
+    def _build_index(self) -> fingerprint.NearDuplicateIndex:
+        found = fingerprint.NearDuplicateIndex([label for label, _ in self._pdq], [h for _, h in self._pdq])
+        for label, blob in self._windows:
+            hashes = fingerprint.split_hashes(blob)
+            found.add_many([label] * len(hashes), hashes)
+        return found
 
 
 class EncodeAndStage(beam.DoFn):
@@ -404,15 +413,16 @@ def with_threads(spec: str, threads: int | None) -> str:
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *, num_shards: int,
                 models: dict[str, Any], blocked_ids: frozenset[str] = frozenset(),
                 blocked_hashes: frozenset[str] = frozenset(), blocked_pdq: tuple[tuple[str, str], ...] = (),
-                blocked_pixels: frozenset[str] = frozenset(), detector_threads: int | None = None,
+                blocked_pixels: frozenset[str] = frozenset(), blocked_windows: tuple[tuple[str, bytes], ...] = (),
+                detector_threads: int | None = None,
                 previous: manifest.Manifest | None = None, generation: int = 1, resume_key: str = "build",
                 listing_rejects: tuple[Reject, ...] = (), progress_dir: str | None = None) -> beam.PCollection:
     """Compose the build. Returns the PCollection holding the single ``release.manifest.Manifest``.
 
     ``inputs``/``listing_rejects``: ``ingest.list_inputs``'s files and rejects (both count as inputs).
     ``blocked_*``: what takedowns removed (``options.Blocklist``): IDs and source/published hashes (dropped on
-    reading), and the fingerprints of removed images: (label, PDQ hex) and pixels_sha256 (blocked once the
-    published pixels exist, in ``EncodeAndStage``).
+    reading), and the fingerprints of removed images: (label, PDQ hex), pixels_sha256 and (removed ID, crop windows'
+    hashes) (blocked once the published pixels exist, in ``EncodeAndStage``).
 
     ``detector_threads``: onnxruntime/torch threads per detector in each worker process (the DirectRunner's
     ``--workers`` processes share this machine's cores; None leaves each detector's default). ``previous``: the
@@ -440,7 +450,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "GroupById" >> beam.GroupByKey()
         | "Deduplicate" >> beam.FlatMap(deduplicate).with_outputs("duplicates", main="unique")
     )
-    removed = RemovedFingerprints(blocked_pdq, blocked_pixels)
+    removed = RemovedFingerprints(blocked_pdq, blocked_pixels, blocked_windows)
     todo = unique.unique | "Resume" >> beam.ParDo(Resume(opts.output, num_shards, resume_key, removed)).with_outputs(
         Resume.RESUMED, Resume.BLOCKED, main="todo")
     decoded = todo.todo | "Decode" >> beam.ParDo(Decode(opts)).with_outputs(REJECTS, main="images")

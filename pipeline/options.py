@@ -30,6 +30,8 @@ class Blocklist:
     # whose near-duplicates are blocked, and the published pixels' sha256
     pdq: tuple[tuple[str, str], ...] = ()
     pixel_hashes: frozenset[str] = frozenset()
+    # (removed image ID, the PDQ hashes of its crop windows, 32 bytes each: ``fingerprint.window_hashes``)
+    windows: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -129,13 +129,13 @@ class Journal:
 
 def _outcome_json(o: ApplyOutcome) -> dict[str, Any]:
     return {"request_id": o.request_id,
-            "removed": [[b.image_id, b.content_sha256, b.sha256, b.pdq, b.pixels_sha256] for b in o.removed],
+            "removed": [b.to_list() for b in o.removed],
             "already_removed": list(o.already_removed), "not_found": list(o.not_found),
             "near_duplicates": [n.to_dict() for n in o.near_duplicates], "review": [n.to_dict() for n in o.review]}
 
 
 def _outcome_from_json(d: dict[str, Any]) -> ApplyOutcome:
-    return ApplyOutcome(int(d["request_id"]), tuple(RemovedImage(*r) for r in d["removed"]),
+    return ApplyOutcome(int(d["request_id"]), tuple(RemovedImage.from_list(r) for r in d["removed"]),
                         tuple(d["already_removed"]), tuple(d["not_found"]),
                         tuple(NearDuplicate(**n) for n in d.get("near_duplicates", [])),
                         tuple(NearDuplicate(**n) for n in d.get("review", [])))
@@ -198,11 +198,13 @@ def plan(ledger: Ledger, release_dir: str, current: Manifest) -> Plan:
     for rid, (matched, _) in by_photo.items():
         wanted[rid] += [i for i in matched if i not in wanted[rid]]
     present = _index_rows(release_dir, current, {i for lst in wanted.values() for i in lst})
-    near, near_rows = _near_duplicates(release_dir, current, [(r.id, wanted[r.id]) for r in pending], present)
+    queries = _query_hashes(release_dir, current, {i for lst in wanted.values() for i in lst if i in present})
+    near, near_rows = _near_duplicates(release_dir, current, [(r.id, wanted[r.id]) for r in pending], queries)
     present.update(near_rows)
     blocked = ledger.blocked_image_ids() if pending else set()
+    windows = {i: q.windows for i, q in queries.items()}
     outcomes = tuple(_outcome(req.id, wanted[req.id], present, blocked, near.get(req.id, ((), ()))[0],
-                              near.get(req.id, ((), ()))[1] + by_photo.get(req.id, ((), ()))[1])
+                              near.get(req.id, ((), ()))[1] + by_photo.get(req.id, ((), ()))[1], windows)
                      for req in pending)
     gone: dict[int, set[str]] = {}
     for image_id in present:
@@ -232,14 +234,11 @@ def _photo_matches(release_dir: str, photos: dict[int, tuple[str, ...]]) -> dict
 
 
 def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int, list[str]]],
-                     present: dict[str, dict[str, Any]]) -> tuple[Near, dict[str, dict[str, Any]]]:
+                     queries: dict[str, "Query"]) -> tuple[Near, dict[str, dict[str, Any]]]:
     """Per request: (near-duplicates to remove, grey-band ones to review) of its requested images the release
-    holds, by PDQ: each requested image's published pixels are hashed in all 8 rotations/mirrorings and inside
-    their borders (``fingerprint.query_hashes``: a copy stored turned or mirrored is found too) and looked up among
-    the index's hashes; and the index rows of those to remove. Each image goes to the first request that finds
-    it; requested images are never their own near-duplicates."""
-    queries = _query_hashes(release_dir, current, {i for _, lst in wanted for i in lst if i in present})
-    seeds = [(rid, i, queries[i]) for rid, lst in wanted for i in lst if i in queries]
+    holds (``queries``), by PDQ, looked up among the index's hashes; and the index rows of those to remove. Each
+    image goes to the first request that finds it; requested images are never their own near-duplicates."""
+    seeds = [(rid, i, queries[i].hashes()) for rid, lst in wanted for i in lst if i in queries]
     if not seeds:
         return {}, {}
     rows = {r["image_id"]: r for e in current.index for r in index.read(release_dir, e.path) if r.get("pdq")}
@@ -258,18 +257,34 @@ def _near_duplicates(release_dir: str, current: Manifest, wanted: list[tuple[int
     return {rid: (tuple(a), tuple(b)) for rid, (a, b) in out.items()}, removals
 
 
-def _query_hashes(release_dir: str, current: Manifest, image_ids: set[str]) -> dict[str, list[bytes]]:
-    """Per published image of ``image_ids``: its dihedral and border-trimmed PDQ hashes, from its published JPEG
-    (read back from the shard that holds it)."""
+@dataclass(frozen=True)
+class Query:
+    """A requested image's PDQ hashes, from its published pixels: all 8 rotations/mirrorings and the picture
+    inside its borders (``fingerprint.query_hashes``: a copy stored turned, mirrored or framed), and its crop
+    windows (``fingerprint.window_hashes``: a copy cut by up to 10 % per side), which the ledger also keeps so
+    that later builds block such crops."""
+
+    variants: tuple[bytes, ...]
+    windows: bytes
+
+    def hashes(self) -> list[bytes]:
+        seen = dict.fromkeys(self.variants)
+        seen.update(dict.fromkeys(fingerprint.split_hashes(self.windows)))
+        return list(seen)
+
+
+def _query_hashes(release_dir: str, current: Manifest, image_ids: set[str]) -> dict[str, Query]:
+    """``Query`` of each published image of ``image_ids``, from its published JPEG (read back from its shard)."""
     by_shard: dict[int, set[str]] = {}
     for i in image_ids:
         by_shard.setdefault(ids.shard_of(i, current.num_shards), set()).add(i)
-    out: dict[str, list[bytes]] = {}
+    out: dict[str, Query] = {}
     for shard, wanted in sorted(by_shard.items()):
         for im in shards.read_images(current.key(shard), current.formats, shards.fetcher(release_dir)):
             if im.image_id in wanted:
                 pixels = fingerprint.decode_rgb(im.jpeg)
-                out[im.image_id] = fingerprint.query_hashes(pixels, dihedral=True)[0]
+                out[im.image_id] = Query(tuple(fingerprint.query_hashes(pixels, dihedral=True)[0]),
+                                         fingerprint.window_hashes(pixels))
     return out
 
 
@@ -290,9 +305,12 @@ def _index_rows(release_dir: str, current: Manifest, wanted: set[str]) -> dict[s
 
 
 def _outcome(request_id: int, wanted: list[str], present: dict[str, dict[str, Any]], blocked: set[str],
-             near: tuple[NearDuplicate, ...] = (), review: tuple[NearDuplicate, ...] = ()) -> ApplyOutcome:
+             near: tuple[NearDuplicate, ...] = (), review: tuple[NearDuplicate, ...] = (),
+             windows: dict[str, bytes] | None = None) -> ApplyOutcome:
+    windows = windows or {}
     removed = tuple(RemovedImage(i, present[i]["content_sha256"], present[i]["sha256"],
-                                 present[i].get("pdq") or "", present[i].get("pixels_sha256") or "")
+                                 present[i].get("pdq") or "", present[i].get("pixels_sha256") or "",
+                                 windows.get(i, b""))
                     for i in [*wanted, *(n.image_id for n in near)] if i in present)
     already = tuple(i for i in wanted if i not in present and i in blocked)
     missing = tuple(i for i in wanted if i not in present and i not in blocked)

@@ -26,7 +26,8 @@ from veilset.release import storage
 if TYPE_CHECKING:
     from veilset.takedown.policy import TrustPolicy
 
-SCHEMA_VERSION = 3  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256
+SCHEMA_VERSION = 4  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256;
+# v4: blocklist_windows (the crop windows' PDQ hashes of removed images)
 
 STATES = ("received", "applied", "notified", "quarantined", "review", "rejected")
 AUTOMATIC = "policy"  # decided_by of requests the trust policy accepted without a person
@@ -85,6 +86,10 @@ CREATE TABLE IF NOT EXISTS blocklist (
     added_at TEXT NOT NULL,
     pdq TEXT NOT NULL DEFAULT '',
     pixels_sha256 TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS blocklist_windows (
+    image_id TEXT PRIMARY KEY REFERENCES blocklist(image_id),
+    hashes BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -264,11 +269,25 @@ class Ledger:
                 cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                             (str(SCHEMA_VERSION),))
                 return
-        if version not in (1, 2):
+        if version not in (1, 2, 3):
             raise ValueError(f"{self.path}: ledger schema version {version} cannot be migrated")
         if version == 1:
             self._migrate_v1_to_v2()
-        self._migrate_v2_to_v3()
+        if version <= 2:
+            self._migrate_v2_to_v3()
+        self._migrate_v3_to_v4()
+
+    def _migrate_v3_to_v4(self) -> None:
+        """v3 -> v4: ``blocklist_windows`` (images removed before have none: their PDQ still blocks copies)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or int(row[0]) != 3:
+                return
+            for stmt in _split_sql(_SCHEMA):
+                cur.execute(stmt)
+            cur.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+            self._history(cur, request_id=None, message_id="", event="schema_migrated", from_state=None,
+                          to_state=None, detail={"from": 3, "to": 4})
 
     def _migrate_v2_to_v3(self) -> None:
         """v2 -> v3 in one transaction: the blocklist gets the removed images' fingerprints (``pdq``,
@@ -466,6 +485,9 @@ class Ledger:
                         "added_at, pdq, pixels_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (b.image_id, b.content_sha256, b.sha256, out.request_id, release, now, b.pdq,
                          b.pixels_sha256))
+            if b.windows:
+                cur.execute("INSERT OR IGNORE INTO blocklist_windows(image_id, hashes) VALUES (?, ?)",
+                            (b.image_id, sqlite3.Binary(b.windows)))
         for image_id in out.not_found:  # no hashes known: the ID alone is blocked
             cur.execute("INSERT OR IGNORE INTO blocklist(image_id, request_id, release, added_at) "
                         "VALUES (?, ?, ?, ?)", (image_id, out.request_id, release, now))
@@ -536,6 +558,11 @@ class Ledger:
         rows = self._conn.execute("SELECT image_id, pdq FROM blocklist WHERE pdq != '' ORDER BY image_id")
         return tuple((str(i), str(h)) for i, h in rows) + self.blocked_photo_hashes()
 
+    def blocked_windows(self) -> tuple[tuple[str, bytes], ...]:
+        """(removed image ID, its crop windows' PDQ hashes, 32 bytes each: ``fingerprint.window_hashes``)."""
+        rows = self._conn.execute("SELECT image_id, hashes FROM blocklist_windows ORDER BY image_id")
+        return tuple((str(i), bytes(h)) for i, h in rows)
+
     def photo_hashes(self, request_id: int) -> tuple[str, ...]:
         """The PDQ hashes of a request by photo (empty for one by IDs)."""
         rows = self._conn.execute("SELECT pdq FROM request_photos WHERE request_id = ? ORDER BY pdq", (request_id,))
@@ -577,6 +604,14 @@ class RemovedImage:
     sha256: str
     pdq: str = ""  # the published pixels' fingerprints, as the release's index has them ("" if it has none)
     pixels_sha256: str = ""
+    windows: bytes = b""  # its crop windows' PDQ hashes (``fingerprint.window_hashes``), for a requested image
+
+    def to_list(self) -> list[str]:
+        return [self.image_id, self.content_sha256, self.sha256, self.pdq, self.pixels_sha256, self.windows.hex()]
+
+    @classmethod
+    def from_list(cls, row: Sequence[str]) -> "RemovedImage":
+        return cls(*row[:5], windows=bytes.fromhex(row[5]) if len(row) > 5 else b"")
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,10 @@ def published_photo(rgb: np.ndarray, name: str, quality: int = 90) -> PublishedI
 
 def photo_copies(rgb: np.ndarray) -> dict[str, np.ndarray]:
     """Copies of a real photo, by what was done to it; PDQ distances to the photo (grace_hopper.jpg): about 2
-    (re-encoded), 12 (half size), 18 (1 % cropped), 34 (2 % cropped on every side: the grey band)."""
+    (re-encoded), 12 (half size), 18 (1 % cropped), 34 (2 % cropped on every side: the grey band), and to the
+    nearest of its crop windows (``fingerprint.window_hashes``, what a takedown queries with): 2 % cropped about
+    10, 12 % cut off the top about 38 (beyond the windows' 10 %: the grey band)."""
     h, w = rgb.shape[:2]
     return {"reencoded": rgb, "half": np.asarray(Image.fromarray(rgb).resize((w // 2, h // 2))),
-            "crop1": rgb[h // 100:, w // 100:], "crop2": rgb[h // 50: h - h // 50, w // 50: w - w // 50]}
+            "crop1": rgb[h // 100:, w // 100:], "crop2": rgb[h // 50: h - h // 50, w // 50: w - w // 50],
+            "crop12": rgb[h * 12 // 100:]}

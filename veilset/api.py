@@ -32,7 +32,8 @@ def build_blocklist(ledger_path: str | None) -> Any:
     ledger = _open_ledger(ledger_path, f"--ledger {ledger_path!r} does not exist (a typo would silently skip the "
                                        f"blocklist)")
     return Blocklist(frozenset(ledger.blocked_image_ids()), frozenset(ledger.blocked_content_hashes()),
-                     ledger.blocked_fingerprints(), frozenset(ledger.blocked_pixel_hashes()))
+                     ledger.blocked_fingerprints(), frozenset(ledger.blocked_pixel_hashes()),
+                     ledger.blocked_windows())
 
 
 def ledger_snapshot(ledger_path: str) -> Any:

@@ -41,6 +41,10 @@ def _copies(hopper: np.ndarray) -> dict[str, bytes]:
             ("half.jpg", np.asarray(Image.fromarray(hopper).resize((w // 2, h // 2), Image.LANCZOS)), "JPEG", {}),
             ("mirrored.jpg", hopper[:, ::-1], "JPEG", {"quality": 85}),
             ("cropped_1pct.jpg", hopper[h // 200: h - h // 200, w // 200: w - w // 200], "JPEG", {"quality": 90}),
+            # beyond PDQ alone (5 % or more): found through the removed image's crop windows (ledger)
+            ("cropped_7pct_corner.jpg", hopper[h * 7 // 100:, : w - w * 7 // 100], "JPEG", {"quality": 90}),
+            ("cropped_3_to_9pct.jpg", hopper[h * 3 // 100: h - h * 9 // 100, w * 5 // 100: w - w * 3 // 100],
+             "JPEG", {"quality": 90}),
             ("copy.png", hopper, "PNG", {})):
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(arr)).save(buf, fmt, **kw)
@@ -114,15 +118,15 @@ def test_copies_of_a_removed_photo_are_blocked_by_later_builds(first, tmp_path):
     rebuilt = tmp_path / "rebuilt"
     assert main(["build", str(later), "--output", str(rebuilt), *BUILD, "--ledger", ledger_path]) == 0
     m = load_manifest(str(rebuilt))
-    assert m["counts"]["published"] == 1 and m["counts"]["blocked"] == 6
-    assert m["blocked_by_reason"] == {"near_duplicate": 6}
+    assert m["counts"]["published"] == 1 and m["counts"]["blocked"] == 8
+    assert m["blocked_by_reason"] == {"near_duplicate": 8}
     assert {r["image_id"] for r in _index_rows(str(rebuilt))} == {_id_of(later / "rocket.jpg")}
     # without the ledger, in the taken-down release's own folder: its log carries the removed photo's PDQ (not
-    # the hashes of photos that matched nothing: those are the ledger's)
+    # the hashes of photos that matched nothing, nor the crop windows: those are the ledger's)
     assert main(["build", str(later), "--output", str(out), *BUILD]) == 0
     m = load_manifest(str(out))
     assert m["counts"]["blocked"] == 5 and m["blocked_by_reason"] == {"near_duplicate": 5}
-    assert m["counts"]["published"] == 2
+    assert m["counts"]["published"] == 4
 
 
 def test_an_image_staged_before_the_ledger_grew_is_checked_again_when_resumed(tmp_path):

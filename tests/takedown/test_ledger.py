@@ -169,28 +169,33 @@ def test_a_v1_ledger_is_migrated_in_place(tmp_path):
     conn.executescript(_V1_SCHEMA)
     conn.close()
     led = Ledger(path)
-    assert led.schema_version() == SCHEMA_VERSION == 3
+    assert led.schema_version() == SCHEMA_VERSION == 4
     assert [(r.id, r.state, r.decided_by) for r in led.requests()] == [(1, "applied", ""), (2, "review", "")]
     assert led.raw_message(1) == b"\x01\x02" and led.blocked_image_ids() == {"sa_00000000000000000000000000000001"}
     assert [(h["event"], h["detail"]) for h in led.history()] == [
-        ("ingested", {}), ("schema_migrated", {"from": 1, "to": 2}), ("schema_migrated", {"from": 2, "to": 3})]
+        ("ingested", {}), ("schema_migrated", {"from": 1, "to": 2}), ("schema_migrated", {"from": 2, "to": 3}),
+        ("schema_migrated", {"from": 3, "to": 4})]
     assert led.blocked_fingerprints() == () and led.blocked_pixel_hashes() == set()  # removed before v3
+    assert led.blocked_windows() == ()  # removed before v4
     led.reject(2, reason="old request, checked", by="ops")  # the new state is allowed after the migration
     rid, _ = led.add_request(req("<c@x>"))
     assert rid == 3 and led._conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert led._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     led.close()
-    assert Ledger(path).schema_version() == 3  # reopening does nothing more
-    assert [h["event"] for h in Ledger(path).history()].count("schema_migrated") == 2
+    assert Ledger(path).schema_version() == 4  # reopening does nothing more
+    assert [h["event"] for h in Ledger(path).history()].count("schema_migrated") == 3
 
 
 def test_the_blocklist_keeps_the_fingerprints_of_removed_images(ledger):
     rid, _ = ledger.add_request(req("<fp@x>", ids=(A, B)))
-    out = ApplyOutcome(rid, (RemovedImage(A, "c" * 64, "d" * 64, "ab" * 32, "e" * 64),), already_removed=(),
-                       not_found=(B,))
+    windows = bytes(range(32)) + bytes(range(32, 64))
+    out = ApplyOutcome(rid, (RemovedImage(A, "c" * 64, "d" * 64, "ab" * 32, "e" * 64, windows),),
+                       already_removed=(), not_found=(B,))
     ledger.record_applied(2, [out])
     assert ledger.blocked_fingerprints() == ((A, "ab" * 32),)
     assert ledger.blocked_pixel_hashes() == {"e" * 64}
+    assert ledger.blocked_windows() == ((A, windows),)
+    assert RemovedImage.from_list(out.removed[0].to_list()) == out.removed[0]  # the apply journal's form
 
 
 def test_states_blocklist_and_history(ledger):

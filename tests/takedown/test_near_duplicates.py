@@ -48,23 +48,23 @@ def test_apply_removes_near_duplicates_and_puts_the_grey_band_to_review(photos, 
     rid, _ = ledger.add_request(NewRequest(message_id="<hopper@x>", sender="grace@example.org", date_header="",
                                            source="t", state="received", image_ids=(original.image_id,)))
     report = apply_pending(ledger, root, now="2026-12-02T08:00:00Z", workers=1)
-    near = [copies[k] for k in ("reencoded", "half", "crop1")]
+    near = [copies[k] for k in ("reencoded", "half", "crop1", "crop2")]  # crop2: through a crop window's hash
     assert set(report.removed) == {original.image_id, *(c.image_id for c in near)}
-    assert release_ids(root) == {copies["crop2"].image_id, *(o.image_id for o in others)}
+    assert release_ids(root) == {copies["crop12"].image_id, *(o.image_id for o in others)}
     assert_gone(root, list(report.removed), [original.jpeg, *(c.jpeg for c in near)])
 
     entry = load_manifest(root)["log"][-1]
     logged = {n["image_id"]: n for n in entry["near_duplicates"]}
     assert set(logged) == {c.image_id for c in near} and all(n["of"] == original.image_id for n in logged.values())
     assert all(0 <= n["distance"] <= 31 for n in logged.values()) and logged[copies["half"].image_id]["distance"] > 0
-    assert sorted(entry["removed"]) == sorted(report.removed) and len(entry["removed_pdq"]) == 4
+    assert sorted(entry["removed"]) == sorted(report.removed) and len(entry["removed_pdq"]) == 5
     assert {i for i, _ in ledger.blocked_fingerprints()} == set(report.removed)
     audit = check_takedowns(Release(root), ledger_snapshot(ledger.path))  # the log names them, nothing else
     assert audit.status == PASS, [f.line() for f in audit.findings]
 
     review = [r for r in ledger.requests("review")]
     assert [r.message_id for r in review] == ["<hopper@x>#near-duplicates"]
-    assert [i.image_id for i in ledger.request_ids(review[0].id)] == [copies["crop2"].image_id]
+    assert [i.image_id for i in ledger.request_ids(review[0].id)] == [copies["crop12"].image_id]
     assert "bits from removed" in review[0].reason
     # a person approves it: the next apply removes the grey-band copy too
     ledger.approve(review[0].id, by="ops")
@@ -151,10 +151,12 @@ def test_a_request_by_photo_removes_its_matches_and_a_photo_without_one_is_kept(
     assert ledger.blocked_photo_hashes() == ()  # nothing blocks before the request is applied
     report = apply_pending(ledger, root, now="2026-12-02T08:30:00Z", workers=1)
     near = {original.image_id, *(copies[k].image_id for k in ("reencoded", "half", "crop1"))}
-    assert set(report.removed) == near
-    assert release_ids(root) == {copies["crop2"].image_id, *(o.image_id for o in others)}
+    assert set(report.removed) == near | {copies["crop2"].image_id}  # a crop of a matched image: its windows
+    assert release_ids(root) == {copies["crop12"].image_id, *(o.image_id for o in others)}
     assert [r.message_id for r in ledger.requests("review")] == ["<photo@example.org>#near-duplicates"]
-    assert {r.image_id: r.status for r in ledger.request_ids(photo_rid)} == {i: "removed" for i in near}
+    assert {r.image_id: r.status for r in ledger.request_ids(photo_rid)} == {i: "removed" for i in
+                                                                             near | {copies["crop2"].image_id}}
+    assert {i for i, _ in ledger.blocked_windows()} == near  # the crop windows of each image the photo matched
     assert ledger.request(hash_rid).state == "applied" and ledger.request_ids(hash_rid) == []
 
     matched = build_receipt(ledger, ledger.request(photo_rid)).get_content()
