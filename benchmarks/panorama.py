@@ -8,9 +8,10 @@ Recall: the evaluation photos (faces: dlib + WIDER; plates: us/eu/br) are packed
 allows is scaled down to fit), boxes mapped. Each canvas goes through the build's resize (short side capped at
 1500 px: the 2:1 canvas is published at 3000 x 1500) and the default detector, as in a build. References: the
 photos themselves (each alone, as published: a photo smaller than the detector's resolution is searched at a finer
-scale than any large image), and "same pixels in an ordinary photo": each photo at the scale it has in the
-published canvas, pasted alone on a grey 3:2 photo of the detector's reference size (1500 px faces, 1280 px plates:
-detectors/tiling.py), i.e. searched exactly as an ordinary photo of that size. Counted: faces whose short side is >= 24 px and
+scale than any large image), and "same pixels in an ordinary photo": each photo's pixels cut out of the published
+canvas (resampled twice, as the canvas was: into it, then by the build's resize) and pasted alone on a grey 3:2
+photo of the detector's reference size (1500 px faces, 1280 px plates: detectors/tiling.py), i.e. searched exactly
+as an ordinary photo of that size. Counted: faces whose short side is >= 24 px and
 plates >= 16 px tall in the published pixels (the policy's promise), and all boxes; IoU 0.5 faces, 0.3 plates
 (``veilset eval``'s matcher; WIDER's iscrowd boxes ignored). "before" = the same detector with the policy off
 (one pass on the whole image, long side brought to max_side; the plates union keeps one text line per image).
@@ -29,6 +30,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -175,6 +177,23 @@ def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
+def same_pixels(task: str, image: np.ndarray, ph: Photo, p: Placement, r: float,
+                shift: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(a grey ordinary photo holding the placement's published pixels, at the same offset ``shift``; its boxes)."""
+    h, w = ph.rgb.shape[:2]
+    sx, sy = int(w * p.scale) / w, int(h * p.scale) / h  # photo -> canvas, as render() placed it
+    x0, y0 = int(p.x * r), int(p.y * r)
+    x1, y1 = int(math.ceil((p.x + int(w * p.scale)) * r)), int(math.ceil((p.y + int(h * p.scale)) * r))
+    dx, dy = shift
+    cut = image[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+    ref = REFERENCE[task]
+    rw, rh = (ref, ref * 2 // 3) if w >= h else (ref * 2 // 3, ref)
+    padded = np.full((max(rh, cut.shape[0] + dy), max(rw, cut.shape[1] + dx), 3), GREY, np.uint8)
+    padded[dy:dy + cut.shape[0], dx:dx + cut.shape[1]] = cut
+    boxes = (ph.boxes * [sx, sy, sx, sy] + [p.x, p.y, p.x, p.y]) * r - [x0 - dx, y0 - dy, x0 - dx, y0 - dy]
+    return padded, boxes
+
+
 def recall_rows(task: str, det: Any, photos: list[Photo], log: Any,
                 shift: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
     from veilset.pipeline.decode import resize_shortest_side
@@ -202,16 +221,11 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any,
                     f = alone.shape[1] / w
                     themselves[p.photo] = count(task, det, alone, ph.boxes * f, ph.crowd)
                 tallies["photos"].append(themselves[p.photo])
-                # the photo at its scale in the published canvas, alone on a grey ordinary photo of the reference
-                # size (3:2, the long side the detector's working scale is defined by): the same pixels, searched
-                # as an ordinary photo of that size would be
-                pw, ph_ = max(1, round(int(w * p.scale) * r)), max(1, round(int(h * p.scale) * r))
-                ref = REFERENCE[task]
-                rw, rh = (ref, ref * 2 // 3) if w >= h else (ref * 2 // 3, ref)
-                padded = np.full((max(rh, ph_ + dy), max(rw, pw + dx), 3), GREY, np.uint8)
-                padded[dy:dy + ph_, dx:dx + pw] = _resize(ph.rgb, pw, ph_)
-                tallies["same_scale"].append(count(task, det, padded, ph.boxes * ([pw / w, ph_ / h] * 2)
-                                                   + [dx, dy, dx, dy], ph.crowd))
+                # the photo's own pixels in the published canvas, cut out and put alone on a grey ordinary photo
+                # of the reference size (3:2, the long side the detector's working scale is defined by): the same
+                # pixels, searched as an ordinary photo of that size would be
+                padded, boxes = same_pixels(task, image, ph, p, r, shift)
+                tallies["same_scale"].append(count(task, det, padded, boxes, ph.crowd))
             log(f"{task} {shape}: canvas {published_size} with {len(placements)} photos")
         big = np.concatenate(sizes)
         row: dict[str, Any] = {"task": task, "shape": shape, "published": published_size, "photos": len(photos)}
