@@ -11,6 +11,7 @@ from veilset.audit import findings as F
 from veilset.audit.anonymization import ProductionDetector
 from veilset.audit.checks import CHECKS, AuditContext
 from veilset.audit.findings import CheckResult
+from veilset.audit.illustrate import illustrate
 from veilset.audit.release import Release
 from veilset.audit.residual import ResidualDetector, build_residual_detector
 from veilset.audit.takedowns import LedgerSnapshot
@@ -138,4 +139,5 @@ def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample:
     finally:
         shown.close()
     history = tuple(mask_emails(h) for h in ledger.history) if ledger is not None else ()
-    return AuditReport(release_dir, release.manifest, tuple(results), history, detection_stats(release))
+    return AuditReport(release_dir, release.manifest, illustrate(release, results), history,
+                       detection_stats(release))
