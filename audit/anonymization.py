@@ -20,7 +20,7 @@ import numpy as np
 
 from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from veilset.audit.parallel import Recipe, distinct_pixels, map_images
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
 from veilset.audit.release import ImageRecord, Release
 from veilset.detectors.ops import iou_matrix
 from veilset.plugins import Arg, Args, Plugin, available
@@ -62,8 +62,9 @@ def pin_threshold(spec: str, threshold: Any) -> str:
     return str(DetectorSpec(parsed.name, parsed.kwargs + (("threshold", repr(float(threshold))),)))
 
 
-def build_production_detectors(release: Release) -> tuple[list[ProductionDetector], list[str]]:
-    """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems)."""
+def build_production_detectors(release: Release, threads: int = 0) -> tuple[list[ProductionDetector], list[str]]:
+    """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems). ``threads``: inference
+    threads of each (0: the runtime's default; not part of the spec they are named by)."""
     from veilset.detectors.registry import build_detector
 
     config = release.manifest.get("config") or {}
@@ -76,7 +77,7 @@ def build_production_detectors(release: Release) -> tuple[list[ProductionDetecto
         ident = models.get(key) or {}
         spec = pin_threshold(spec, ident.get("threshold"))
         try:
-            det = build_detector(spec)
+            det = build_detector(threaded(spec, threads) if threads else spec)
         except Exception as err:  # missing weights/package: the check cannot be done, say why
             problems.append(f"cannot rebuild the production {key} {spec!r}: {type(err).__name__}: {err}")
             continue
@@ -413,10 +414,10 @@ class AnonState:
         return self.reader
 
 
-def production_state(release_dir: str) -> AnonState:
-    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest (the main process reports the
-    problems of rebuilding them)."""
-    return AnonState(build_production_detectors(Release(release_dir))[0])
+def production_state(release_dir: str, threads: int) -> AnonState:
+    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest with ``threads`` inference threads
+    (the main process reports the problems of rebuilding them)."""
+    return AnonState(build_production_detectors(Release(release_dir), threads)[0])
 
 
 @dataclass(frozen=True)
@@ -528,7 +529,8 @@ def check_anonymization(release: Release, sample: int | None = None,
     injected = production is not None or reader is not None
     tally = Tally()
     for _, outcomes in map_images(release, with_regions, examine_image, local=lambda: AnonState(detectors, reader),
-                                  recipe=None if injected else Recipe(production_state, (release.root,)),
+                                  recipe=None if injected else Recipe(production_state,
+                                                                      (release.root, worker_threads(workers))),
                                   extra=_areas(release), workers=workers):
         for outcome in outcomes:
             tally.add(outcome)

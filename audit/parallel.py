@@ -31,6 +31,24 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def worker_threads(workers: int) -> int:
+    """Inference threads per worker process: the cores shared out (N workers x N threads = the cores, as the build
+    gives its workers)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def threaded(spec: str, threads: int) -> str:
+    """``spec`` with ``threads=N`` added unless it sets threads or its detector takes no ``threads`` option (what
+    the worker builds; the findings and the report name ``spec`` as given)."""
+    from veilset.detectors.base import DetectorSpec
+    from veilset.detectors.registry import DETECTORS
+
+    parsed = DetectorSpec.parse(spec)
+    if any(k == "threads" for k, _ in parsed.kwargs) or "threads" not in DETECTORS.get(parsed.name).args.names:
+        return spec
+    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a worker builds its state (its detectors) once: ``fn(*args)``; both must pickle (a module-level

@@ -24,6 +24,7 @@ candidates are counted in the stats (``artefacts``), not reported as findings.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from veilset.audit.identifiable import (FACE_MIN_DETAIL, RESIDUAL_FACE_THRESHOLD
                                        face_detail)
 from veilset.audit.findings import RESIDUAL, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from veilset.audit.parallel import Recipe, distinct_pixels, map_images
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
 from veilset.audit.release import Release
 from veilset.detectors.ops import iou_matrix
 from veilset.plugins import Arg, Args, Availability, Plugin, available, unavailable
@@ -128,9 +129,12 @@ class ResidualState:
         self.plates = residual.plates if residual.plates is not None else ResidualPlates()
 
 
-def residual_state(spec: str) -> ResidualState:
-    """A worker's ``ResidualState``: the detector the main process chose, rebuilt from its spec."""
-    return ResidualState(build_residual_detector(spec))
+def residual_state(spec: str, threads: int) -> ResidualState:
+    """A worker's ``ResidualState``: the detector the main process chose and the plate candidates, rebuilt from
+    their specs with ``threads`` inference threads (findings name the specs as chosen)."""
+    residual = build_residual_detector(threaded(spec, threads))
+    plates = ResidualPlates(tuple(threaded(s, threads) for s in RESIDUAL_PLATE_SPECS))
+    return ResidualState(dataclasses.replace(residual, spec=spec, plates=plates))
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
     counts = dict.fromkeys(COUNTERS, 0)
     for image_id, outcomes in map_images(
             release, chosen, scan_image, local=lambda: ResidualState(residual),
-            recipe=Recipe(residual_state, (residual.spec,)) if rebuild else None,
+            recipe=Recipe(residual_state, (residual.spec, worker_threads(workers))) if rebuild else None,
             extra=lambda i: regions.get(i, []), workers=workers):
         for o in outcomes:
             findings += o.findings
