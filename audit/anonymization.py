@@ -20,6 +20,7 @@ import numpy as np
 
 from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
 from veilset.audit.release import ImageRecord, Release
 from veilset.detectors.ops import iou_matrix
 from veilset.plugins import Arg, Args, Plugin, available
@@ -61,8 +62,9 @@ def pin_threshold(spec: str, threshold: Any) -> str:
     return str(DetectorSpec(parsed.name, parsed.kwargs + (("threshold", repr(float(threshold))),)))
 
 
-def build_production_detectors(release: Release) -> tuple[list[ProductionDetector], list[str]]:
-    """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems)."""
+def build_production_detectors(release: Release, threads: int = 0) -> tuple[list[ProductionDetector], list[str]]:
+    """Rebuild the build's detectors from ``manifest.config``; returns (detectors, problems). ``threads``: inference
+    threads of each (0: the runtime's default; not part of the spec they are named by)."""
     from veilset.detectors.registry import build_detector
 
     config = release.manifest.get("config") or {}
@@ -75,7 +77,7 @@ def build_production_detectors(release: Release) -> tuple[list[ProductionDetecto
         ident = models.get(key) or {}
         spec = pin_threshold(spec, ident.get("threshold"))
         try:
-            det = build_detector(spec)
+            det = build_detector(threaded(spec, threads) if threads else spec)
         except Exception as err:  # missing weights/package: the check cannot be done, say why
             problems.append(f"cannot rebuild the production {key} {spec!r}: {type(err).__name__}: {err}")
             continue
@@ -397,17 +399,94 @@ def judgement_finding(image_id: str, file: str, pixels: Any, j: Judgement) -> Fi
                    thumbnail_png=anonymized_thumbnail(pixels, j.box_xyxy))
 
 
-def check_anonymization(release: Release, sample: int | None = None,
-                        production: Sequence[ProductionDetector] | None = None, reader: Any = None) -> CheckResult:
-    from veilset.audit.identifiable import CALIBRATION, PlateReader
+class AnonState:
+    """What examining an image needs, built once per process: the production detectors and, loaded at the first
+    plate area (a release without plate regions never loads it), the plate reader."""
 
-    findings: list[Finding] = []
+    def __init__(self, detectors: Sequence[ProductionDetector], reader: Any = None) -> None:
+        self.detectors, self.reader = tuple(detectors), reader
+
+    def plate_reader(self) -> Any:
+        if self.reader is None:
+            from veilset.audit.identifiable import PlateReader
+
+            self.reader = PlateReader()
+        return self.reader
+
+
+def production_state(release_dir: str, threads: int) -> AnonState:
+    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest with ``threads`` inference threads
+    (the main process reports the problems of rebuilding them)."""
+    return AnonState(build_production_detectors(Release(release_dir), threads)[0])
+
+
+@dataclass(frozen=True)
+class ImageAreas:
+    """An image's anonymized areas as recorded: region boxes, detections, (label, shape, box) of the regions."""
+
+    regions: tuple[list[float], ...]
+    recorded: tuple[dict[str, Any], ...]
+    shapes: tuple[tuple[str, str, list[float]], ...]
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """One published copy (one distinct set of pixels) examined: re-detection hits and the areas judged."""
+
+    hits: int
+    strong: int
+    outside: int
+    judgements: tuple[Judgement, ...]
+    findings: tuple[Finding, ...]
+
+
+def examine_image(state: AnonState, image_id: str, copies: Any, areas: ImageAreas) -> list[CopyOutcome]:
+    """``parallel.map_images`` work: each distinct set of pixels among the image's copies re-detected and judged."""
+    return [examine_copy(state, image_id, file, pixels, areas) for file, pixels in distinct_pixels(copies)]
+
+
+def examine_copy(state: AnonState, image_id: str, file: str, pixels: Any, areas: ImageAreas) -> CopyOutcome:
+    hits = redetect(pixels, areas.regions, areas.recorded, state.detectors)
+    labels = {d.get("label") for d in areas.recorded} | {h.label for h in hits}
+    reader = state.plate_reader() if "license_plate" in labels else state.reader
+    judgements, outside = judge_image(pixels, areas.recorded, hits, reader, areas.shapes)
+    findings = tuple(judgement_finding(image_id, file, pixels, j) for j in judgements
+                     if j.measure is not None and j.identifiable)
+    return CopyOutcome(len(hits), sum(h.strong for h in hits), outside, tuple(judgements), findings)
+
+
+class Tally:
+    """The check's counters over every copy examined (``CopyOutcome``s in release order)."""
+
+    def __init__(self) -> None:
+        self.scanned = self.hits = self.outside = self.strong = self.too_small = self.chars_max = 0
+        self.weak: list[float] = []
+        self.judged = {"face": 0, "license_plate": 0}
+        self.detail_max: float | None = None
+        self.findings: list[Finding] = []
+
+    def add(self, o: CopyOutcome) -> None:
+        self.scanned, self.hits, self.strong = self.scanned + 1, self.hits + o.hits, self.strong + o.strong
+        self.outside += o.outside
+        self.findings.extend(o.findings)
+        for j in o.judgements:
+            if j.measure is None:
+                self.too_small += 1
+                continue
+            self.judged[j.label] = self.judged.get(j.label, 0) + 1
+            if j.identifiable:
+                continue
+            if j.label == "face":
+                self.detail_max = j.measure if self.detail_max is None else max(self.detail_max, j.measure)
+            else:
+                self.chars_max = max(self.chars_max, int(j.measure))
+            if j.redetection is not None:
+                self.weak.append(round(j.redetection.retained, 3))
+
+
+def _record_findings(release: Release, add: Any) -> int:
+    """1. records: present, complete, consistent with the manifest and across formats; returns how many."""
     models = release.manifest.get("models") or {}
-
-    def add(file: str, image_id: str, message: str) -> None:
-        findings.append(Finding(check=ANONYMIZATION, file=file, image_id=image_id, message=message))
-
-    # 1. records: present, complete, consistent with the manifest and across formats
     first: dict[str, ImageRecord] = {}
     records = 0
     for rec in release.iter_records():
@@ -419,76 +498,73 @@ def check_anonymization(release: Release, sample: int | None = None,
         ref = first.setdefault(rec.image_id, rec)
         if ref is not rec and (ref.detections != rec.detections or ref.anonymization != rec.anonymization):
             add(rec.file, rec.image_id, f"anonymization record/boxes differ from {ref.file}")
-    published = release.published_ids()
-    for image_id in published:
+    for image_id in release.published_ids():
         if image_id not in first:
             add("", image_id, "published image has no anonymization record in any format")
+    return records
 
-    # 2. is what the regions hold still identifiable? (production detectors re-run for unrecorded spots)
-    problems: list[str] = []
-    detectors = production
-    if detectors is None:
-        detectors, problems = build_production_detectors(release)
+
+def _areas(release: Release) -> Any:
+    regions, shapes, recorded = image_regions(release), image_region_shapes(release), image_detections(release)
+    return lambda i: ImageAreas(tuple(regions.get(i, [])), tuple(recorded.get(i, [])), tuple(shapes.get(i, [])))
+
+
+def check_anonymization(release: Release, sample: int | None = None,
+                        production: Sequence[ProductionDetector] | None = None, reader: Any = None,
+                        workers: int = 1) -> CheckResult:
+    """The records (every format), then what the regions hold (2.: the production detectors re-run for unrecorded
+    spots, each area judged), over ``workers`` processes; injected ``production``/``reader`` run here."""
+    findings: list[Finding] = []
+
+    def add(file: str, image_id: str, message: str) -> None:
+        findings.append(Finding(check=ANONYMIZATION, file=file, image_id=image_id, message=message))
+
+    records = _record_findings(release, add)
+    detectors, problems = (production, []) if production is not None else build_production_detectors(release)
     for problem in problems:
         add("manifest.json", "", problem)
-    chosen = deterministic_sample(published, sample)
+    chosen = deterministic_sample(release.published_ids(), sample)
     regions = image_regions(release)
-    shapes = image_region_shapes(release)
-    recorded = image_detections(release)
-    scanned = 0
-    hits_total = spots_outside = strong = 0
-    weak: list[float] = []
-    judged = {"face": 0, "license_plate": 0}
-    too_small = 0
-    detail_max: float | None = None
-    chars_max = 0
-    plates_reader = reader
     with_regions = [i for i in chosen if regions.get(i)]  # nothing to judge in an image without any
-    for image_id, copy, pixels in release.iter_decoded_copies(with_regions):
-        scanned += 1
-        hits = redetect(pixels, regions.get(image_id, []), recorded.get(image_id, []), detectors or ())
-        hits_total += len(hits)
-        strong += sum(h.strong for h in hits)
-        labels = {d.get("label") for d in recorded.get(image_id, [])} | {h.label for h in hits}
-        if plates_reader is None and "license_plate" in labels:
-            plates_reader = PlateReader()  # loaded once, and only for a release with plate regions
-        judgements, outside = judge_image(pixels, recorded.get(image_id, []), hits, plates_reader,
-                                          shapes.get(image_id, []))
-        spots_outside += outside
-        for j in judgements:
-            if j.measure is None:
-                too_small += 1
-                continue
-            judged[j.label] = judged.get(j.label, 0) + 1
-            if j.identifiable:
-                findings.append(judgement_finding(image_id, copy.file, pixels, j))
-                continue
-            if j.label == "face":
-                detail_max = j.measure if detail_max is None else max(detail_max, j.measure)
-            else:
-                chars_max = max(chars_max, int(j.measure))
-            if j.redetection is not None:
-                weak.append(round(j.redetection.retained, 3))
+    injected = production is not None or reader is not None
+    tally = Tally()
+    for _, outcomes in map_images(release, with_regions, examine_image, local=lambda: AnonState(detectors, reader),
+                                  recipe=None if injected else Recipe(production_state,
+                                                                      (release.root, worker_threads(workers))),
+                                  extra=_areas(release), workers=workers):
+        for outcome in outcomes:
+            tally.add(outcome)
+    findings += tally.findings
+    return _result(findings, records, len(chosen), detectors, tally)
+
+
+def _result(findings: list[Finding], records: int, chosen: int, detectors: Sequence[ProductionDetector] | None,
+            t: Tally) -> CheckResult:
+    from veilset.audit.identifiable import CALIBRATION
+
     specs = ", ".join(f"{d.key}={d.spec}" for d in detectors or ()) or "none"
     return CheckResult.from_findings(
         ANONYMIZATION, findings,
-        f"{records} records checked; {judged['face']} face and {judged['license_plate']} plate areas in {scanned} "
-        f"published copies of {len(chosen)} images judged for identity (faces: facial detail, plates: text "
-        f"recognition); production detectors ({specs}) re-run on the regions' content: {hits_total} hits, "
-        f"{len(weak)} on areas that are no longer identifiable, {spots_outside} reaching out of the anonymized "
+        f"{records} records checked; {t.judged['face']} face and {t.judged['license_plate']} plate areas in "
+        f"{t.scanned} distinct published copies of {chosen} images judged for identity (faces: facial detail, "
+        f"plates: text recognition); production detectors ({specs}) re-run on the regions' content: {t.hits} hits, "
+        f"{len(t.weak)} on areas that are no longer identifiable, {t.outside} reaching out of the anonymized "
         f"pixels (not failed)",
-        {"records": records, "redetected_images": len(chosen), "detectors": specs,
-         "redetections": hits_total, "strong_redetections": strong, "weak_redetections": len(weak),
-         "spots_reaching_out": spots_outside, "weak_retained_max": max(weak, default=None),
-         "faces_judged": judged["face"], "plates_judged": judged["license_plate"],
-         "faces_too_small": too_small, "face_detail_max_passed": detail_max, "plate_chars_max_passed": chars_max,
-         "calibration": CALIBRATION})
+        {"records": records, "redetected_images": chosen, "redetected_copies": t.scanned, "detectors": specs,
+         "redetections": t.hits, "strong_redetections": t.strong, "weak_redetections": len(t.weak),
+         "spots_reaching_out": t.outside, "weak_retained_max": max(t.weak, default=None),
+         "faces_judged": t.judged["face"], "plates_judged": t.judged["license_plate"],
+         "faces_too_small": t.too_small, "face_detail_max_passed": t.detail_max,
+         "plate_chars_max_passed": t.chars_max, "calibration": CALIBRATION})
 
 
 SAMPLE_ARG = Arg("sample", "int", None, "re-detect on a deterministic sample of N published images (default: all)",
                  lo=1)
+WORKERS_ARG = Arg("workers", "int", None, "worker processes for the per-image work of the anonymization and "
+                  "residual checks (default: one per core)", lo=1)
 PLUGIN = Plugin("audit check", ANONYMIZATION,
-                lambda ctx: check_anonymization(ctx.release, ctx.sample, ctx.production), Args(SAMPLE_ARG),
+                lambda ctx: check_anonymization(ctx.release, ctx.sample, ctx.production, workers=ctx.workers),
+                Args(SAMPLE_ARG, WORKERS_ARG),
                 check=lambda: available("rebuilds the build's detectors from the manifest"),
                 summary="every image carries its anonymization record; no anonymized region is still "
                         "identifiable (OCR reads no plate characters, no face detail above the anonymizer's)")

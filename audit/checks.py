@@ -31,10 +31,13 @@ CHECKS = Registry(KIND, GROUP, {
 @dataclass(frozen=True)
 class AuditContext:
     """What every check gets: the release, the takedown ledger (as data), the sample size and the detectors the
-    audit prepared (``production``: the build's, rebuilt from the manifest; ``residual``: the second scan's)."""
+    audit prepared (``production``: the build's, rebuilt from the manifest; ``residual``: the second scan's) and how
+    many worker processes the per-image work may use."""
 
     release: Release
     ledger: LedgerSnapshot | None = None
     sample: int | None = None
     production: Sequence[Any] | None = None
     residual: Any = None
+    workers: int = 1  # processes for the per-image work (``audit.parallel``)
+    rebuild_residual: bool = False  # ``residual`` was built from its spec here (workers rebuild it), not injected

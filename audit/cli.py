@@ -1,5 +1,5 @@
-"""``veilset audit --release DIR [--ledger L.sqlite] [--report OUT_DIR] [--checks A,B] [--sample N] [--json]
-[--face-detector SPEC]``: exit 0 only when every check passes, 1 when there are findings, 2 on a usage error
+"""``veilset audit --release DIR [--ledger L.sqlite] [--report OUT_DIR] [--checks A,B] [--sample N] [--workers N]
+[--json] [--face-detector SPEC]``: exit 0 only when every check passes, 1 when there are findings, 2 on a usage error
 (an unknown check name, a bad option value)."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 
 from veilset.audit.checks import CHECKS
+from veilset.audit.parallel import default_workers
 from veilset.audit.report import report_dict, summary_text, write_report
 from veilset.audit.runner import run_audit
 
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="re-detect and scan for residual faces on a deterministic sample of N images "
                              "(default: all)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes for the per-image work of the anonymization and residual checks "
+                             f"(default: one per core, here {default_workers()})")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     parser.add_argument("--face-detector", default=None, metavar="SPEC",
                         help="second face detector for the residual scan (default: retinaface when its weights "
@@ -46,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     checks = parse_checks(args.checks)
     if args.sample is not None and args.sample < 1:
         raise ValueError(f"--sample must be >= 1, got {args.sample}")
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     if args.report:
         release, report = os.path.realpath(args.release), os.path.realpath(args.report)
         if report == release or report.startswith(release + os.sep):
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ledger {args.ledger!r} was not read (veilset.cli reads it: veilset.api.cli_inputs)")
     try:
         report = run_audit(args.release, ledger=getattr(args, "ledger_snapshot", None), sample=args.sample,
-                           checks=checks, face_detector=args.face_detector, progress=getattr(args, "progress", None))
+                           checks=checks, face_detector=args.face_detector, progress=getattr(args, "progress", None),
+                           workers=workers)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from None
     if args.report:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -56,28 +56,50 @@ def anonymized_thumbnail(image: np.ndarray, box_xyxy: Sequence[float], context: 
                          side: int = THUMB_SIDE) -> bytes:
     """PNG of the area around a face box, with the box (enlarged by ``THUMB_PIXEL_MARGIN``) pixelated *before*
     anything leaves this function, and the box outlined in red. The raw face pixels never reach the report."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    mx, my = (x1 - x0) * THUMB_PIXEL_MARGIN, (y1 - y0) * THUMB_PIXEL_MARGIN
+    px0, py0 = int(np.clip(np.floor(x0 - mx), 0, w)), int(np.clip(np.floor(y0 - my), 0, h))
+    px1, py1 = int(np.clip(np.ceil(x1 + mx), 0, w)), int(np.clip(np.ceil(y1 + my), 0, h))
+    work = image.copy()
+    work[py0:py1, px0:px1] = pixelate(image[py0:py1, px0:px1], THUMB_PIXEL_BLOCKS)
+    return box_thumbnail(work, box_xyxy, context, side)
+
+
+def box_thumbnail(image: np.ndarray, box_xyxy: Sequence[float], context: float = 0.6,
+                  side: int = THUMB_SIDE) -> bytes:
+    """PNG of the area around a box (``context`` of its size on every side) as it is in ``image``, the box
+    outlined in red (a mask's box: published pixels, anonymized already)."""
     from PIL import Image, ImageDraw
 
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     bx0, by0 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h))
     bx1, by1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h))
-    mx, my = (x1 - x0) * THUMB_PIXEL_MARGIN, (y1 - y0) * THUMB_PIXEL_MARGIN
-    px0, py0 = int(np.clip(np.floor(x0 - mx), 0, w)), int(np.clip(np.floor(y0 - my), 0, h))
-    px1, py1 = int(np.clip(np.ceil(x1 + mx), 0, w)), int(np.clip(np.ceil(y1 + my), 0, h))
-    work = image.copy()
-    work[py0:py1, px0:px1] = pixelate(image[py0:py1, px0:px1], THUMB_PIXEL_BLOCKS)
     pad_x, pad_y = (x1 - x0) * context, (y1 - y0) * context
-    cx0, cy0 = int(max(0, x0 - pad_x)), int(max(0, y0 - pad_y))
+    cx0, cy0 = int(min(max(0, x0 - pad_x), w - 1)), int(min(max(0, y0 - pad_y), h - 1))
     cx1, cy1 = int(min(w, x1 + pad_x)), int(min(h, y1 + pad_y))
-    crop = Image.fromarray(work[cy0:max(cy1, cy0 + 1), cx0:max(cx1, cx0 + 1)])
+    crop = Image.fromarray(np.ascontiguousarray(image[cy0:max(cy1, cy0 + 1), cx0:max(cx1, cx0 + 1)]))
     scale = side / max(crop.size)
     crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.NEAREST)
     draw = ImageDraw.Draw(crop)
     draw.rectangle([(bx0 - cx0) * scale, (by0 - cy0) * scale, (bx1 - cx0) * scale - 1, (by1 - cy0) * scale - 1],
                    outline=(230, 20, 20), width=2)
+    return _png(crop)
+
+
+def image_thumbnail(image: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+    """PNG of the whole image, its long side ``side`` px (an image-level finding's published image)."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(image))
+    scale = side / max(im.size)
+    return _png(im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR))
+
+
+def _png(im: Any) -> bytes:
     out = io.BytesIO()
-    crop.save(out, format="PNG")
+    im.save(out, format="PNG")
     return out.getvalue()
 
 

@@ -12,8 +12,9 @@ from veilset.plugins import Plugin
 from veilset.audit.findings import INTEGRITY, CheckResult, Finding
 from veilset.audit.release import INDEX, Release, ReleaseReadError
 from veilset.release import fingerprint, ids, layout, registry
-from veilset.release.log import chain_problems
+from veilset.release.log import chain_problems, entry_sha256
 from veilset.release.layout import MANIFEST_NAME, image_id_of_name
+from veilset.release.manifest import LOG_HEAD as HEAD_KEY
 from veilset.release.sa1b import string_id
 from veilset.release.storage import TMP_MARK
 
@@ -67,11 +68,26 @@ def _check_log_chain(m: dict[str, Any], findings: list[Finding]) -> str:
         return "log unreadable"
     problems, unchained = chain_problems(log)
     findings.extend(_f(MANIFEST_NAME, "", p) for p in problems)
+    head = _check_log_head(m, log, findings)
     if not log:
         return "no takedown log"
     if unchained:
-        return f"log not chained (written before chaining): {unchained} of {len(log)} entries"
-    return f"log chained ({len(log)} entries)"
+        return f"log not chained (written before chaining): {unchained} of {len(log)} entries; {head}"
+    return f"log chained ({len(log)} entries); {head}"
+
+
+def _check_log_head(m: dict[str, Any], log: list[dict[str, Any]], findings: list[Finding]) -> str:
+    """The manifest's ``log_head_sha256`` must be the sha256 of the log's last entry: the chain's links bind every
+    entry but the last, this binds the last one. Manifests written before the field: a note, not a finding."""
+    if HEAD_KEY not in m:
+        return f"log head not bound (manifest written before {HEAD_KEY})" if log else "no log head"
+    want = entry_sha256(log[-1]) if log else None
+    if m[HEAD_KEY] != want:
+        what = f"the last log entry ({len(log) - 1}) hashes to {want}" if log else "the log is empty"
+        findings.append(_f(MANIFEST_NAME, "", f"{HEAD_KEY} {m[HEAD_KEY]!r} but {what} (the last log entry was "
+                                              f"edited, deleted or added without rewriting the manifest's head)"))
+        return "log head does not match"
+    return "log head bound" if log else "no log head"
 
 
 # ---------------------------------------------------------------------------------------------- listed files

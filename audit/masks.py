@@ -80,6 +80,15 @@ def check_annotation(ann: dict[str, Any], width: int, height: int) -> list[str]:
     return problems
 
 
+def mask_box(ann: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """The annotation's bbox as XYXY (where the report crops the mask's region), None when it is not a box."""
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    return (x, y, x + w, y + h) if w > 0 and h > 0 else None
+
+
 def check_masks(release: Release) -> CheckResult:
     findings: list[Finding] = []
     sizes = {row["image_id"]: (row.get("width"), row.get("height")) for _, row in release.all_index_rows()}
@@ -93,7 +102,7 @@ def check_masks(release: Release) -> CheckResult:
         for ann in rec.masks:
             checked += 1
             for problem in check_annotation(ann, width, height):
-                findings.append(Finding(check=MASKS, file=rec.file, image_id=rec.image_id,
+                findings.append(Finding(check=MASKS, file=rec.file, image_id=rec.image_id, box_xyxy=mask_box(ann),
                                         message=f"mask {ann.get('id')}: {problem}"))
     return CheckResult.from_findings(MASKS, findings, f"{checked} mask annotations decoded (every format)",
                                      {"annotations": checked})

@@ -1,5 +1,7 @@
 """report.json (machine-readable) and a self-contained report.html (inline CSS, charts as base64 PNGs drawn
-with matplotlib's Agg backend, anonymized thumbnails inline). Nothing is fetched when the page is opened."""
+with matplotlib's Agg backend, a picture of each finding inline: the flagged area, pixelated, for anonymization
+and residual findings; the mask's box or the published image for the others (``audit.illustrate``), "no image"
+where there is none). Nothing is fetched when the page is opened."""
 from __future__ import annotations
 
 import base64
@@ -11,6 +13,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from veilset.audit import findings as F
+from veilset.audit.illustrate import NO_IMAGE
 from veilset.audit.runner import AuditReport, mask_emails
 from veilset.release.canonical import dumps_json
 from veilset.release.storage import atomic_write
@@ -36,6 +39,8 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
         for fd, finding in zip(check["findings"], result.findings):
             if finding.thumbnail_png is not None:
                 fd["thumbnail_png_base64"] = base64.b64encode(finding.thumbnail_png).decode()
+            else:
+                fd["thumbnail"] = NO_IMAGE
     return out
 
 
@@ -191,12 +196,12 @@ def render_html(report: AuditReport) -> str:
             continue
         rows = []
         for f in result.findings[:MAX_FINDINGS_SHOWN]:
-            thumb = (f"<img class='thumb' alt='anonymized thumbnail' src='data:image/png;base64,"
-                     f"{base64.b64encode(f.thumbnail_png).decode()}'>" if f.thumbnail_png else "")
+            thumb = (f"<img class='thumb' alt='published pixels' src='data:image/png;base64,"
+                     f"{base64.b64encode(f.thumbnail_png).decode()}'>" if f.thumbnail_png else _e(NO_IMAGE))
             rows.append([f"<code>{_e(f.file or '-')}</code>", f"<code>{_e(f.image_id or '-')}</code>",
                          _e(f.message), thumb])
         parts.append(f"<h3>{_e(result.check)} ({len(result.findings)})</h3>")
-        parts.append(_table(["file", "image ID", "finding", "thumbnail (pixelated)"], rows, "findings",
+        parts.append(_table(["file", "image ID", "finding", "published pixels"], rows, "findings",
                             "<col><col><col><col class='thumbcol'>"))
         if len(result.findings) > MAX_FINDINGS_SHOWN:
             parts.append(f"<p>{len(result.findings) - MAX_FINDINGS_SHOWN} more in report.json.</p>")

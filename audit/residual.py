@@ -24,16 +24,18 @@ candidates are counted in the stats (``artefacts``), not reported as findings.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from veilset.audit.anonymization import INSIDE_COVERAGE, SAMPLE_ARG, image_regions
+from veilset.audit.anonymization import INSIDE_COVERAGE, SAMPLE_ARG, WORKERS_ARG, image_regions
 from veilset.audit.identifiable import (FACE_MIN_DETAIL, RESIDUAL_FACE_THRESHOLD, PlateReader, crop,
                                        face_detail)
 from veilset.audit.findings import RESIDUAL, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
 from veilset.audit.release import Release
 from veilset.detectors.ops import iou_matrix
 from veilset.plugins import Arg, Args, Availability, Plugin, available, unavailable
@@ -119,86 +121,154 @@ def confirm(detector: Any, pixels: np.ndarray, region_mask_: np.ndarray, candida
     return [not n or bool(row.max() >= CONFIRM_IOU) for n, row in zip(near, ious)]
 
 
-def check_residual(release: Release, residual: ResidualDetector, sample: int | None = None) -> CheckResult:
+class ResidualState:
+    """What scanning an image needs, built once per process: the second face detector and the plate candidates."""
+
+    def __init__(self, residual: ResidualDetector) -> None:
+        self.residual = residual
+        self.plates = residual.plates if residual.plates is not None else ResidualPlates()
+
+
+def residual_state(spec: str, threads: int) -> ResidualState:
+    """A worker's ``ResidualState``: the detector the main process chose and the plate candidates, rebuilt from
+    their specs with ``threads`` inference threads (findings name the specs as chosen)."""
+    residual = build_residual_detector(threaded(spec, threads))
+    plates = ResidualPlates(tuple(threaded(s, threads) for s in RESIDUAL_PLATE_SPECS))
+    return ResidualState(dataclasses.replace(residual, spec=spec, plates=plates))
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """One published copy (one distinct set of pixels) scanned: its findings, the face scores and the counters
+    (``COUNTERS``)."""
+
+    findings: tuple[Finding, ...]
+    scores: tuple[float, ...]
+    faces: int
+    counts: dict[str, int]
+
+
+COUNTERS = ("inside", "artefacts", "weak", "small", "plate_candidates", "plate_unread", "plate_findings")
+
+
+def scan_image(state: ResidualState, image_id: str, copies: Any, regions: Any) -> list[ScanOutcome]:
+    """``parallel.map_images`` work: each distinct set of pixels among the image's copies scanned."""
+    return [scan_copy(state, image_id, file, pixels, regions) for file, pixels in distinct_pixels(copies)]
+
+
+def scan_copy(state: ResidualState, image_id: str, file: str, pixels: np.ndarray, regions: Any) -> ScanOutcome:
+    h, w = pixels.shape[:2]
+    mask = region_mask(regions, w, h)
+    counts = dict.fromkeys(COUNTERS, 0)
+    faces, scores = _scan_faces(state.residual, image_id, file, pixels, mask, counts)
+    plates = _scan_plates(state.plates, image_id, file, pixels, mask, counts)
+    return ScanOutcome(tuple(faces + plates), tuple(scores), len(faces), counts)
+
+
+def _scan_faces(residual: ResidualDetector, image_id: str, file: str, pixels: np.ndarray, mask: np.ndarray,
+                counts: dict[str, int]) -> tuple[list[Finding], list[float]]:
+    findings, scores, candidates = [], [], []
+    for det in residual.detector.detect(pixels):
+        scores.append(float(det.score))
+        cov = coverage(det.box_xyxy, mask)
+        if cov >= INSIDE_COVERAGE:
+            counts["inside"] += 1
+        else:
+            candidates.append((det, cov))
+    confirmed = confirm(residual.detector, pixels, mask, [d for d, _ in candidates])
+    for (det, cov), ok in zip(candidates, confirmed):
+        if not ok:
+            counts["artefacts"] += 1
+            continue
+        detail = face_detail(pixels, det.box_xyxy)
+        if detail is None or detail < FACE_MIN_DETAIL:
+            counts["small" if detail is None else "weak"] += 1
+            continue
+        findings.append(Finding(
+            check=RESIDUAL, file=file, image_id=image_id, box_xyxy=tuple(det.box_xyxy),
+            score=det.score, thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
+            message=f"face (score {det.score:.2f}, {residual.spec}; facial detail {detail:.1f} >= "
+                    f"{FACE_MIN_DETAIL}) outside the anonymized regions ({cov:.0%} covered)"))
+    return findings, scores
+
+
+def _scan_plates(plates: ResidualPlates, image_id: str, file: str, pixels: np.ndarray, mask: np.ndarray,
+                 counts: dict[str, int]) -> list[Finding]:
+    readable: list[tuple[Any, Any, float]] = []
+    for det in plates.candidates(pixels):
+        cov = coverage(det.box_xyxy, mask)
+        if cov >= INSIDE_COVERAGE:
+            continue  # an anonymized plate: the anonymization check judges it
+        counts["plate_candidates"] += 1
+        reading = plates.reader.read(crop(pixels, det.box_xyxy))
+        if not (reading.reads() and reading.looks_like_plate()):
+            counts["plate_unread"] += 1
+            continue
+        readable.append((det, reading, cov))
     findings: list[Finding] = []
+    kept: list[Any] = []
+    for det, reading, cov in sorted(readable, key=lambda t: -len(t[1].confident())):
+        boxes = np.array([k.box_xyxy for k in kept], dtype=float).reshape(-1, 4)
+        if len(boxes) and iou_matrix(np.array([det.box_xyxy], dtype=float), boxes)[0].max() >= DEDUP_IOU:
+            continue
+        kept.append(det)
+        counts["plate_findings"] += 1
+        findings.append(Finding(
+            check=RESIDUAL, file=file, image_id=image_id, box_xyxy=tuple(det.box_xyxy), score=det.score,
+            thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
+            message=f"readable licence plate outside the anonymized regions ({cov:.0%} covered): text "
+                    f"recognition reads {reading.confident()!r} (candidate of {det.detector} at "
+                    f"{det.score:.2f})"))
+    return findings
+
+
+def check_residual(release: Release, residual: ResidualDetector, sample: int | None = None, workers: int = 1,
+                   rebuild: bool = False) -> CheckResult:
+    """The scan over ``workers`` processes, each rebuilding ``residual`` from its spec when ``rebuild`` (it was
+    built from its spec, not injected); else here."""
     chosen = deterministic_sample(release.published_ids(), sample)
     regions = image_regions(release)
-    plates = residual.plates if residual.plates is not None else ResidualPlates()
     per_image: dict[str, int] = {}
+    findings: list[Finding] = []
     scores: list[float] = []
-    inside = artefacts = weak = small = 0
-    plate_candidates = plate_unread = 0
-    plate_findings = 0
-    for image_id, copy, pixels in release.iter_decoded_copies(chosen):
-        h, w = pixels.shape[:2]
-        mask = region_mask(regions.get(image_id, []), w, h)
-        found = 0
-        candidates = []
-        for det in residual.detector.detect(pixels):
-            scores.append(float(det.score))
-            cov = coverage(det.box_xyxy, mask)
-            if cov >= INSIDE_COVERAGE:
-                inside += 1
-            else:
-                candidates.append((det, cov))
-        confirmed = confirm(residual.detector, pixels, mask, [d for d, _ in candidates])
-        for (det, cov), ok in zip(candidates, confirmed):
-            if not ok:
-                artefacts += 1
-                continue
-            detail = face_detail(pixels, det.box_xyxy)
-            if detail is None:
-                small += 1
-                continue
-            if detail < FACE_MIN_DETAIL:
-                weak += 1
-                continue
-            found += 1
-            findings.append(Finding(
-                check=RESIDUAL, file=copy.file, image_id=image_id, box_xyxy=tuple(det.box_xyxy),
-                score=det.score, thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
-                message=f"face (score {det.score:.2f}, {residual.spec}; facial detail {detail:.1f} >= "
-                        f"{FACE_MIN_DETAIL}) outside the anonymized regions ({cov:.0%} covered)"))
-        per_image[image_id] = max(per_image.get(image_id, 0), found)
-        readable: list[tuple[Any, Any, float]] = []
-        for det in plates.candidates(pixels):
-            cov = coverage(det.box_xyxy, mask)
-            if cov >= INSIDE_COVERAGE:
-                continue  # an anonymized plate: the anonymization check judges it
-            plate_candidates += 1
-            reading = plates.reader.read(crop(pixels, det.box_xyxy))
-            if not (reading.reads() and reading.looks_like_plate()):
-                plate_unread += 1
-                continue
-            readable.append((det, reading, cov))
-        kept: list[tuple[Any, Any, float]] = []
-        for det, reading, cov in sorted(readable, key=lambda t: -len(t[1].confident())):
-            boxes = np.array([k[0].box_xyxy for k in kept], dtype=float).reshape(-1, 4)
-            if len(boxes) and iou_matrix(np.array([det.box_xyxy], dtype=float), boxes)[0].max() >= DEDUP_IOU:
-                continue
-            kept.append((det, reading, cov))
-            plate_findings += 1
-            findings.append(Finding(
-                check=RESIDUAL, file=copy.file, image_id=image_id, box_xyxy=tuple(det.box_xyxy), score=det.score,
-                thumbnail_png=anonymized_thumbnail(pixels, det.box_xyxy),
-                message=f"readable licence plate outside the anonymized regions ({cov:.0%} covered): text "
-                        f"recognition reads {reading.confident()!r} (candidate of {det.detector} at "
-                        f"{det.score:.2f})"))
-    what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
-    faces = len(findings) - plate_findings
+    counts = dict.fromkeys(COUNTERS, 0)
+    for image_id, outcomes in map_images(
+            release, chosen, scan_image, local=lambda: ResidualState(residual),
+            recipe=Recipe(residual_state, (residual.spec, worker_threads(workers))) if rebuild else None,
+            extra=lambda i: regions.get(i, []), workers=workers):
+        for o in outcomes:
+            findings += o.findings
+            scores += o.scores
+            per_image[image_id] = max(per_image.get(image_id, 0), o.faces)
+            counts = {k: counts[k] + o.counts[k] for k in COUNTERS}
+    return _result(release, residual, sample, chosen, findings, scores, counts, per_image)
+
+
+def _result(release: Release, residual: ResidualDetector, sample: int | None, chosen: list[str],
+            findings: list[Finding], scores: list[float], c: dict[str, int], per_image: dict[str, int]) -> CheckResult:
     from veilset.audit.identifiable import CALIBRATION
 
+    what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
+    faces = len(findings) - c["plate_findings"]
+    specs = residual.plates.specs if residual.plates is not None else RESIDUAL_PLATE_SPECS
     return CheckResult.from_findings(
         RESIDUAL, findings,
         f"{residual.spec} ({residual.why}) on {what} images: {faces} identifiable faces outside the anonymized "
-        f"regions, {inside} inside, {artefacts} unconfirmed patch artefacts, {weak + small} too small or without "
-        f"facial detail; {' + '.join(plates.specs)}: {plate_findings} readable plates outside the regions, "
-        f"{plate_unread} candidates that do not read as a plate",
+        f"regions, {c['inside']} inside, {c['artefacts']} unconfirmed patch artefacts, {c['weak'] + c['small']} too "
+        f"small or without facial detail; {' + '.join(specs)}: {c['plate_findings']} readable plates outside the "
+        f"regions, {c['plate_unread']} candidates that do not read as a plate",
         {"detector": residual.spec, "why": residual.why, "images_scanned": len(chosen),
-         "faces_inside_regions": inside, "artefacts": artefacts, "residual_faces": faces,
-         "faces_without_detail": weak, "faces_too_small": small,
+         "faces_inside_regions": c["inside"], "artefacts": c["artefacts"], "residual_faces": faces,
+         "faces_without_detail": c["weak"], "faces_too_small": c["small"],
          "scores": [round(s, 4) for s in scores],
          "residual_per_image": per_image})
+
+
+def _run(ctx: Any) -> CheckResult:
+    """The plugin: the audit's detector (built by the runner from its spec unless injected) or the default."""
+    if ctx.residual is None:
+        return check_residual(ctx.release, build_residual_detector(), ctx.sample, ctx.workers, rebuild=True)
+    return check_residual(ctx.release, ctx.residual, ctx.sample, ctx.workers, ctx.rebuild_residual)
 
 
 def _check() -> Availability:
@@ -215,9 +285,9 @@ def _check() -> Availability:
 
 
 PLUGIN = Plugin("audit check", RESIDUAL,
-                lambda ctx: check_residual(ctx.release, ctx.residual or build_residual_detector(), ctx.sample),
-                Args(SAMPLE_ARG, Arg("face_detector", "text", None, "second face detector spec (default: "
-                                     "retinaface when its weights are present, else " + FALLBACK_SPEC + ")")),
+                _run, Args(SAMPLE_ARG, WORKERS_ARG,
+                           Arg("face_detector", "text", None, "second face detector spec (default: retinaface when "
+                               "its weights are present, else " + FALLBACK_SPEC + ")")),
                 check=_check, summary="a second face detector finds no face outside the anonymized regions")
 from veilset.audit.identifiable import (FACE_MIN_DETAIL, RESIDUAL_FACE_THRESHOLD, PlateReader, crop,
                                        face_detail)

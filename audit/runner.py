@@ -11,6 +11,7 @@ from veilset.audit import findings as F
 from veilset.audit.anonymization import ProductionDetector
 from veilset.audit.checks import CHECKS, AuditContext
 from veilset.audit.findings import CheckResult
+from veilset.audit.illustrate import illustrate
 from veilset.audit.release import Release
 from veilset.audit.residual import ResidualDetector, build_residual_detector
 from veilset.audit.takedowns import LedgerSnapshot
@@ -102,12 +103,14 @@ class CheckProgress:
 def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample: int | None = None,
               face_detector: str | None = None, checks: Sequence[str] | None = None,
               residual: ResidualDetector | None = None,
-              production: Sequence[ProductionDetector] | None = None, progress: Any = None) -> AuditReport:
+              production: Sequence[ProductionDetector] | None = None, progress: Any = None,
+              workers: int = 1) -> AuditReport:
     """Every requested check (default: every registered one, ``checks.CHECKS``) on ``release_dir``. ``ledger`` is
     the takedown ledger as data (``veilset.api.audit`` reads it from a path). ``residual``/``production`` inject
     prebuilt detectors (tests and repeated audits reuse a loaded model); by default they are built from
     ``face_detector`` and the manifest. ``progress``: a reporter factory (``veilset.progress.factory``; None: no
-    progress) for one bar over published images x checks."""
+    progress) for one bar over published images x checks. ``workers``: processes for the per-image work of the
+    anonymization and residual checks (each rebuilds the detectors once; injected detectors run in this process)."""
     names = CHECKS.names()
     checks = names if checks is None else list(checks)
     unknown = [c for c in checks if c not in names]
@@ -115,11 +118,14 @@ def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample:
         raise ValueError(f"unknown checks {unknown!r}; choose from {', '.join(names)}")
     if sample is not None and sample < 1:
         raise ValueError(f"--sample must be >= 1, got {sample}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     selected = [CHECKS.get(c) for c in checks]  # a check that cannot be loaded fails here, before the long ones
     release = Release(release_dir)
+    rebuild = residual is None
     if F.RESIDUAL in checks and residual is None:
         residual = build_residual_detector(face_detector)  # fails early, before the long checks
-    context = AuditContext(release, ledger, sample, production, residual)
+    context = AuditContext(release, ledger, sample, production, residual, workers, rebuild)
     shown = CheckProgress(release, progress, [p.name for p in selected])
     results = []
     try:
@@ -133,4 +139,5 @@ def run_audit(release_dir: str, *, ledger: LedgerSnapshot | None = None, sample:
     finally:
         shown.close()
     history = tuple(mask_emails(h) for h in ledger.history) if ledger is not None else ()
-    return AuditReport(release_dir, release.manifest, tuple(results), history, detection_stats(release))
+    return AuditReport(release_dir, release.manifest, illustrate(release, results), history,
+                       detection_stats(release))

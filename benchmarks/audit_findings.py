@@ -87,10 +87,11 @@ def verified(source: str, box: tuple[float, ...]) -> str | None:
 
 
 def audit_release(root: str, sources: dict[str, str]) -> dict:
+    from veilset.audit.parallel import default_workers
     from veilset.audit.runner import run_audit
 
     started = time.perf_counter()
-    report = run_audit(root)
+    report = run_audit(root, workers=default_workers())  # as ``veilset audit`` runs by default
     seconds = time.perf_counter() - started
     images = report.result(F.INTEGRITY).stats.get("images", 0)
     per_check = {}

@@ -14,11 +14,12 @@ from veilset.release import layout, storage
 from veilset.release.canonical import dumps_json
 from veilset.release.format import ShardKey
 from veilset.release.index import NAME as INDEX
-from veilset.release.log import LogEntry
+from veilset.release.log import LogEntry, entry_sha256
 from veilset.release.records import ShardFile
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = layout.MANIFEST_NAME
+LOG_HEAD = "log_head_sha256"  # sha256 of the log's last entry (``log_head``)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     # why inputs were blocked (removed_id, removed_content, removed_pixels, near_duplicate): listed when any were
     blocked_by_reason: dict[str, int] = field(default_factory=dict)
+    # LOG_HEAD written next to a non-empty log; False only for a manifest read without it (written before it), so
+    # that it round-trips byte for byte; a takedown's next release binds it (``after_takedown``)
+    log_head_bound: bool = True
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +82,7 @@ class Manifest:
             "shards": [f.to_dict() for f in self.shards], "index": [f.to_dict() for f in self.index],
             "rejects": self.rejects, "config": self.config, "models": self.models,
             "log": [e.to_dict() for e in self.log],
+            **({LOG_HEAD: log_head(self.log)} if self.log and self.log_head_bound else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -94,7 +99,8 @@ class Manifest:
             index=tuple(ShardFile.from_dict(e) for e in d["index"]), config=dict(d["config"]),
             models=dict(d["models"]), log=tuple(LogEntry.from_dict(e) for e in d.get("log", [])),
             rejects=str(d["rejects"]), format_version=int(d["format_version"]),
-            blocked_by_reason={str(k): int(v) for k, v in d.get("blocked_by_reason", {}).items()})
+            blocked_by_reason={str(k): int(v) for k, v in d.get("blocked_by_reason", {}).items()},
+            log_head_bound=LOG_HEAD in d or not d.get("log"))
 
     # ------------------------------------------------------------------------------------------------ queries
     def files(self) -> tuple[ShardFile, ...]:
@@ -146,7 +152,13 @@ class Manifest:
         counts = replace(self.counts, published=self.counts.published - removed,
                          removed=(self.counts.removed or 0) + removed)
         return replace(self, release=self.release + 1, counts=counts, shards=update(self.shards, False),
-                       index=update(self.index, True), log=self.log + tuple(entries))
+                       index=update(self.index, True), log=self.log + tuple(entries), log_head_bound=True)
+
+
+def log_head(log: Sequence[LogEntry]) -> str:
+    """``log_head_sha256``: the sha256 of the log's last entry (``release.log.entry_sha256``), written next to the
+    log so that the chain's head is bound too: the entries' ``prev_sha256`` bind every entry but the last."""
+    return entry_sha256(log[-1].to_dict())
 
 
 def _check_version(d: Mapping[str, Any], where: str) -> None:

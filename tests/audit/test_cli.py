@@ -32,6 +32,8 @@ def test_cli_exits_1_and_names_file_image_and_check(built, copy_release, capsys)
 def test_cli_rejects_bad_options(built, tmp_path, capsys):
     assert main(["audit", "--release", built.root, "--sample", "0"]) == 2
     assert "--sample" in capsys.readouterr().err
+    assert main(["audit", "--release", built.root, "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
     assert main(["audit", "--release", str(tmp_path)]) == 2
     assert main(["audit", "--release", built.root, "--report", os.path.join(built.root, "audit")]) == 2
     assert "inside the release" in capsys.readouterr().err

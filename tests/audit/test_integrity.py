@@ -281,6 +281,43 @@ def test_a_log_written_before_chaining_is_information_not_a_finding(copy_release
     assert "log entry 1 has no prev_sha256" in finding.message
 
 
+def _with_bound_log(root: str, entries: list[dict]) -> None:
+    """The log as the writers leave it: with the manifest's log_head_sha256."""
+    from veilset.release.log import entry_sha256
+
+    _with_log(root, entries)
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    manifest["log_head_sha256"] = entry_sha256(entries[-1])
+    save_json(os.path.join(root, "manifest.json"), manifest)
+
+
+def test_the_manifest_binds_the_log_head(copy_release):
+    root = copy_release()
+    entries = _chained_log(3)
+    _with_bound_log(root, entries)
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log chained (3 entries); log head bound" in result.message
+    manifest = load_json(os.path.join(root, "manifest.json"))
+    manifest["log"][2]["time"] = "2020-01-01T00:00:00Z"  # the last entry edited, the head left as it was
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    [finding] = _log_findings(root)
+    assert finding.check == "integrity"
+    assert "log_head_sha256" in finding.message and "last log entry (2)" in finding.message
+    manifest["log"] = manifest["log"][:2]  # the last entry deleted: the chain cannot tell, the head can
+    save_json(os.path.join(root, "manifest.json"), manifest)
+    [finding] = [f for f in _log_findings(root) if "log_head_sha256" in f.message]  # (and the counts)
+    assert "last log entry (1)" in finding.message
+
+
+def test_a_manifest_without_a_log_head_is_a_note(copy_release):
+    root = copy_release()
+    _with_log(root, _chained_log(2))  # a release written before log_head_sha256
+    result = _check(root)
+    assert result.status == "pass", [f.line() for f in result.findings]
+    assert "log head not bound (manifest written before log_head_sha256)" in result.message
+
+
 def test_fingerprints_in_the_index_are_checked_against_the_published_pixels(built, copy_release):
     assert all(len(r["pdq"]) == 64 and len(r["pixels_sha256"]) == 64 for r in index_rows(built.root))
     root = copy_release()

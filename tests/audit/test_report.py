@@ -78,3 +78,43 @@ def test_report_carries_the_calibration_of_the_identity_checks(good_report):
     assert doc["calibration"]["face"]["anonymized_max"] < FACE_MIN_DETAIL <= doc["calibration"]["face"]["original_min"]
     page = render_html(good_report)
     assert "<b>Calibration</b>: faces: identifiable when facial detail &gt;= " in page
+
+
+def test_every_finding_that_names_an_image_shows_its_published_pixels(built, copy_release, tmp_path):
+    from veilset.audit import findings as F
+    from veilset.audit.imaging import box_thumbnail, decode_rgb, image_thumbnail
+    from veilset.audit.runner import run_audit
+    from veilset.release import ids
+    from tests.audit.conftest import coco_path, load_json, published_pixels, row_of, save_json
+    from tests.audit.tamper import EXIF, with_segment
+
+    root = copy_release()
+    coffee, astronaut = built.image_ids["coffee"], built.image_ids["astronaut"]
+    path = coco_path(root, coffee)  # masks: an annotation's area is wrong
+    doc = load_json(path)
+    ann = next(a for a in doc["annotations"] if a["image_id"] == ids.int_id(coffee))
+    ann["area"] += 5
+    save_json(path, doc)
+    rel = row_of(root, astronaut)["file_name"]  # metadata: an EXIF segment in the images/ copy
+    jpeg = with_segment(open(os.path.join(root, rel), "rb").read(), 0xE1, EXIF)
+    open(os.path.join(root, rel), "wb").write(jpeg)
+    report = run_audit(root, checks=[F.INTEGRITY, F.METADATA, F.MASKS])
+
+    [mask] = report.result(F.MASKS).findings
+    x, y, w, h = ann["bbox"]
+    assert mask.box_xyxy == (x, y, x + w, y + h)
+    assert mask.thumbnail_png == box_thumbnail(np.asarray(published_pixels(root, coffee)), mask.box_xyxy)
+    meta = [f for f in report.result(F.METADATA).findings if f.file == rel]
+    assert meta and all(f.thumbnail_png == image_thumbnail(decode_rgb(jpeg)) for f in meta)
+    source = np.asarray(Image.open(built.inputs["astronaut"]).convert("RGB"))
+    assert meta[0].thumbnail_png != image_thumbnail(source)  # the published (anonymized) pixels, not the source's
+    assert all(f.thumbnail_png for f in report.findings if f.image_id)
+    release_wide = [f for f in report.findings if not f.image_id]
+    assert release_wide  # the coco file's sha256 no longer matches the manifest
+    doc = report_dict(report)
+    shown = [fd for c in doc["checks"] for fd in c["findings"]]
+    assert all(("thumbnail_png_base64" in fd) == bool(fd["image_id"]) for fd in shown)
+    assert all(fd["thumbnail"] == "no image" for fd in shown if not fd["image_id"])
+    page = render_html(report)
+    assert page.count(">no image<") == len(release_wide)
+    assert page.count("alt='published pixels'") == len(report.findings) - len(release_wide)

@@ -70,6 +70,21 @@ def test_round_trip_keeps_every_byte_of_a_takedown_log():
     assert manifest.Manifest.from_dict(d).to_bytes() == dumps_json(d)
 
 
+def test_the_log_head_is_written_with_the_log_and_an_older_manifest_keeps_its_bytes():
+    from veilset.release.log import entry_sha256
+
+    d = json.loads(_built().to_bytes())
+    assert manifest.LOG_HEAD not in d  # no log, no head
+    d["counts"]["removed"] = 0
+    d["log"] = [{"release": 2, "time": "t", "request": "<r@x>", "removed": [], "shards": []}]
+    old = manifest.Manifest.from_dict(d)  # written before the head was bound: read back byte for byte
+    assert old.to_bytes() == dumps_json(d) and not old.log_head_bound
+    after = old.after_takedown(touched=set(), rewritten=[], removed=0, entries=old.log)
+    assert json.loads(after.to_bytes())[manifest.LOG_HEAD] == entry_sha256(d["log"][0])  # the next release binds it
+    d[manifest.LOG_HEAD] = entry_sha256(d["log"][0])
+    assert manifest.Manifest.from_dict(d).to_bytes() == dumps_json(d)
+
+
 def test_version_and_missing_manifest_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a veilset release"):
         manifest.read(str(tmp_path))

@@ -280,5 +280,6 @@ def test_log_entries_are_chained_by_hash_across_applies(rel, tmp_path):
     assert log[0]["prev_sha256"] is None
     assert [e["prev_sha256"] for e in log[1:]] == [entry_sha256(log[0]), entry_sha256(log[1])]
     assert chain_problems(log) == ([], 0)
+    assert load_manifest(root)["log_head_sha256"] == entry_sha256(log[2])  # the head is bound too
     log[0]["time"] = "2020-01-01T00:00:00Z"
     assert len(chain_problems(log)[0]) == 1
