@@ -321,7 +321,9 @@ class PlateDetector:
             return np.zeros(0, np.int64)
         h, w = image_rgb.shape[:2]
         chosen = _best_per_cell(candidates, boxes, w, h, self.read)
-        keep = [i for i in chosen if self.reader.read(_crop(image_rgb, boxes[i])).looks_like_plate()]
+        # each line is read as the text detector reports it (with its margin): the crop the audit reads
+        grown = ops.expand_boxes(boxes[chosen], self.text.margin, w, h) if len(chosen) else boxes[:0]
+        keep = [i for i, box in zip(chosen, grown) if self.reader.read(_crop(image_rgb, box)).looks_like_plate()]
         return np.asarray(keep, dtype=np.int64)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:

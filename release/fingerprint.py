@@ -9,7 +9,8 @@ A published image has two fingerprints:
   ``MATCH_DISTANCE`` bits of it; distinct photos stay above ``REVIEW_DISTANCE``. Crops are PDQ's limit: ~15 bits
   per 1 % cropped, so 2 % crops fall in the grey band and 5 % or more are not found
   (``benchmarks/near_duplicates.py`` measures all of it; README "Near-duplicates").
-- ``window_hashes``: the PDQ hashes of 1,296 crop windows of an image (each side cut by 0, 2, 4, 6, 8 or 10 %),
+- ``window_hashes``: the PDQ hashes of 1,301 crop windows of an image (each side cut by 0, 2, 4, 6, 8 or 10 %,
+  and centred crops of 1, 3, 5, 7, 9 %),
   for the images a takedown removes: a copy cropped by up to 10 % per side is within ~1 % per side of one
   window, and so within ``MATCH_DISTANCE`` of its hash. Kept where removed images are remembered (the ledger)
   and used as a requested image's query, so a lightly cropped copy is found both ways.
@@ -165,12 +166,16 @@ def pdq_dihedral(pixels: np.ndarray) -> tuple[list[bytes], int]:
 
 
 WINDOW_STEPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)  # fraction cut off each side: 6^4 = 1,296 windows
+# and centred crops (the same fraction off every side, a zoom) between those steps: the combination the grid is
+# worst at, 1 % off on all four sides at once (5 % and 9 % off each side: 97.7 and 96.3 % found without them)
+WINDOW_CENTRED = (0.01, 0.03, 0.05, 0.07, 0.09)
 WINDOW_SIDE = 512  # px: the long side the image is brought to before its windows are cut (PDQ works at 64 x 64)
 
 
 def window_hashes(pixels: np.ndarray) -> bytes:
     """The PDQ hashes of the image's crop windows (``WINDOW_STEPS`` cut off each of the four sides, in every
-    combination; the uncropped window first), concatenated 32 bytes each, duplicates dropped. ~1-3 s of CPU."""
+    combination, the uncropped window first; then the ``WINDOW_CENTRED`` crops), concatenated 32 bytes each,
+    duplicates dropped. ~1-3 s of CPU."""
     rgb = as_rgb(pixels)
     h, w = rgb.shape[:2]
     scale = WINDOW_SIDE / max(h, w)
@@ -180,14 +185,13 @@ def window_hashes(pixels: np.ndarray) -> bytes:
         h, w = rgb.shape[:2]
     cuts_x = sorted({round(f * w) for f in WINDOW_STEPS})
     cuts_y = sorted({round(f * h) for f in WINDOW_STEPS})
+    cuts = [(t, b, l, r) for t in cuts_y for b in cuts_y for l in cuts_x for r in cuts_x]
+    cuts += [(round(f * h), round(f * h), round(f * w), round(f * w)) for f in WINDOW_CENTRED]
     seen: dict[bytes, None] = {}
-    for top in cuts_y:
-        for bottom in cuts_y:
-            for left in cuts_x:
-                for right in cuts_x:
-                    window = rgb[top:h - bottom, left:w - right]
-                    if window.shape[0] >= 8 and window.shape[1] >= 8:
-                        seen.setdefault(pdq_hash(window)[0], None)
+    for top, bottom, left, right in cuts:
+        window = rgb[top:h - bottom, left:w - right]
+        if window.shape[0] >= 8 and window.shape[1] >= 8:
+            seen.setdefault(pdq_hash(window)[0], None)
     return b"".join(seen)
 
 

@@ -26,8 +26,9 @@ from veilset.release import storage
 if TYPE_CHECKING:
     from veilset.takedown.policy import TrustPolicy
 
-SCHEMA_VERSION = 4  # v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256;
+# v2: rejected state, authenticity, auth_domain, auth_detail, decided_by; v3: blocklist pdq, pixels_sha256;
 # v4: blocklist_windows (the crop windows' PDQ hashes of removed images)
+SCHEMA_VERSION = 4
 
 STATES = ("received", "applied", "notified", "quarantined", "review", "rejected")
 AUTOMATIC = "policy"  # decided_by of requests the trust policy accepted without a person

@@ -175,3 +175,22 @@ def test_an_unrecorded_hit_is_judged_only_inside_the_anonymized_pixels_of_its_la
     judged, skipped = judge_image(pixels, [], [on_plate, corner, inside], None, shapes)
     assert skipped == 2
     assert [j.box_xyxy for j in judged] == [(190.0, 80.0, 260.0, 160.0)] and judged[0].identifiable
+
+
+def test_a_sign_word_that_one_unsure_letter_made_look_like_a_plate_is_not_a_residual_plate():
+    """eu10.jpg of the eval set: the sign line "1/4 MILE", read with the I unsure, gave '74MLE' (plate-like); read
+    a little wider, 'MILE' is confident: part of a word. A real plate read wider stays a plate."""
+    from veilset.audit.identifiable import PlateReader, Reading
+    from veilset.audit.residual import part_of_a_word
+
+    class Reader:  # reads the narrow crop with the I unsure, the wider one with it sure
+        def read(self, crop_rgb):
+            sure = 0.95 if crop_rgb.shape[1] > 100 else 0.3
+            return Reading("74MILE", (0.9, 0.9, 0.9, sure, 0.9, 0.9))
+
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    narrow = Reader().read(pixels[:, :100])
+    assert narrow.looks_like_plate() and narrow.confident() == "74MLE"
+    assert part_of_a_word(Reader(), pixels, (100, 40, 200, 60))
+    plate = paste(np.full((200, 600, 3), 90, np.uint8), draw_plate("KX 4827", height=40), 200, 80)
+    assert not part_of_a_word(PlateReader(), plate, (205, 82, 375, 118))
