@@ -214,8 +214,10 @@ def hash_all(rgb: np.ndarray, *, with_imagehash: bool) -> dict[str, object]:
     pdq, quality = fp.pdq_hash(rgb)
     dihedral, _ = fp.pdq_dihedral(rgb)
     trimmed = fp.trim_borders(rgb)
+    strict = fp.trim_borders(rgb, tolerance=fp.TRIM_TOLERANCES[-1])
     out: dict[str, object] = {"pdq": pdq, "quality": quality, "dihedral": dihedral,
-                              "trimmed": fp.pdq_hash(trimmed)[0] if trimmed is not None else pdq}
+                              "trimmed": fp.pdq_hash(trimmed)[0] if trimmed is not None else pdq,
+                              "trimmed_strict": fp.pdq_hash(strict)[0] if strict is not None else pdq}
     if with_imagehash:
         out.update(_imagehashes(rgb))
     return out
@@ -379,9 +381,10 @@ def _query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dic
             return [[e[kind]] for e in entries]
         if variant == "dihedral":
             return [list(e["dihedral"]) for e in entries]
+        strict = [[e["trimmed_strict"]] if "trimmed_strict" in e else [] for e in entries]  # query_hashes' 2nd trim
         if variant == "trim":
-            return [[e["pdq"], e["trimmed"]] for e in entries]
-        return [list(e["dihedral"]) + [e["trimmed"]] for e in entries]  # all, windows
+            return [[e["pdq"], e["trimmed"]] + s for e, s in zip(entries, strict)]
+        return [list(e["dihedral"]) + [e["trimmed"]] + s for e, s in zip(entries, strict)]  # all, windows
 
     def min_dist(entries: list[dict]) -> np.ndarray:
         sets = query_sets(entries)
