@@ -131,7 +131,25 @@ def _check_listed_files(release: Release, findings: list[Finding]) -> dict[str, 
             release.read(rejects)
         except ReleaseReadError as err:
             findings.append(_f(rejects, "", f"rejects file listed but missing ({err.message})"))
+    _check_removed_windows(release, findings)
     return totals
+
+
+def _check_removed_windows(release: Release, findings: list[Finding]) -> None:
+    """The takedowns' crop-window file (what keeps crops of removed images out of later builds): present, with
+    the manifest's sha256."""
+    windows = release.manifest.get("removed_windows")
+    if not windows:
+        return
+    rel = str(windows.get("path", "")) if isinstance(windows, dict) else ""
+    try:
+        data = release.read(rel)
+    except ReleaseReadError as err:
+        findings.append(_f(rel or MANIFEST_NAME, "", f"removed_windows listed but missing ({err.message})"))
+        return
+    if ids.sha256_hex(data) != windows.get("sha256"):
+        findings.append(_f(rel, "", f"sha256 {ids.sha256_hex(data)} does not match the manifest's removed_windows "
+                                    f"{windows.get('sha256')}"))
 
 
 # ---------------------------------------------------------------------------------------------- index

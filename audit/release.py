@@ -81,6 +81,9 @@ class Release:
         listed = {MANIFEST_NAME, MARKER_NAME}  # the marker is the release's identity (release.housekeeping)
         if self.manifest.get("rejects"):
             listed.add(self.manifest["rejects"])
+        windows = self.manifest.get("removed_windows")
+        if isinstance(windows, dict) and windows.get("path"):
+            listed.add(str(windows["path"]))
         for entry in self.manifest.get("shards", []) + self.manifest.get("index", []):
             listed.add(entry.get("path", ""))
         return listed

@@ -29,7 +29,7 @@ import json
 import logging
 import pickle
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
@@ -393,6 +393,8 @@ class WriteManifest(beam.DoFn):
             rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
             models=self._models, release=self._release, log=self._previous.log if self._previous else (),
             rejects=layout.rejects_name(self._release), blocked_by_reason=Counter(b.reason for b in blocked))
+        if self._previous is not None and self._previous.removed_windows:  # carried: the takedowns' windows
+            built = replace(built, removed_windows=self._previous.removed_windows)
         storage.atomic_write(storage.join(self._opts.output, built.rejects),
                              b"".join(json.dumps(r.to_dict(), sort_keys=True).encode() + b"\n" for r in rejects))
         manifest.write(self._opts.output, built)  # the commit; the driver then removes superseded files
@@ -408,6 +410,16 @@ def with_threads(spec: str, threads: int | None) -> str:
             or "threads" not in DETECTORS.get(parsed.name).args.names:
         return spec
     return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
+
+
+def _windows_of(release_dir: str, previous: manifest.Manifest) -> tuple[tuple[str, bytes], ...]:
+    """(removed image ID, its crop windows' hashes) from the release's ``removed_windows`` file: a rebuild in the
+    release's folder blocks crops of removed images without the ledger too."""
+    found = fingerprint.read_listed_index(release_dir, previous.removed_windows)
+    by_id: dict[str, list[bytes]] = {}
+    for image_id, row in zip(found.image_ids, found.hashes()):
+        by_id.setdefault(image_id, []).append(row.tobytes())
+    return tuple((i, b"".join(h)) for i, h in sorted(by_id.items()))
 
 
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *, num_shards: int,
@@ -436,6 +448,7 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         blocked_ids = blocked_ids | release_log.blocked_ids(previous.log)
         blocked_pdq = tuple(sorted(set(blocked_pdq) | set(release_log.blocked_pdq(previous.log))))
         blocked_pixels = blocked_pixels | release_log.blocked_pixels(previous.log)
+        blocked_windows = blocked_windows + _windows_of(opts.output, previous)
     read = (
         p
         | "ListInputs" >> beam.Create(list(inputs))

@@ -523,6 +523,18 @@ class NearDuplicateIndex:
             return cls.from_bytes(fh.read())
 
 
+def read_listed_index(release_dir: str, listed: tuple[str, str] | None) -> NearDuplicateIndex:
+    """The index file a manifest lists as (path, sha256) (e.g. ``removed_windows``), empty when it lists none; a
+    file whose sha256 is not the listed one is an error, never an empty index."""
+    if not listed:
+        return NearDuplicateIndex()
+    rel, sha256 = listed
+    data = storage.read(storage.join(release_dir, rel))
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{rel}: its sha256 is not the manifest's; the release is damaged (veilset audit tells more)")
+    return NearDuplicateIndex.from_bytes(data)
+
+
 def _check_id(image_id: str) -> str:
     if not isinstance(image_id, str) or not image_id or "\n" in image_id or "\r" in image_id:
         raise ValueError(f"an image ID is a non-empty one-line string, got {image_id!r}")

@@ -81,6 +81,7 @@ _OWN_NAMES = (
     re.compile(r"^[a-z0-9_]+/shard-\d{5}-of-\d{5}\.r\d{6}\.[a-z0-9.]+$"),  # shard files of every format
     re.compile(rf"^{IMAGES_DIR}/\d{{5}}\.r\d{{6}}/sa_[0-9a-f]{{32}}\{JPEG_SUFFIX}$"),  # per-image JPEGs
     re.compile(r"^rejects\.r\d{6}\.jsonl$"),
+    re.compile(r"^removed-windows\.r\d{6}\.idx$"),
 )
 
 
@@ -99,6 +100,12 @@ def rejects_name(generation: int) -> str:
     """The build's rejects file (``rejects.r000002.jsonl``); generation 0: ``rejects.jsonl``."""
     stem, suffix = REJECTS_NAME.rsplit(".", 1)
     return f"{stem}{generation_tag(generation)}.{suffix}"
+
+
+def windows_name(generation: int) -> str:
+    """The crop windows of every image taken down (``removed-windows.r000003.idx``, a
+    ``fingerprint.NearDuplicateIndex`` file): written by the takedown that adds to it, carried by later builds."""
+    return f"removed-windows{generation_tag(generation)}.idx"
 
 
 def shard_number(rel: str) -> int:

@@ -71,6 +71,8 @@ class Manifest:
     # LOG_HEAD written next to a non-empty log; False only for a manifest read without it (written before it), so
     # that it round-trips byte for byte; a takedown's next release binds it (``after_takedown``)
     log_head_bound: bool = True
+    # the crop windows of the removed images (``layout.windows_name``; path, sha256), blocked by every later build
+    removed_windows: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +85,8 @@ class Manifest:
             "rejects": self.rejects, "config": self.config, "models": self.models,
             "log": [e.to_dict() for e in self.log],
             **({LOG_HEAD: log_head(self.log)} if self.log and self.log_head_bound else {}),
+            **({"removed_windows": {"path": self.removed_windows[0], "sha256": self.removed_windows[1]}}
+               if self.removed_windows else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -100,7 +104,9 @@ class Manifest:
             models=dict(d["models"]), log=tuple(LogEntry.from_dict(e) for e in d.get("log", [])),
             rejects=str(d["rejects"]), format_version=int(d["format_version"]),
             blocked_by_reason={str(k): int(v) for k, v in d.get("blocked_by_reason", {}).items()},
-            log_head_bound=LOG_HEAD in d or not d.get("log"))
+            log_head_bound=LOG_HEAD in d or not d.get("log"),
+            removed_windows=(str(d["removed_windows"]["path"]), str(d["removed_windows"]["sha256"]))
+            if d.get("removed_windows") else None)
 
     # ------------------------------------------------------------------------------------------------ queries
     def files(self) -> tuple[ShardFile, ...]:
@@ -109,7 +115,8 @@ class Manifest:
 
     def listed_paths(self) -> set[str]:
         """Relative paths of every file this manifest accounts for (shards, index, rejects, manifest)."""
-        return {MANIFEST_NAME, self.rejects, *(f.path for f in self.files())}
+        windows = {self.removed_windows[0]} if self.removed_windows else set()
+        return {MANIFEST_NAME, self.rejects, *(f.path for f in self.files()), *windows}
 
     def shard_numbers(self) -> tuple[int, ...]:
         """Shards that hold images (those with an index file)."""

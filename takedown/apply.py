@@ -21,6 +21,7 @@ stay byte-identical.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -330,10 +331,32 @@ def stage(release_dir: str, current: Manifest, p: Plan, *, now: str, workers: in
     rewritten = [f for s in staged for f in s.files]
     entries = _log_entries(current, p, rewritten, after, now)
     new = current.after_takedown(touched=set(p.gone), rewritten=rewritten, removed=len(p.removed), entries=entries)
+    windows = _stage_windows(release_dir, stage_dir, current, p, after)
+    if windows is not None:
+        new = dataclasses.replace(new, removed_windows=windows)
     manifest.write(stage_dir, new)
-    return Journal(p.release_before, after, tuple(m for s in staged for m in s.moves),
-                   tuple(d for s in staged for d in s.deletes), p.outcomes,
+    moves = tuple(m for s in staged for m in s.moves) + ((windows[0],) if windows else ())
+    deletes = tuple(d for s in staged for d in s.deletes) + (
+        (current.removed_windows[0],) if windows and current.removed_windows else ())
+    return Journal(p.release_before, after, moves, deletes, p.outcomes,
                    tuple(s.shard for s in staged if s.files), tuple(s.shard for s in staged if not s.files), now)
+
+
+def _stage_windows(release_dir: str, stage_dir: str, current: Manifest, p: Plan,
+                   after: int) -> tuple[str, str] | None:
+    """The release's file of removed images' crop windows, with those of this apply's removed images added,
+    staged under the new generation: (path, sha256); None when this apply adds none (the listed one stays)."""
+    # rows labelled by the removed image's PDQ, never its ID (the release names removed IDs only in its log)
+    rows = [(f"pdq {b.pdq}" if b.pdq else f"removed in release {after}", h)
+            for o in p.outcomes for b in o.removed for h in fingerprint.split_hashes(b.windows)]
+    if not rows:
+        return None
+    found = fingerprint.read_listed_index(release_dir, current.removed_windows)
+    found.add_many([i for i, _ in rows], [h for _, h in rows])
+    rel = layout.windows_name(after)
+    data = found.to_bytes()
+    storage.atomic_write(storage.join(stage_dir, rel), data)
+    return rel, ids.sha256_hex(data)
 
 
 def _stage_shard(job: tuple[str, str, ShardKey, ShardKey, tuple[str, ...], frozenset[str]]) -> StagedShard:

@@ -121,12 +121,15 @@ def test_copies_of_a_removed_photo_are_blocked_by_later_builds(first, tmp_path):
     assert m["counts"]["published"] == 1 and m["counts"]["blocked"] == 8
     assert m["blocked_by_reason"] == {"near_duplicate": 8}
     assert {r["image_id"] for r in _index_rows(str(rebuilt))} == {_id_of(later / "rocket.jpg")}
-    # without the ledger, in the taken-down release's own folder: its log carries the removed photo's PDQ (not
-    # the hashes of photos that matched nothing, nor the crop windows: those are the ledger's)
+    # without the ledger, in the taken-down release's own folder: its log carries the removed photo's PDQ and
+    # its removed_windows file the crop windows (not the hashes of photos that matched nothing: the ledger's)
+    windows = load_manifest(str(out))["removed_windows"]
+    assert windows["path"] == "removed-windows.r000002.idx"
     assert main(["build", str(later), "--output", str(out), *BUILD]) == 0
     m = load_manifest(str(out))
-    assert m["counts"]["blocked"] == 5 and m["blocked_by_reason"] == {"near_duplicate": 5}
-    assert m["counts"]["published"] == 4
+    assert m["counts"]["blocked"] == 7 and m["blocked_by_reason"] == {"near_duplicate": 7}
+    assert m["counts"]["published"] == 2 and m["removed_windows"] == windows  # carried by the rebuild
+    assert (out / windows["path"]).is_file()
 
 
 def test_an_image_staged_before_the_ledger_grew_is_checked_again_when_resumed(tmp_path):

@@ -94,6 +94,8 @@ def assert_gone(root: str, removed, jpegs) -> None:
 def expected_files(root: str) -> set[str]:
     m = load_manifest(root)
     out = {"manifest.json", m["rejects"]} | {e["path"] for e in m["shards"] + m["index"]}
+    if m.get("removed_windows"):  # the takedowns' crop windows
+        out.add(m["removed_windows"]["path"])
     if os.path.exists(os.path.join(root, ".veilset-release.json")):  # a built release carries its marker
         out.add(".veilset-release.json")
     for e in m["index"]:

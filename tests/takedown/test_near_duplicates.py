@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from veilset.api import build_blocklist, ledger_snapshot
-from veilset.audit.findings import PASS
+from veilset.audit.findings import FAIL, PASS
+from veilset.audit.integrity import check_integrity
 from veilset.audit.release import Release
 from veilset.audit.takedowns import check_takedowns
 from veilset.cli import main
@@ -165,3 +166,22 @@ def test_a_request_by_photo_removes_its_matches_and_a_photo_without_one_is_kept(
     assert "No published image matched the photo you sent" in unmatched
     blocklist = build_blocklist(ledger.path)  # what a later build gets: the photo's hash blocks its copies
     assert (f"photo of request {hash_rid}", stranger.pdq) in blocklist.pdq
+
+
+def test_the_removed_images_crop_windows_are_a_listed_release_file_the_audit_verifies(photos, tmp_path):
+    root, original, copies, others = photos
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    ledger.add_request(NewRequest(message_id="<w@x>", sender="grace@example.org", date_header="", source="t",
+                                  state="received", image_ids=(original.image_id,)))
+    apply_pending(ledger, root, now="2026-12-02T08:00:00Z", workers=1)
+    windows = load_manifest(root)["removed_windows"]
+    path = f"{root}/{windows['path']}"
+    assert check_integrity(Release(root)).status == PASS
+    with open(path, "r+b") as fh:  # one bit of one hash: a crop would slip through
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    result = check_integrity(Release(root))
+    assert result.status == FAIL and any(f.file == windows["path"] and "removed_windows" in f.message
+                                         for f in result.findings)
