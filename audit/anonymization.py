@@ -20,9 +20,10 @@ import numpy as np
 
 from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images
 from veilset.audit.release import ImageRecord, Release
 from veilset.detectors.ops import iou_matrix
+from veilset.detectors.registry import threads_per_worker, with_threads
 from veilset.plugins import Arg, Args, Plugin, available
 
 RECORD_KEYS = ("method", "margin", "regions", "detectors")
@@ -77,7 +78,7 @@ def build_production_detectors(release: Release, threads: int = 0) -> tuple[list
         ident = models.get(key) or {}
         spec = pin_threshold(spec, ident.get("threshold"))
         try:
-            det = build_detector(threaded(spec, threads) if threads else spec)
+            det = build_detector(with_threads(spec, threads or None))
         except Exception as err:  # missing weights/package: the check cannot be done, say why
             problems.append(f"cannot rebuild the production {key} {spec!r}: {type(err).__name__}: {err}")
             continue
@@ -530,7 +531,7 @@ def check_anonymization(release: Release, sample: int | None = None,
     tally = Tally()
     for _, outcomes in map_images(release, with_regions, examine_image, local=lambda: AnonState(detectors, reader),
                                   recipe=None if injected else Recipe(production_state,
-                                                                      (release.root, worker_threads(workers))),
+                                                                      (release.root, threads_per_worker(workers))),
                                   extra=_areas(release), workers=workers):
         for outcome in outcomes:
             tally.add(outcome)

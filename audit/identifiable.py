@@ -18,29 +18,18 @@ The calibration figures are in ``CALIBRATION`` (and in every audit report).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from veilset.detectors.plate_text import (PLATE_LENGTH, PLATE_LIKE_MIN_CHARS, PLATE_MAX_LETTER_RUN,  # noqa: F401
-                                          PLATE_MIN_CHAR_PROB, PLATE_MIN_CHARS, PlateReader, Reading)
+                                          PLATE_MIN_CHAR_PROB, PLATE_MIN_CHARS, PlateReader, Reading, crop)
 
 # Calibrated in benchmarks/audit_findings.py (see its docstring and the README's Audit section).
 FACE_MIN_DETAIL = 3.2
 FACE_MIN_SIDE = 24  # px: smaller face boxes are not judged (see face_detail)
 RESIDUAL_FACE_THRESHOLD = 0.6  # the residual scan's CenterFace fallback (audit/residual.py)
-
-
-def crop(pixels: np.ndarray, box_xyxy: Sequence[float], pad: float = 0.0) -> np.ndarray:
-    """``box_xyxy`` (enlarged by ``pad`` of its size on every side) clipped to the image."""
-    h, w = pixels.shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    px, py = (x1 - x0) * pad, (y1 - y0) * pad
-    c0, r0 = max(0, int(math.floor(x0 - px))), max(0, int(math.floor(y0 - py)))
-    c1, r1 = min(w, int(math.ceil(x1 + px))), min(h, int(math.ceil(y1 + py)))
-    return pixels[r0:max(r0, r1), c0:max(c0, c1)]
 
 
 # ------------------------------------------------------------------------------------------------ faces

@@ -9,7 +9,6 @@ pixels differ, each distinct set of pixels is examined.
 """
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 from collections import deque
@@ -21,6 +20,7 @@ import numpy as np
 
 from veilset.audit.imaging import decode_rgb
 from veilset.audit.release import Release
+from veilset.release.fingerprint import pixels_sha256
 
 Copies = Sequence[tuple[str, bytes]]  # (file, JPEG bytes) of one image's published copies, distinct bytes
 IN_FLIGHT_PER_WORKER = 2  # images handed out ahead per worker: the rest wait unread (memory: a few images)
@@ -29,24 +29,6 @@ IN_FLIGHT_PER_WORKER = 2  # images handed out ahead per worker: the rest wait un
 def default_workers() -> int:
     """``--workers`` default: one per core."""
     return os.cpu_count() or 1
-
-
-def worker_threads(workers: int) -> int:
-    """Inference threads per worker process: the cores shared out (N workers x N threads = the cores, as the build
-    gives its workers)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def threaded(spec: str, threads: int) -> str:
-    """``spec`` with ``threads=N`` added unless it sets threads or its detector takes no ``threads`` option (what
-    the worker builds; the findings and the report name ``spec`` as given)."""
-    from veilset.detectors.base import DetectorSpec
-    from veilset.detectors.registry import DETECTORS
-
-    parsed = DetectorSpec.parse(spec)
-    if any(k == "threads" for k, _ in parsed.kwargs) or "threads" not in DETECTORS.get(parsed.name).args.names:
-        return spec
-    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
 
 
 @dataclass(frozen=True)
@@ -61,10 +43,6 @@ class Recipe:
         return self.fn(*self.args)
 
 
-def pixel_key(pixels: np.ndarray) -> str:
-    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
-
-
 def distinct_pixels(copies: Copies) -> list[tuple[str, np.ndarray]]:
     """(file, RGB pixels) of each copy whose decoded pixels differ from every earlier copy's; undecodable
     copies are skipped (the integrity check reports them)."""
@@ -74,7 +52,7 @@ def distinct_pixels(copies: Copies) -> list[tuple[str, np.ndarray]]:
             pixels = decode_rgb(data)
         except Exception:  # noqa: BLE001 - integrity reports undecodable images
             continue
-        key = pixel_key(pixels)
+        key = pixels_sha256(pixels)
         if key not in seen:
             seen.add(key)
             out.append((file, pixels))

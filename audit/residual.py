@@ -35,9 +35,11 @@ from veilset.audit.identifiable import (FACE_MIN_DETAIL, PLATE_MAX_LETTER_RUN, R
                                        crop, face_detail)
 from veilset.audit.findings import RESIDUAL, CheckResult, Finding
 from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
-from veilset.audit.parallel import Recipe, distinct_pixels, map_images, threaded, worker_threads
+from veilset.audit.parallel import Recipe, distinct_pixels, map_images
 from veilset.audit.release import Release
 from veilset.detectors.ops import iou_matrix
+from veilset.detectors.plate_text import longest_letter_run
+from veilset.detectors.registry import threads_per_worker, with_threads
 from veilset.plugins import Arg, Args, Availability, Plugin, available, unavailable
 
 CONFIRM_IOU = 0.5  # a candidate is confirmed when the grey-filled image still gives a box this close to it
@@ -132,8 +134,8 @@ class ResidualState:
 def residual_state(spec: str, threads: int) -> ResidualState:
     """A worker's ``ResidualState``: the detector the main process chose and the plate candidates, rebuilt from
     their specs with ``threads`` inference threads (findings name the specs as chosen)."""
-    residual = build_residual_detector(threaded(spec, threads))
-    plates = ResidualPlates(tuple(threaded(s, threads) for s in RESIDUAL_PLATE_SPECS))
+    residual = build_residual_detector(with_threads(spec, threads))
+    plates = ResidualPlates(tuple(with_threads(s, threads) for s in RESIDUAL_PLATE_SPECS))
     return ResidualState(dataclasses.replace(residual, spec=spec, plates=plates))
 
 
@@ -203,11 +205,8 @@ def part_of_a_word(reader: Any, pixels: np.ndarray, box_xyxy: Any) -> bool:
     pass this test (README, Audit)."""
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     pad = WORD_PAD * (x1 - x0)
-    run = longest = 0
-    for c in reader.read(crop(pixels, (x0 - pad, y0, x1 + pad, y1))).confident():
-        run = run + 1 if c.isalpha() else 0
-        longest = max(longest, run)
-    return longest > PLATE_MAX_LETTER_RUN
+    return longest_letter_run(reader.read(crop(pixels, (x0 - pad, y0, x1 + pad, y1))).confident()) > \
+        PLATE_MAX_LETTER_RUN
 
 
 def _scan_plates(plates: ResidualPlates, image_id: str, file: str, pixels: np.ndarray, mask: np.ndarray,
@@ -255,7 +254,7 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
     counts = dict.fromkeys(COUNTERS, 0)
     for image_id, outcomes in map_images(
             release, chosen, scan_image, local=lambda: ResidualState(residual),
-            recipe=Recipe(residual_state, (residual.spec, worker_threads(workers))) if rebuild else None,
+            recipe=Recipe(residual_state, (residual.spec, threads_per_worker(workers))) if rebuild else None,
             extra=lambda i: regions.get(i, []), workers=workers):
         for o in outcomes:
             findings += o.findings
@@ -267,8 +266,6 @@ def check_residual(release: Release, residual: ResidualDetector, sample: int | N
 
 def _result(release: Release, residual: ResidualDetector, sample: int | None, chosen: list[str],
             findings: list[Finding], scores: list[float], c: dict[str, int], per_image: dict[str, int]) -> CheckResult:
-    from veilset.audit.identifiable import CALIBRATION
-
     what = "all" if sample is None or sample >= len(release.published_ids()) else f"a sample of {len(chosen)}"
     faces = len(findings) - c["plate_findings"]
     specs = residual.plates.specs if residual.plates is not None else RESIDUAL_PLATE_SPECS

@@ -340,15 +340,6 @@ class _Windows:
         return out
 
 
-_WINDOWS_CACHE: dict[int, _Windows] = {}
-
-
-def _windows(data: dict) -> _Windows:
-    if id(data) not in _WINDOWS_CACHE:
-        _WINDOWS_CACHE[id(data)] = _Windows(data)
-    return _WINDOWS_CACHE[id(data)]
-
-
 _DISTANCES: dict[tuple[int, str, str], tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
 
@@ -372,7 +363,7 @@ def _query_distances(data: dict, kind: str, variant: str = "plain") -> tuple[dic
     index = _matrix([o[kind] for o in data["originals"]])
     index_trimmed = _matrix([o["trimmed"] for o in data["originals"]]) \
         if kind == "pdq" and variant in ("trim", "all", "windows") else None
-    windows = _windows(data) if kind == "pdq" and variant == "windows" else None
+    windows = _Windows(data) if kind == "pdq" and variant == "windows" else None  # built once: query_distances
     n = len(index)
     off_diag = ~np.eye(n, dtype=bool)
 

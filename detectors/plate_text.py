@@ -66,11 +66,7 @@ class Reading:
             return False
         if not (any(c.isdigit() for c in chars) and any(c.isalpha() for c in chars)):
             return False
-        run = longest = 0
-        for c in chars:
-            run = run + 1 if c.isalpha() else 0
-            longest = max(longest, run)
-        return longest <= PLATE_MAX_LETTER_RUN
+        return longest_letter_run(chars) <= PLATE_MAX_LETTER_RUN
 
     def reads(self, min_chars: int = PLATE_MIN_CHARS, min_prob: float = PLATE_MIN_CHAR_PROB) -> bool:
         """At least ``min_chars`` confident letters/digits, one of them a digit (a plate number, not a word)."""
@@ -135,3 +131,22 @@ class PlateReader:
                 lines.append(crop_rgb[r0:r1])
         readings = self.recognize(lines)
         return max(readings, key=lambda r: (r.reads(), len(r.confident()), sum(r.probs)), default=Reading("", ()))
+
+
+def crop(pixels: np.ndarray, box_xyxy: Sequence[float], pad: float = 0.0) -> np.ndarray:
+    """``box_xyxy`` (enlarged by ``pad`` of its size on every side) clipped to the image."""
+    h, w = pixels.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    px, py = (x1 - x0) * pad, (y1 - y0) * pad
+    c0, r0 = max(0, int(math.floor(x0 - px))), max(0, int(math.floor(y0 - py)))
+    c1, r1 = min(w, int(math.ceil(x1 + px))), min(h, int(math.ceil(y1 + py)))
+    return pixels[r0:max(r0, r1), c0:max(c0, c1)]
+
+
+def longest_letter_run(chars: str) -> int:
+    """The longest run of consecutive letters in ``chars`` (a word has 4 or more; a plate number rarely)."""
+    run = longest = 0
+    for c in chars:
+        run = run + 1 if c.isalpha() else 0
+        longest = max(longest, run)
+    return longest

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from veilset.detectors import ops, tiling
-from veilset.detectors.plate_text import PlateReader, rec_model_path
+from veilset.detectors.plate_text import PlateReader, crop, rec_model_path
 from veilset.detectors.base import (LICENSE_PLATE, MARGIN_ARG, MIN_SIZE_ARG, MODEL_ARG_HELP, NMS_ARG_HELP, THREADS_ARG,
                                     Detection, MultiPassDetector, Pass, check_image, file_sha256, ort_session,
                                     package_version, threshold_arg, to_detections, weights_file_check)
@@ -323,7 +323,7 @@ class PlateDetector:
         chosen = _best_per_cell(candidates, boxes, w, h, self.read)
         # each line is read as the text detector reports it (with its margin): the crop the audit reads
         grown = ops.expand_boxes(boxes[chosen], self.text.margin, w, h) if len(chosen) else boxes[:0]
-        keep = [i for i, box in zip(chosen, grown) if self.reader.read(_crop(image_rgb, box)).looks_like_plate()]
+        keep = [i for i, box in zip(chosen, grown) if self.reader.read(crop(image_rgb, box)).looks_like_plate()]
         return np.asarray(keep, dtype=np.int64)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
@@ -350,13 +350,6 @@ def _absorb(boxes: np.ndarray, scores: np.ndarray, lines: np.ndarray, line_score
         boxes[j, 2:] = np.maximum(boxes[j, 2:], line[2:])
         scores[j] = max(scores[j], score)
     return boxes, scores
-
-
-def _crop(image_rgb: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
-    h, w = image_rgb.shape[:2]
-    x0, y0 = max(0, int(np.floor(box_xyxy[0]))), max(0, int(np.floor(box_xyxy[1])))
-    x1, y1 = min(w, int(np.ceil(box_xyxy[2]))), min(h, int(np.ceil(box_xyxy[3])))
-    return image_rgb[y0:max(y0, y1), x0:max(x0, x1)]
 
 
 def _best_per_cell(order: np.ndarray, boxes: np.ndarray, width: int, height: int, per_cell: int) -> np.ndarray:

@@ -6,6 +6,8 @@ dependencies (onnxruntime, torch) inside the builder, so listing them is cheap a
 """
 from __future__ import annotations
 
+import os
+
 from veilset.detectors.base import Detector, DetectorSpec
 from veilset.plugins import Plugin, Registry
 
@@ -46,3 +48,18 @@ def build_detector(spec: str | DetectorSpec) -> Detector | None:
     """Build a detector from ``NAME[:key=value,...]``; ``"none"`` gives ``None`` (detection disabled)."""
     parsed = spec if isinstance(spec, DetectorSpec) else DetectorSpec.parse(spec)
     return DETECTORS.build(parsed.name, dict(parsed.kwargs))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Inference threads for each of ``workers`` processes on this machine: its cores shared out (N workers x N
+    threads = the cores; 2 workers x 2 threads on 2 cores made 2 workers slower than 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def with_threads(spec: str, threads: int | None) -> str:
+    """``spec`` with ``threads=N`` added unless the user set it or the detector takes no ``threads`` option."""
+    parsed = DetectorSpec.parse(spec)
+    if threads is None or any(k == "threads" for k, _ in parsed.kwargs) \
+            or "threads" not in DETECTORS.get(parsed.name).args.names:
+        return spec
+    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))

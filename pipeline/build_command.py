@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from veilset.detectors.base import FACE, LICENSE_PLATE
-from veilset.detectors.registry import names_for
+from veilset.detectors.registry import names_for, threads_per_worker
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
 from veilset.release import canonical, ids, layout, registry, storage
@@ -153,7 +153,7 @@ def build(opts: opt.BuildOptions, beam_args: list[str] | None = None, verbose: b
         local = not any(a == "--runner" or a.startswith("--runner=") for a in (beam_args or []))
         # DirectRunner: --workers processes share this machine's cores; give each detector its share of threads
         # (2 workers x 2 onnxruntime threads on 2 cores made 2 workers slower than 1).
-        detector_threads = max(1, (os.cpu_count() or 1) // opts.workers) if local else None
+        detector_threads = threads_per_worker(opts.workers) if local else None
         reporter = None  # counted through files under the output: a local output and local workers only
         if progress is not None and local and not storage.is_remote(opts.output):
             reporter = progress(len(inputs) + len(listing.rejects), "images", stream)

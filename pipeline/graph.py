@@ -37,9 +37,8 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from veilset.detectors.base import DetectorSpec
 from veilset.detectors.handler import DetectorModelHandler
-from veilset.detectors.registry import DETECTORS
+from veilset.detectors.registry import with_threads
 from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
@@ -402,24 +401,13 @@ class WriteManifest(beam.DoFn):
 
 
 # ------------------------------------------------------------------------------------------------ the graph
-def with_threads(spec: str, threads: int | None) -> str:
-    """``spec`` with ``threads=N`` added unless the user set it or the detector takes no ``threads`` option
-    (N worker processes x N threads = the cores)."""
-    parsed = DetectorSpec.parse(spec)
-    if threads is None or any(k == "threads" for k, _ in parsed.kwargs) \
-            or "threads" not in DETECTORS.get(parsed.name).args.names:
-        return spec
-    return str(DetectorSpec(parsed.name, parsed.kwargs + (("threads", str(threads)),)))
 
 
 def _windows_of(release_dir: str, previous: manifest.Manifest) -> tuple[tuple[str, bytes], ...]:
-    """(removed image ID, its crop windows' hashes) from the release's ``removed_windows`` file: a rebuild in the
+    """(label, crop window hash) of every row of the release's ``removed_windows`` file: a rebuild in the
     release's folder blocks crops of removed images without the ledger too."""
     found = fingerprint.read_listed_index(release_dir, previous.removed_windows)
-    by_id: dict[str, list[bytes]] = {}
-    for image_id, row in zip(found.image_ids, found.hashes()):
-        by_id.setdefault(image_id, []).append(row.tobytes())
-    return tuple((i, b"".join(h)) for i, h in sorted(by_id.items()))
+    return tuple(zip(found.image_ids, (row.tobytes() for row in found.hashes())))
 
 
 def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *, num_shards: int,
