@@ -25,6 +25,7 @@ CHECKS = Registry(KIND, GROUP, {
     F.ANONYMIZATION: "veilset.audit.anonymization:PLUGIN",
     F.RESIDUAL: "veilset.audit.residual:PLUGIN",
     F.MASKS: "veilset.audit.masks:PLUGIN",
+    F.DUPLICATES: "veilset.audit.duplicates:PLUGIN",
 })
 
 

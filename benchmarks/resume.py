@@ -61,8 +61,10 @@ def _crop(size: tuple[int, int], keep: float) -> tuple[int, int, int, int]:
 
 def build(inputs: Path, out: Path, workers: int, kill_when: int | None = None) -> dict[str, Any]:
     """One ``veilset build``; with ``kill_when``, SIGKILL its process group once that many records are staged."""
+    # publish-all: the mirrored and cropped variants are near-copies of their photo; grouping them would publish
+    # fewer images than were staged (the kill point counts staged records), the work done is the same
     cmd = common.veilset_cmd("build", str(inputs), "--output", str(out), "--workers", str(workers),
-                             "--progress", "none")
+                             "--progress", "none", "--near-duplicates", "publish-all")
     t0, c0 = time.perf_counter(), os.times()
     proc = subprocess.Popen(cmd, cwd=str(common.REPO), env=common.child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -19,6 +19,7 @@ from veilset.detectors.base import FACE, LICENSE_PLATE
 from veilset.detectors.registry import names_for, threads_per_worker
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
+from veilset.pipeline.near_duplicates import MODES as NEAR_DUPLICATE_MODES
 from veilset.release import canonical, ids, layout, registry, storage
 from veilset.segmentation.registry import MASKS
 
@@ -67,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="takedown ledger (SQLite): never publish what it removed (default: none)")
     p.add_argument("--follow-symlinks", dest="follow_symlinks", action="store_true", default=None,
                    help="follow symbolic links that lead out of the input folders (default: such links are rejects)")
+    p.add_argument("--near-duplicates", dest="near_duplicates", default=None, choices=NEAR_DUPLICATE_MODES,
+                   help="inputs that are near-copies of one photo (re-encoded, resized, turned, framed): publish-one "
+                        "publishes the largest and counts the rest as duplicates (default); publish-all publishes "
+                        "every copy, each naming the image it copies in near_duplicate_of")
 
 
 BEAM_EPILOG = """\
@@ -80,7 +85,7 @@ Global options (before `build`): -v shows Beam's own warnings, --debug prints tr
 def options_from_args(args: argparse.Namespace) -> opt.BuildOptions:
     kwargs: dict[str, Any] = {"inputs": tuple(args.inputs), "output": args.output}
     for name in ("workers", "shards", "face_detector", "plate_detector", "masks", "device", "anonymize_method",
-                 "margin", "jpeg_quality", "ledger", "draft_decode", "follow_symlinks"):
+                 "margin", "jpeg_quality", "ledger", "draft_decode", "follow_symlinks", "near_duplicates"):
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value

@@ -2,8 +2,8 @@
 
     ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Resume -> Decode
       -> DetectFaces (RunInference) -> DetectPlates (RunInference) -> Anonymize -> GenerateMasks (RunInference)
-      -> EncodeAndStage -> KeyByPixels -> GroupByPixels -> DeduplicatePixels -> KeyByShard -> GroupByShard
-      -> WriteShards -> WriteManifest
+      -> EncodeAndStage -> KeyByPixels -> GroupByPixels -> DeduplicatePixels -> GroupNearDuplicates
+      -> DropNearDuplicates -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
 
 Fingerprints (``release.fingerprint``): ``EncodeAndStage`` decodes the JPEG it publishes once and records its
 PDQ hash and pixels' sha256 with the image. There, too, an image whose published pixels are a removed image's
@@ -11,7 +11,12 @@ PDQ hash and pixels' sha256 with the image. There, too, an image whose published
 borders) is blocked: the ledger's and the previous release's log's fingerprints. Two sources that publish the
 same pixels (the same JPEG with different metadata, say) are one image: ``DeduplicatePixels`` groups the small
 staged records (never pixels) by pixels_sha256 and counts all but the first source as duplicates. That is the
-first place the published pixels exist; earlier, only the source bytes are known (``Deduplicate``).
+first place the published pixels exist; earlier, only the source bytes are known (``Deduplicate``). Near-copies
+(re-encoded, resized, turned, framed: ``pipeline.near_duplicates``) are grouped next: every staged record carries a
+small ``NearKey`` (its PDQ hashes), ``GroupNearDuplicates`` collects the keys, one list, and walks them once
+(largest image kept), and ``DropNearDuplicates`` counts the copies as duplicates (``--near-duplicates
+publish-one``) or marks them ``near_duplicate_of`` the kept image (``publish-all``). The manifest counts the
+duplicates by reason: same_source, same_pixels, near_duplicate.
 
 Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
 published images are staged as one file each under ``DIR/.staging/<resume key>/`` so that only small records
@@ -42,6 +47,7 @@ from veilset.detectors.registry import with_threads
 from veilset.pipeline.anonymize import anonymize, seed_for_image
 from veilset.pipeline.decode import DecodeError, decode_resized
 from veilset.pipeline.encode import encode_jpeg, strip_jpeg_metadata
+from veilset.pipeline import near_duplicates
 from veilset.pipeline.ingest import InputError, InputFile, read_input, safe_detail
 from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.progress import Counter as ProgressCounter
@@ -74,6 +80,8 @@ class StagedImage:
     staging_path: str
     source: str = ""  # the input file, for a reject record
     pixels_sha256: str = ""  # of the published pixels ("": not known, never grouped with another image)
+    near_key: near_duplicates.NearKey | None = None  # for grouping near-copies (dropped once grouped)
+    near_duplicate_of: str = ""  # --near-duplicates publish-all: the published image this one copies
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,21 @@ def deduplicate_pixels(item: tuple[str, Iterable[StagedImage]]) -> Iterator[Any]
     for s in staged[1:]:
         LOG.info("%s publishes the same pixels as %s: a duplicate", s.source, staged[0].source)
         yield TaggedOutput("duplicates", s.source)
+
+
+def drop_near_duplicates(staged: StagedImage, groups: dict[str, near_duplicates.NearDuplicate],
+                         mode: str) -> Iterator[Any]:
+    """A near-copy of a kept image (``groups``: ``near_duplicates.group``'s answer) is a duplicate
+    (publish-one) or published marked ``near_duplicate_of`` the kept image (publish-all)."""
+    staged = replace(staged, near_key=None)  # not needed past here: the shard shuffle stays small
+    found = groups.get(staged.image_id)
+    if found is None:
+        yield staged
+    elif mode == near_duplicates.PUBLISH_ALL:
+        yield replace(staged, near_duplicate_of=found.of)
+    else:
+        LOG.info("%s is a near-copy of %s (%d bits): a duplicate", staged.source, found.of, found.distance)
+        yield TaggedOutput("duplicates", staged.source)
 
 
 def deduplicate(item: tuple[str, Iterable[SourceRef]]) -> Iterator[Any]:
@@ -208,6 +231,20 @@ class Anonymize(beam.DoFn):
                               record, lossless), pixels
 
 
+@dataclass(frozen=True)
+class StagedRecord:
+    """What a staging file holds: the published image and its key for near-copy grouping (so that a resumed
+    image is not decoded and hashed again)."""
+
+    image: PublishedImage
+    near_key: near_duplicates.NearKey | None = None
+
+
+def read_staged(path: str) -> StagedRecord:
+    record = pickle.loads(storage.read(path))
+    return record if isinstance(record, StagedRecord) else StagedRecord(record)  # a bare image: keyed on resume
+
+
 def staging_path(output: str, resume_key: str, image_id: str) -> str:
     """Where a published image's record is staged (kept until the release is committed: a rerun of the same
     build, same ``resume_key``, reuses it instead of decoding and detecting again)."""
@@ -227,17 +264,23 @@ class Resume(beam.DoFn):
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
         path = staging_path(self._output, self._key, ref.image_id)
-        if storage.exists(path):
-            staged: PublishedImage = pickle.loads(storage.read(path))
-            hit = self._removed.check_jpeg(staged.jpeg)
+        if not storage.exists(path):
+            yield ref
+            return
+        staged = read_staged(path)
+        key = staged.near_key
+        if self._removed.active or key is None:  # decoded only when there is something to compute
+            pixels = fingerprint.decode_rgb(staged.image.jpeg)
+            fp = fingerprint.fingerprint(pixels)
+            hit = self._removed.match(pixels, fp)
             if hit is not None:
                 LOG.warning("%s blocked: %s (%s)", ref.source, hit[0], hit[1])
                 yield TaggedOutput(self.BLOCKED, Blocked(ref.source, hit[0]))
                 return
-            yield TaggedOutput(self.RESUMED, StagedImage(ref.image_id, ids.shard_of(ref.image_id, self._num_shards),
-                                                         path, ref.source, staged.pixels_sha256))
-        else:
-            yield ref
+            key = key or near_duplicates.near_key(ref.image_id, ref.source, pixels, fp)
+        yield TaggedOutput(self.RESUMED, StagedImage(
+            ref.image_id, ids.shard_of(ref.image_id, self._num_shards), path, ref.source, staged.image.pixels_sha256,
+            key))
 
 
 class RemovedFingerprints:
@@ -250,12 +293,10 @@ class RemovedFingerprints:
         self._pdq, self._pixels, self._windows = pdq, pixels, windows
         self._index: fingerprint.NearDuplicateIndex | None = None
 
-    def check_jpeg(self, jpeg: bytes) -> tuple[str, str] | None:
-        """``match`` for a published JPEG (decoded only when there is something to compare with)."""
-        if not self._pdq and not self._pixels and not self._windows:
-            return None
-        pixels = fingerprint.decode_rgb(jpeg)
-        return self.match(pixels, fingerprint.fingerprint(pixels))
+    @property
+    def active(self) -> bool:
+        """Anything to compare with (else ``match`` is None for every image)."""
+        return bool(self._pdq or self._pixels or self._windows)
 
     def match(self, pixels: Any, fp: fingerprint.Fingerprint) -> tuple[str, str] | None:
         """(reason, detail) when the published pixels are a removed image's or a near-duplicate of one."""
@@ -316,13 +357,14 @@ class EncodeAndStage(beam.DoFn):
                 width=int(image.pixels.shape[1]), height=int(image.pixels.shape[0]), jpeg=jpeg,
                 sha256=ids.sha256_hex(jpeg), detections=image.detections, anonymization=image.anonymization,
                 masks=tuple(masks), pdq=fp.pdq_hex, pixels_sha256=fp.pixels_sha256)
+            key = near_duplicates.near_key(image.image_id, image.source, published_pixels, fp)
             staged = staging_path(self._output, self._resume_key, image.image_id)
-            storage.atomic_write(staged, pickle.dumps(published, protocol=pickle.HIGHEST_PROTOCOL))
+            storage.atomic_write(staged, pickle.dumps(StagedRecord(published, key), protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as err:
             yield TaggedOutput(REJECTS, Reject(image.source, "encode", "encode_error", safe_detail(err)))
             return
         yield StagedImage(image.image_id, ids.shard_of(image.image_id, self._num_shards), staged, image.source,
-                          fp.pixels_sha256)
+                          fp.pixels_sha256, key)
 
 
 class CountFinished(beam.DoFn):
@@ -359,7 +401,7 @@ class WriteShards(beam.DoFn):
         deterministic) is a reject ``write:id_clash`` instead of a COCO file with a repeated id."""
         shard, staged = item
         staged = sorted(staged, key=lambda s: s.image_id)
-        images = [pickle.loads(storage.read(s.staging_path)) for s in staged]
+        images = [_published(s) for s in staged]
         clashing = ids.clashes((im.image_id, len(im.masks)) for im in images)
         for s in staged:
             if s.image_id in clashing:
@@ -371,6 +413,11 @@ class WriteShards(beam.DoFn):
         yield from shards.write_shard(self._output, shard, self._num_shards, self._formats, images, self._generation)
 
 
+def _published(staged: StagedImage) -> PublishedImage:
+    image = read_staged(staged.staging_path).image
+    return replace(image, near_duplicate_of=staged.near_duplicate_of) if staged.near_duplicate_of else image
+
+
 class WriteManifest(beam.DoFn):
     """Runs once at the end: writes rejects.jsonl and manifest.json (the driver removes superseded files)."""
 
@@ -380,18 +427,21 @@ class WriteManifest(beam.DoFn):
         self._previous = previous  # the release this build replaces: its number + 1, its takedown log
         self._release = previous.release + 1 if previous else 1
 
-    def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject], duplicates: int,
-                blocked: list[Blocked]) -> Iterator[manifest.Manifest]:
+    def process(self, _: Any, shard_files: list[ShardFile], rejects: list[Reject],
+                duplicates: list[tuple[str, int]], blocked: list[Blocked],
+                near: dict[str, near_duplicates.NearDuplicate]) -> Iterator[manifest.Manifest]:
         rejects = sorted(rejects, key=lambda r: (r.source, r.stage, r.reason))
         published = sum(f.images for f in shard_files if f.format == index.NAME)
         counts = manifest.Counts(input=self._num_inputs, published=published, rejected=len(rejects),
-                                 duplicates=duplicates, blocked=len(blocked))
+                                 duplicates=sum(n for _, n in duplicates), blocked=len(blocked))
+        marked = len(near) if self._opts.near_duplicates == near_duplicates.PUBLISH_ALL else 0
         built = manifest.Manifest.for_build(
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
             formats=self._opts.formats, files=shard_files, counts=counts,
             rejects_by_reason=Counter(f"{r.stage}:{r.reason}" for r in rejects), config=self._opts.to_config(),
             models=self._models, release=self._release, log=self._previous.log if self._previous else (),
-            rejects=layout.rejects_name(self._release), blocked_by_reason=Counter(b.reason for b in blocked))
+            rejects=layout.rejects_name(self._release), blocked_by_reason=Counter(b.reason for b in blocked),
+            duplicates_by_reason=dict(duplicates), near_duplicates_published=marked)
         if self._previous is not None and self._previous.removed_windows:  # carried: the takedowns' windows
             built = replace(built, removed_windows=self._previous.removed_windows)
         storage.atomic_write(storage.join(self._opts.output, built.rejects),
@@ -491,20 +541,36 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
         | "GroupByPixels" >> beam.GroupByKey()
         | "DeduplicatePixels" >> beam.FlatMap(deduplicate_pixels).with_outputs("duplicates", main="unique")
     )
-    shard_files = (
+    near_groups = (
         same_pixels.unique
+        | "NearKeys" >> beam.FlatMap(lambda s: [s.near_key] if s.near_key is not None else [])
+        | "CollectNearKeys" >> beam.combiners.ToList()
+        | "GroupNearDuplicates" >> beam.Map(near_duplicates.group)
+    )
+    near = same_pixels.unique | "DropNearDuplicates" >> beam.FlatMap(
+        drop_near_duplicates, groups=AsSingleton(near_groups), mode=opts.near_duplicates).with_outputs(
+        "duplicates", main="unique")
+    shard_files = (
+        near.unique
         | "KeyByShard" >> beam.Map(lambda s: (s.shard, s))
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShards(opts.output, num_shards, opts.formats, generation)).with_outputs(
             REJECTS, main="files")
     )
-    # an id clash rejects, and a pixel duplicate drops, a staged image: it was counted when it was staged
+    # an id clash rejects, and a pixel or near duplicate drops, a staged image: it was counted when it was staged
     if progress_dir is not None:
         _count_finished(progress_dir, [*reject_parts, allowed[DropBlocked.BLOCKED], unique.duplicates, staged.staged,
                                        staged[EncodeAndStage.BLOCKED], todo[Resume.RESUMED], todo[Resume.BLOCKED]])
     reject_parts.append(shard_files[REJECTS])
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
-    duplicates = (unique.duplicates, same_pixels.duplicates) | "FlattenDuplicates" >> beam.Flatten()
+    duplicates = (
+        [dups | f"Reason{label}" >> beam.Map(lambda _, reason=reason: reason)
+         for label, reason, dups in (("SameSource", "same_source", unique.duplicates),
+                                     ("SamePixels", "same_pixels", same_pixels.duplicates),
+                                     ("NearCopy", near_duplicates.REASON, near.duplicates))]
+        | "FlattenDuplicates" >> beam.Flatten()
+        | "CountDuplicatesByReason" >> beam.combiners.Count.PerElement()
+    )
     blocked = ((allowed[DropBlocked.BLOCKED], staged[EncodeAndStage.BLOCKED], todo[Resume.BLOCKED])
                | "FlattenBlocked" >> beam.Flatten())
     return (
@@ -514,8 +580,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
             WriteManifest(opts, len(inputs) + len(listing_rejects), num_shards, models, previous),
             shard_files=AsSingleton(shard_files.files | "CollectShardFiles" >> beam.combiners.ToList()),
             rejects=AsSingleton(rejects | "CollectRejects" >> beam.combiners.ToList()),
-            duplicates=AsSingleton(duplicates | "CountDuplicates" >> beam.combiners.Count.Globally()),
+            duplicates=AsSingleton(duplicates | "CollectDuplicates" >> beam.combiners.ToList()),
             blocked=AsSingleton(blocked | "CollectBlocked" >> beam.combiners.ToList()),
+            near=AsSingleton(near_groups),
         )
     )
 

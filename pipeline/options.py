@@ -9,6 +9,7 @@ from typing import Any
 from veilset.pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
 from veilset.pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
 from veilset.pipeline.encode import DEFAULT_QUALITY
+from veilset.pipeline.near_duplicates import MODES as NEAR_DUPLICATE_MODES, PUBLISH_ONE
 from veilset.release import storage
 from veilset.release.registry import DEFAULT_FORMATS, validate_formats
 
@@ -54,6 +55,7 @@ class BuildOptions:
     device: str | None = None
     ledger: str | None = None
     follow_symlinks: bool = False  # links out of the input folders are rejects unless set (pipeline.ingest)
+    near_duplicates: str = PUBLISH_ONE  # near-copies among the inputs: publish-one | publish-all (near_duplicates)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -77,6 +79,9 @@ class BuildOptions:
             raise ValueError(f"--margin must be in [0, 2], got {self.margin}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+        if self.near_duplicates not in NEAR_DUPLICATE_MODES:
+            raise ValueError(f"--near-duplicates: unknown mode {self.near_duplicates!r}; choose from "
+                             f"{', '.join(NEAR_DUPLICATE_MODES)}")
 
     def num_shards(self, num_inputs: int) -> int:
         return self.shards or max(1, math.ceil(num_inputs / IMAGES_PER_SHARD))

@@ -3,7 +3,9 @@
 Always written, whatever the formats; the one reader and writer of index files. A line:
 ``{"image_id", "shard", "sha256", "content_sha256", "width", "height", "file_name", "num_faces", "num_plates",
 "num_masks", "pdq", "pixels_sha256"}`` (``file_name``: the images/ path when per-image JPEGs are written, else null;
-``pdq``/``pixels_sha256``: the published pixels' fingerprints, ``release.fingerprint``, null in older releases).
+``pdq``/``pixels_sha256``: the published pixels' fingerprints, ``release.fingerprint``, null in older releases),
+and ``"near_duplicate_of"`` (the published image it is a near-copy of) on the rows of a ``--near-duplicates
+publish-all`` build's near-copies only.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def _line(im: PublishedImage, key: ShardKey, with_files: bool) -> str:
         "num_plates": sum(d.label == "license_plate" for d in im.detections),
         "num_masks": len(im.masks),
         "pdq": im.pdq or None, "pixels_sha256": im.pixels_sha256 or None,
+        **({"near_duplicate_of": im.near_duplicate_of} if im.near_duplicate_of else {}),
     }, sort_keys=True)
 
 

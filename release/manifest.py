@@ -20,6 +20,13 @@ from veilset.release.records import ShardFile
 FORMAT_VERSION = 1
 MANIFEST_NAME = layout.MANIFEST_NAME
 LOG_HEAD = "log_head_sha256"  # sha256 of the log's last entry (``log_head``)
+# Why an input is not published though readable: the keys of ``duplicates_by_reason`` and ``blocked_by_reason``
+DUPLICATE_REASONS = ("same_source", "same_pixels", "near_duplicate")
+BLOCKED_REASONS = ("removed_id", "removed_content", "removed_pixels", "near_duplicate")
+# config ``near_duplicates``: near-copies among a build's inputs publish one (the others are duplicates) or all
+# (each marked ``near_duplicate_of`` the one it copies)
+PUBLISH_ONE, PUBLISH_ALL = "publish-one", "publish-all"
+NEAR_DUPLICATE_MODES = (PUBLISH_ONE, PUBLISH_ALL)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class Manifest:
     log_head_bound: bool = True
     # the crop windows of the removed images (``layout.windows_name``; path, sha256), blocked by every later build
     removed_windows: tuple[str, str] | None = None
+    # why inputs were duplicates (same_source, same_pixels, near_duplicate): listed when any were; their sum is
+    # counts.duplicates
+    duplicates_by_reason: dict[str, int] = field(default_factory=dict)
+    # published images that are near-copies of another published one (--near-duplicates publish-all): listed when any
+    near_duplicates_published: int = 0
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +93,9 @@ class Manifest:
             "num_shards": self.num_shards, "formats": list(self.formats), "counts": self.counts.to_dict(),
             "rejects_by_reason": dict(self.rejects_by_reason),
             **({"blocked_by_reason": dict(self.blocked_by_reason)} if self.blocked_by_reason else {}),
+            **({"duplicates_by_reason": dict(self.duplicates_by_reason)} if self.duplicates_by_reason else {}),
+            **({"near_duplicates_published": self.near_duplicates_published}
+               if self.near_duplicates_published else {}),
             "shards": [f.to_dict() for f in self.shards], "index": [f.to_dict() for f in self.index],
             "rejects": self.rejects, "config": self.config, "models": self.models,
             "log": [e.to_dict() for e in self.log],
@@ -104,6 +119,8 @@ class Manifest:
             models=dict(d["models"]), log=tuple(LogEntry.from_dict(e) for e in d.get("log", [])),
             rejects=str(d["rejects"]), format_version=int(d["format_version"]),
             blocked_by_reason={str(k): int(v) for k, v in d.get("blocked_by_reason", {}).items()},
+            duplicates_by_reason={str(k): int(v) for k, v in d.get("duplicates_by_reason", {}).items()},
+            near_duplicates_published=int(d.get("near_duplicates_published", 0)),
             log_head_bound=LOG_HEAD in d or not d.get("log"),
             removed_windows=(str(d["removed_windows"]["path"]), str(d["removed_windows"]["sha256"]))
             if d.get("removed_windows") else None)
@@ -133,18 +150,24 @@ class Manifest:
                   counts: Counts, rejects_by_reason: Mapping[str, int], config: dict[str, Any],
                   models: dict[str, Any], release: int = 1, log: Sequence[LogEntry] = (),
                   rejects: str = layout.REJECTS_NAME,
-                  blocked_by_reason: Mapping[str, int] | None = None) -> "Manifest":
+                  blocked_by_reason: Mapping[str, int] | None = None,
+                  duplicates_by_reason: Mapping[str, int] | None = None,
+                  near_duplicates_published: int = 0) -> "Manifest":
         """The release a build makes: 1, or the next one of the release it replaces (``release``), keeping that
         release's takedown ``log``. Raises RuntimeError when the counts do not add up (a bug, never data)."""
         files = sorted(files, key=lambda f: (f.format, f.shard))
         index = tuple(f for f in files if f.format == INDEX)
         if counts.published != sum(f.images for f in index) or not counts.conserved():
             raise RuntimeError(f"count conservation violated: {counts.to_dict()}")
+        if duplicates_by_reason and sum(duplicates_by_reason.values()) != counts.duplicates:
+            raise RuntimeError(f"duplicates by reason {dict(duplicates_by_reason)} do not add up to {counts.duplicates}")
         return cls(release=release, created=created, num_shards=num_shards, formats=tuple(formats), counts=counts,
                    rejects_by_reason=dict(sorted(rejects_by_reason.items())),
                    shards=tuple(f for f in files if f.format != INDEX), index=index, config=config,
                    models=models, log=tuple(log), rejects=rejects,
-                   blocked_by_reason=dict(sorted((blocked_by_reason or {}).items())))
+                   blocked_by_reason=dict(sorted((blocked_by_reason or {}).items())),
+                   duplicates_by_reason=dict(sorted((duplicates_by_reason or {}).items())),
+                   near_duplicates_published=near_duplicates_published)
 
     def after_takedown(self, *, touched: set[int], rewritten: Sequence[ShardFile], removed: int,
                        entries: Sequence[LogEntry]) -> "Manifest":

@@ -37,6 +37,7 @@ SCHEMA = pa.schema(
                                       ("crop_box", pa.list_(pa.float64()))]))),
         ("pdq", pa.string()),  # the published pixels' PDQ hash, 64 hex digits (``release.fingerprint``)
         ("pixels_sha256", pa.string()),  # sha256 of the published pixels (exact copies)
+        ("near_duplicate_of", pa.string()),  # the image this one is a near-copy of (--near-duplicates publish-all)
     ]
 )
 RECORD_COLUMNS = ["image_id", "width", "height", "sha256", "content_sha256", "detections", "anonymization", "masks"]
@@ -74,6 +75,7 @@ def _row(im: PublishedImage) -> dict[str, Any]:
         "masks": [m.to_sa1b(annotation_id(im.image_id, k)) for k, m in enumerate(im.masks)],
         "pdq": im.pdq or None,
         "pixels_sha256": im.pixels_sha256 or None,
+        "near_duplicate_of": im.near_duplicate_of or None,
     }
 
 
@@ -94,6 +96,7 @@ def _published(row: dict[str, Any]) -> PublishedImage:
         anonymization=json.loads(row["anonymization"]),
         masks=tuple(MaskAnnotation.from_sa1b(m) for m in row["masks"]),
         pdq=row.get("pdq") or "", pixels_sha256=row.get("pixels_sha256") or "",
+        near_duplicate_of=row.get("near_duplicate_of") or "",
     )
 
 

@@ -30,6 +30,8 @@ class PublishedImage:
     # pixels' sha256; "" where unknown (a release built before they were recorded)
     pdq: str = ""
     pixels_sha256: str = ""
+    # ``--near-duplicates publish-all``: the published image this one is a near-copy of (``pipeline.near_duplicates``)
+    near_duplicate_of: str = ""
 
 
 @dataclass(frozen=True)

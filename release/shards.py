@@ -86,15 +86,17 @@ def read_shard(release_dir: str, shard: int, num_shards: int, formats: Sequence[
 
 
 def read_images(key: ShardKey, formats: Sequence[str], fetch: Fetch) -> list[PublishedImage]:
-    """Every image of shard ``key`` (``reading_format``), with the fingerprints the index holds when the format
-    does not carry them (COCO, SA-1B): a rewrite keeps them whatever the formats."""
+    """Every image of shard ``key`` (``reading_format``), with what the index holds when the format does not carry
+    it (COCO, SA-1B: the fingerprints, ``near_duplicate_of``): a rewrite keeps them whatever the formats."""
     images = reading_format(formats).read(key, fetch)
-    if all(im.pdq and im.pixels_sha256 for im in images):
-        return images
     rows = {row["image_id"]: row for row in index.parse(fetch(index.path(key)))}
-    return [dataclasses.replace(im, pdq=im.pdq or rows.get(im.image_id, {}).get("pdq") or "",
-                                pixels_sha256=im.pixels_sha256 or rows.get(im.image_id, {}).get("pixels_sha256") or "")
-            for im in images]
+    return [_with_index_fields(im, rows.get(im.image_id, {})) for im in images]
+
+
+def _with_index_fields(im: PublishedImage, row: dict) -> PublishedImage:
+    return dataclasses.replace(im, pdq=im.pdq or row.get("pdq") or "",
+                               pixels_sha256=im.pixels_sha256 or row.get("pixels_sha256") or "",
+                               near_duplicate_of=im.near_duplicate_of or row.get("near_duplicate_of") or "")
 
 
 def listed_generation(release_dir: str, shard: int) -> int:
