@@ -273,8 +273,12 @@ def format_summary(manifest: dict[str, Any], output: str, seconds: float) -> str
     ]
     for reason, n in manifest["rejects_by_reason"].items():
         lines.append(f"    rejected {reason}: {n}")
+    for reason, n in manifest.get("duplicates_by_reason", {}).items():
+        lines.append(f"    duplicates {reason}: {n}")
     for reason, n in manifest.get("blocked_by_reason", {}).items():
         lines.append(f"    blocked {reason}: {n}")
+    if manifest.get("near_duplicates_published"):
+        lines.append(f"    published near-copies (near_duplicate_of): {manifest['near_duplicates_published']}")
     faces = manifest["models"].get("face_detector")
     lines.append(f"  time {seconds:.1f} s, {c['published'] / max(seconds, 1e-9):.2f} images/s")
     lines.append(f"  shards: {len(manifest['shards'])} files ({', '.join(manifest['formats'])}) + "

@@ -4,8 +4,9 @@
     python -m veilset.pipeline.samples before-after DIR RELEASE OUT.jpg  # side-by-side: source vs published
 
 The samples are real photos from scikit-image's and matplotlib's package data (public-domain NASA and US Navy
-photos among them), plus one EXIF-rotated copy, one byte-identical duplicate and one truncated file, so the demo
-shows orientation handling, de-duplication and rejects as well.
+photos among them), plus a crop of the portrait stored sideways with an EXIF orientation, a smaller re-encoded copy
+of one photo (a near-copy), one byte-identical duplicate and one truncated file, so the demo shows orientation
+handling, both kinds of de-duplication and rejects as well.
 """
 from __future__ import annotations
 
@@ -35,13 +36,20 @@ def write_samples(folder: str) -> list[str]:
         dst = os.path.join(folder, name)
         shutil.copyfile(_package_file(*location), dst)
         written.append(dst)
-    # The same portrait stored sideways with EXIF orientation 6 (as phones do): must be found upright.
+    # The portrait's head and shoulders stored sideways with EXIF orientation 6 (as phones do): must be found
+    # upright. A crop, so another picture: the whole portrait turned would be a near-copy of grace_hopper.jpg.
     hopper = Image.open(_package_file(*SAMPLES["grace_hopper.jpg"])).convert("RGB")
+    head = hopper.crop((0, 0, hopper.width, hopper.height * 2 // 3))
     exif = Image.Exif()
     exif[0x0112] = 6
     rotated = os.path.join(folder, "portrait_exif_rotated.jpg")
-    hopper.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif.tobytes())
+    head.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif.tobytes())
     written.append(rotated)
+    near = os.path.join(folder, "astronaut_small.jpg")  # published once: grouped with astronaut.png
+    astronaut = Image.open(os.path.join(folder, "astronaut.png")).convert("RGB")
+    astronaut.resize((astronaut.width * 3 // 4, astronaut.height * 3 // 4), Image.Resampling.LANCZOS).save(
+        near, "JPEG", quality=70)
+    written.append(near)
     dup = os.path.join(folder, "copy_of_astronaut.png")
     shutil.copyfile(os.path.join(folder, "astronaut.png"), dup)
     written.append(dup)

@@ -20,7 +20,9 @@ from veilset.release.shards import read_shard
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--masks", "none", "--plate-detector", "none"]
+# publish-all: rotated.jpg is the astronaut turned (EXIF 6), a near-copy of astronaut.png that these tests want
+# published too (its face found upright); grouping is tests/pipeline/test_input_near_duplicates.py's subject
+FAST = ["--masks", "none", "--plate-detector", "none", "--near-duplicates", "publish-all"]
 
 
 def _astronaut() -> np.ndarray:
