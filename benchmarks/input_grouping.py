@@ -94,17 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("photos", nargs="*", help="files or folders (default: ../shared/eval + package photos)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--transforms", default=",".join(GROUPING_TRANSFORMS), help="comma-separated subset")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    transforms = tuple(t for t in args.transforms.split(",") if t)
     photos = load_photos(args.photos)[:args.limit]
     t0 = time.perf_counter()
-    keys, per_key = compute(photos, GROUPING_TRANSFORMS, args.workers)
+    keys, per_key = compute(photos, transforms, args.workers)
     keys_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     found = nd.group(keys)
     group_s = time.perf_counter() - t0
-    result = tally(keys, found, GROUPING_TRANSFORMS)
-    per_photo = 1 + len(GROUPING_TRANSFORMS)
+    result = tally(keys, found, transforms)
+    per_photo = 1 + len(transforms)
     result.update({"machine": machine(), "photos": len(photos), "keys": len(keys),
                    "distinct_pairs": len(keys) * (len(keys) - 1) // 2 - len(photos) * per_photo * (per_photo - 1) // 2,
                    "ms_per_key_original": round(1000 * float(np.median(per_key)), 1),

@@ -3,7 +3,8 @@ image. Pure functions on fingerprints; the Beam steps around them live in ``pipe
 
 Every published image gets a ``NearKey`` when it is staged: the PDQ hashes it is found by (``index_hashes``: its
 own and, with flat margins, its trimmed picture's) and those it looks others up with (``query_hashes``: its 8
-rotations/mirrorings and its trimmed pictures, taken on a ``QUERY_SIDE`` copy, as a takedown query is). ``group``
+rotations/mirrorings and its trimmed pictures, taken on a ``QUERY_SIDE`` copy, as a takedown query is, and its
+own two full-size hashes). ``group``
 then walks all keys once, unframed pictures first (a copy with added margins is not preferred for them), then the
 largest: an image within ``fingerprint.MATCH_DISTANCE`` bits of an image
 already kept is a near-duplicate of it, otherwise it is kept. The walk's order is fixed (unframed, most pixels, then
@@ -69,8 +70,10 @@ def _small(rgb: np.ndarray) -> np.ndarray:
 def near_key(image_id: str, source: str, pixels: np.ndarray, fp: fingerprint.Fingerprint) -> NearKey:
     """The key of a published image from its decoded pixels and their ``fingerprint``."""
     query, _ = fingerprint.query_hashes(_small(fingerprint.as_rgb(pixels)), dihedral=True)
+    own = fp.index_hashes()  # taken at full size: a screenshot's margins trim more exactly there
+    query += [h for h in own if h not in query]
     return NearKey(image_id, source, fp.pdq_trimmed is not None, fp.width * fp.height, fp.quality,
-                   tuple(h.hex() for h in fp.index_hashes()), tuple(h.hex() for h in query))
+                   tuple(h.hex() for h in own), tuple(h.hex() for h in query))
 
 
 def _order(key: NearKey) -> tuple[bool, int, str, str]:
