@@ -2,6 +2,8 @@
 
     python benchmarks/panorama.py                       # ../shared/eval faces + plates, default detectors, 1 thread
     python benchmarks/panorama.py --plates-limit 60 --json
+    python benchmarks/panorama.py --task plates --shapes 2:1 --skip-cost   # one canvas shape, recall only
+    python benchmarks/panorama.py --skip-recall                            # cost only
 
 Recall: the evaluation photos (faces: dlib + WIDER; plates: us/eu/br) are packed, each once, into canvases of
 10:1 (8000 x 800), 1:6 (1333 x 8000) and 2:1 (8000 x 4000) on a grey background (a photo larger than the canvas
@@ -194,13 +196,13 @@ def same_pixels(task: str, image: np.ndarray, ph: Photo, p: Placement, r: float,
     return padded, boxes
 
 
-def recall_rows(task: str, det: Any, photos: list[Photo], log: Any,
-                shift: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
+def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple[int, int] = (0, 0),
+                shapes: tuple[str, ...] = tuple(s[0] for s in SHAPES)) -> list[dict[str, Any]]:
     from veilset.pipeline.decode import resize_shortest_side
 
     themselves: dict[int, np.ndarray] = {}  # photo -> hits on the photo as published alone (computed once)
     rows = []
-    for shape, width, height in SHAPES:
+    for shape, width, height in (s for s in SHAPES if s[0] in shapes):
         tallies: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": [], "before": []}
         sizes: list[np.ndarray] = []
         published_size = None
@@ -291,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timing rounds (default 5)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per detector (default 1)")
     ap.add_argument("--skip-cost", action="store_true", help="recall only")
+    ap.add_argument("--skip-recall", action="store_true", help="cost only")
+    ap.add_argument("--shapes", default=",".join(s[0] for s in SHAPES),
+                    help="the canvases whose recall is measured, comma-separated (default: %(default)s)")
     ap.add_argument("--task", choices=("faces", "plates", "both"), default="both", help="recall on which set")
     ap.add_argument("--shift", default="0,0", help="DX,DY: canvas content and same-pixels photos moved by that "
                     "many px (the sub-pixel phase; default 0,0)")
@@ -299,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     shift = tuple(int(v) for v in args.shift.split(","))
     if len(shift) != 2 or min(shift) < 0 or max(shift) > 8:
         raise SystemExit("--shift DX,DY: two integers in 0..8")
+    shapes = tuple(args.shapes.split(","))
+    if not set(shapes) <= {s[0] for s in SHAPES}:
+        raise SystemExit(f"--shapes: a comma-separated list of {', '.join(s[0] for s in SHAPES)}")
     if not (EVAL / "faces").is_dir():
         raise SystemExit(f"benchmarks/panorama.py needs the evaluation photos in {EVAL}")
     from veilset.detectors.registry import DEFAULT_FACE, DEFAULT_PLATE, build_detector
@@ -309,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     face = build_detector(f"{DEFAULT_FACE}:threads={args.threads}")
     plate = build_detector(f"{DEFAULT_PLATE}:threads={args.threads}")
     faces, plates = load_set("faces", args.faces_limit), load_set("plates", args.plates_limit)
-    recall = ((recall_rows("faces", face, faces, log, shift) if args.task != "plates" else [])
-              + (recall_rows("plates", plate, plates, log, shift) if args.task != "faces" else []))
+    tasks = () if args.skip_recall else ("faces", "plates") if args.task == "both" else (args.task,)
+    recall = [row for task, photos in (("faces", faces), ("plates", plates)) if task in tasks
+              for row in recall_rows(task, face if task == "faces" else plate, photos, log, shift, shapes)]
     cost = [] if args.skip_cost else cost_rows(face, plate, plates, args.repeat, log)
     if args.json:
         print(json.dumps({"recall": recall, "cost": cost}))

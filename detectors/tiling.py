@@ -13,6 +13,13 @@ at 1280 x 160 (scale 0.11), where a 60-px face is 6 px. The policy here keeps th
   than that is searched at the working scale in overlapping **tiles** of at most ``2 max_side x 1.25 max_side``
   network pixels (a whole image that fits is one tile), and again, whole or tiled, at ``ratio`` (4) x coarser
   scales until the whole image fits in one tile (a **pyramid**; each level costs 1/16 of the one below).
+* **The smallest object in scope sets a floor** under the working scale of a larger image: never coarser than
+  ``needs / smallest``, the scale at which the smallest object the policy promises to find (``smallest`` source px)
+  measures what the detector needs (``needs`` network px). Plates: every plate >= 16 px tall; of the 8 plates of
+  17-25 px that the 2:1 benchmark canvas (published 2.67x smaller) lost, clp_det at 1.0 scores none >= 0.3, at 2.0
+  4 with 0.48-0.96 (its smallest prior is 24 px at stride 8): its working scale is 2.0 (32 / 16), which costs 4x
+  its network pixels per megapixel of a large image. The text lines keep 1.0 (at 2.0: 4x their larger cost for 2 more
+  plates of the 121 on the 2:1 canvases; README, Detection policy).
 * **Hand-off**: an object whose long side measures >= ``handoff`` network pixels at the next coarser level is
   found there, at a size where the detector's recall is flat (measured for CenterFace on the dev photos: recall
   0.85-0.92 from 16 px short side up; a face's long side ``handoff`` = 40 px is ~32 px short side). Tiles of a
@@ -28,7 +35,8 @@ at 1280 x 160 (scale 0.11), where a 60-px face is 6 px. The policy here keeps th
 
 Cost grows with pixels: the working-scale level costs what the same pixels cost as photos of the reference size
 plus the overlap (8-14 % of a 2560-px tile); the coarser levels add 1/16 + 1/256 + ... (network pixels; onnxruntime
-is also ~20 % slower per pixel on inputs over ~1.5 MP on the measuring CPU). ``benchmarks/panorama.py`` measures
+is also ~20 % slower per pixel on inputs over ~1.5 MP on the measuring CPU), times (floor / reference scale)^2 where a
+floor sets the working scale (clp_det: 4). ``benchmarks/panorama.py`` measures
 recall and CPU ms per megapixel (README, Detection policy).
 
 Pure planning (numpy-free maths); ``base.MultiPassDetector`` runs the plan.
@@ -55,18 +63,24 @@ class Tiling:
     handoff: float = 40.0  # an object this long (network px) at a coarser level is left to that level
     edge: float = 8.0  # boxes this close to an inner tile border may be cut objects: dropped
     ordinary_side: int = ORDINARY_SIDE  # images whose long side is at most this keep one pass
+    smallest: float = 0.0  # source px: the smallest object in scope (0: none named)
+    needs: float = 0.0  # network px the detector needs that object at: the working scale is at least needs / smallest
 
     def __post_init__(self) -> None:
         if self.reference_side < 1 or self.ratio <= 1 or self.handoff <= 0 or self.edge < 0 \
-                or self.ordinary_side < 0:
+                or self.ordinary_side < 0 or self.smallest < 0 or self.needs < 0:
             raise ValueError(f"bad tiling policy {self!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.smallest:  # no floor: the record as before the floor existed
+            del out["smallest"], out["needs"]
+        return out
 
 
 FACES = Tiling(handoff=40.0)  # faces are about square: 40 px long side ~ 32 px short side, on the recall plateau
-PLATES = Tiling(reference_side=1280, handoff=64.0)  # a 4.7:1 plate 64 px long is 14 px tall (clp_det at 1.0: 16 px)
+# clp_det: a 4.7:1 plate 64 px long is 14 px tall; the floor brings a 16-px-tall plate to 32 px (scale 2.0)
+PLATES = Tiling(reference_side=1280, handoff=64.0, smallest=16.0, needs=32.0)
 TEXT_LINES = Tiling(reference_side=1280, handoff=32.0)  # PP-OCR at 0.5 (640 / 1280): a 16-px plate is 8 px tall
 
 
@@ -96,8 +110,10 @@ class Window:
 
 
 def working_scale(scale_of: Any, tiling: Tiling) -> float:
-    """The scale a pass gives an ordinary photo: ``scale_of(width, height)`` for a square of the reference side."""
-    return scale_of(tiling.reference_side, tiling.reference_side)
+    """The scale a pass gives an ordinary photo: ``scale_of(width, height)`` for a square of the reference side,
+    or the floor that brings the smallest object in scope to the size the detector needs, whichever is finer."""
+    reference = scale_of(tiling.reference_side, tiling.reference_side)
+    return max(reference, tiling.needs / tiling.smallest) if tiling.smallest else reference
 
 
 def plan(width: int, height: int, scale: float, working: float, max_side: int | None,

@@ -27,11 +27,12 @@ def test_ordinary_photos_keep_one_pass(p, size):
 @pytest.mark.parametrize("p", PASSES)
 def test_larger_or_longer_images_are_searched_at_the_working_scale(p):
     working = tiling.working_scale(lambda w, h: MultiPassDetector().pass_scale(w, h, p), p.tiling)
-    assert working == pytest.approx(p.max_side / p.tiling.reference_side)
+    reference = p.max_side / p.tiling.reference_side
+    assert working == pytest.approx(2.0 if p is CLPDET else reference)  # clp_det: the floor for 16-px plates
     assert p.tiling.reference_side == (1500 if p is CENTERFACE else 1280)  # plates: the dev photos' 1280 px
-    # a 3:2 picture with the short side at the build's 1500 px fits one network input at the working scale
-    [w] = windows(2250, 1500, p)
-    assert (w.x0, w.y0, w.x1, w.y1, w.level) == (0, 0, 2250, 1500, 0) and w.scale == pytest.approx(working)
+    if p is not CLPDET:  # a 3:2 picture with the build's 1500-px short side fits one network input at the working scale
+        [w] = windows(2250, 1500, p)
+        assert (w.x0, w.y0, w.x1, w.y1, w.level) == (0, 0, 2250, 1500, 0) and w.scale == pytest.approx(working)
     assert windows(1500, 1500, Pass(grid=1, max_side=1280, tiling=None)) is None
     assert windows(12000, 1500, Pass(grid=1, max_side=None)) is None  # native size: nothing is ever shrunk
 
@@ -78,17 +79,20 @@ def test_every_object_is_whole_in_a_window_at_the_working_scale_or_large_enough(
 
 def test_cost_grows_with_pixels():
     """Network pixels per source pixel: a panorama costs at most 25 % more than the same pixels as 3:2 photos of the
-    reference side (the overlap and the coarse levels)."""
+    reference side (the overlap and the coarse levels); clp_det's floor searches large images 2x finer than such a
+    photo (4x its network pixels) in tiles of at most 1280 x 800 source px that overlap by 168 px: 1.55x more."""
     def net_pixels(width, height, p):
         wins = windows(width, height, p) or [tiling.Window(0, 0, width, height, p.max_side / max(width, height), 0)]
         return sum(math.ceil(w.width * w.scale / 32) * 32 * math.ceil(w.height * w.scale / 32) * 32 for w in wins)
 
     for p in PASSES:
         side = p.tiling.reference_side
-        ordinary = net_pixels(side, side * 2 // 3, p) / (side * (side * 2 // 3))
+        working = tiling.working_scale(lambda w, h: MultiPassDetector().pass_scale(w, h, p), p.tiling)
+        floor = (working / MultiPassDetector().pass_scale(side, side, p)) ** 2
+        ordinary = floor * net_pixels(side, side * 2 // 3, p) / (side * (side * 2 // 3))
         for size in ((12000, 1500), (1500, 9000), (8000, 800), (3000, 1500), (40000, 1500), (1500, 119000)):
             cost = net_pixels(*size, p) / (size[0] * size[1])
-            assert cost <= 1.25 * ordinary, (size, p.max_side, cost / ordinary)
+            assert cost <= (1.55 if floor > 1 else 1.25) * ordinary, (size, p.max_side, cost / ordinary)
 
 
 def test_spans_cover_and_overlap():
@@ -99,3 +103,16 @@ def test_spans_cover_and_overlap():
         assert all(a[1] - b[0] >= overlap for a, b in zip(s, s[1:]))
     with pytest.raises(ValueError):
         tiling.Tiling(ratio=1.0)
+    with pytest.raises(ValueError):
+        tiling.Tiling(needs=-1.0)
+
+
+def test_the_smallest_object_in_scope_sets_a_floor_under_the_working_scale():
+    scale_of = lambda w, h: MultiPassDetector().pass_scale(w, h, CLPDET)  # noqa: E731
+    assert tiling.working_scale(scale_of, tiling.Tiling(reference_side=1280)) == pytest.approx(1.0)
+    assert tiling.working_scale(scale_of, tiling.Tiling(reference_side=1280, smallest=16, needs=8)) == 1.0  # coarser
+    assert tiling.working_scale(scale_of, tiling.PLATES) == pytest.approx(2.0)  # a 16-px plate at 32 px
+    assert windows(1280, 720, CLPDET) is None  # ordinary photos keep their one pass
+    wins = windows(3000, 1500, CLPDET)  # the 2:1 canvas as published: 16-px plates at 2.0, larger ones coarser too
+    assert [w.scale for w in wins if w.level == 0] == [2.0] * 9 and wins[-1].scale == pytest.approx(0.5)
+    assert tiling.PLATES.to_dict()["needs"] == 32.0 and "needs" not in tiling.FACES.to_dict()
