@@ -424,23 +424,24 @@ def judgement_finding(image_id: str, file: str, pixels: Any, j: Judgement) -> Fi
 
 class AnonState:
     """What examining an image needs, built once per process: the production detectors and, loaded at the first
-    plate area (a release without plate regions never loads it), the plate reader."""
+    plate area (a release without plate regions never loads it), the plate reader with ``threads`` inference threads
+    (0: onnxruntime's default, every core: in each of N workers it oversubscribed the cores)."""
 
-    def __init__(self, detectors: Sequence[ProductionDetector], reader: Any = None) -> None:
-        self.detectors, self.reader = tuple(detectors), reader
+    def __init__(self, detectors: Sequence[ProductionDetector], reader: Any = None, threads: int = 0) -> None:
+        self.detectors, self.reader, self.threads = tuple(detectors), reader, threads
 
     def plate_reader(self) -> Any:
         if self.reader is None:
             from veilset.audit.identifiable import PlateReader
 
-            self.reader = PlateReader()
+            self.reader = PlateReader(threads=self.threads)
         return self.reader
 
 
 def production_state(release_dir: str, threads: int) -> AnonState:
-    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest with ``threads`` inference threads
-    (the main process reports the problems of rebuilding them)."""
-    return AnonState(build_production_detectors(Release(release_dir), threads)[0])
+    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest, and the plate reader, with
+    ``threads`` inference threads (the main process reports the problems of rebuilding them)."""
+    return AnonState(build_production_detectors(Release(release_dir), threads)[0], threads=threads)
 
 
 @dataclass(frozen=True)

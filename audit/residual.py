@@ -75,12 +75,12 @@ class ResidualDetector:
 class ResidualPlates:
     """Plate candidates from ``RESIDUAL_PLATE_SPECS`` and the reader that decides which ones are readable."""
 
-    def __init__(self, specs: tuple[str, ...] = RESIDUAL_PLATE_SPECS, reader: Any = None) -> None:
+    def __init__(self, specs: tuple[str, ...] = RESIDUAL_PLATE_SPECS, reader: Any = None, threads: int = 0) -> None:
         from veilset.detectors.registry import build_detector
 
         self.specs = specs
         self.detectors = [build_detector(spec) for spec in specs]
-        self.reader = reader or PlateReader()
+        self.reader = reader or PlateReader(threads=threads)
 
     def candidates(self, pixels: np.ndarray) -> list[Any]:
         return [d for det in self.detectors for d in det.detect(pixels)]
@@ -138,9 +138,9 @@ class ResidualState:
 
 def residual_state(spec: str, threads: int) -> ResidualState:
     """A worker's ``ResidualState``: the detector the main process chose and the plate candidates, rebuilt from
-    their specs with ``threads`` inference threads (findings name the specs as chosen)."""
+    their specs, and the plate reader, with ``threads`` inference threads (findings name the specs as chosen)."""
     residual = build_residual_detector(with_threads(spec, threads))
-    plates = ResidualPlates(tuple(with_threads(s, threads) for s in RESIDUAL_PLATE_SPECS))
+    plates = ResidualPlates(tuple(with_threads(s, threads) for s in RESIDUAL_PLATE_SPECS), threads=threads)
     return ResidualState(dataclasses.replace(residual, spec=spec, plates=plates))
 
 
