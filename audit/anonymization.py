@@ -13,13 +13,14 @@ outside the regions are the residual scan's job.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from veilset.audit.findings import ANONYMIZATION, CheckResult, Finding
-from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask
+from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, region_mask, region_windows
 from veilset.audit.parallel import Recipe, distinct_pixels, map_images
 from veilset.audit.release import ImageRecord, Release
 from veilset.detectors.ops import iou_matrix
@@ -257,14 +258,20 @@ class Redetection:
 
 
 def redetect(pixels: Any, regions_xyxy: Sequence[Sequence[float]], recorded: Sequence[dict[str, Any]],
-             detectors: Sequence[ProductionDetector]) -> list[Redetection]:
+             detectors: Sequence[ProductionDetector],
+             shapes: Sequence[tuple[str, str, Sequence[float]]] = ()) -> list[Redetection]:
     """Production-detector hits (at the production threshold) inside the anonymized regions, each paired with
     the score the same detector gave the original pixels there (from the record).
 
     The detector sees only the regions' content: every pixel outside them is flat grey. With the context left
     in, CenterFace at 0.2 fires on the outline of a pixelated head (hair, shoulders, a skin-coloured blob) at
     up to 80 % of its original score although nothing identifying is left (eval release: 19 such hits); on the
-    content alone it fires on the original faces (197 of 207 eval faces) but not on their anonymized versions."""
+    content alone it fires on the original faces (197 of 207 eval faces) but not on their anonymized versions.
+    Only windows around the regions are searched (``imaging.region_windows``, ``detect_in_windows``): the grey
+    rest of the image holds nothing to find, and searching it was most of the check's time. With ``shapes``
+    ((label, shape, box) of the regions), each detector searches the regions of its own label only: a hit is
+    judged only inside the anonymized pixels of its label (``judge_image``), so a face hit on a plate region was
+    counted, never judged."""
     h, w = pixels.shape[:2]
     regions = region_mask(regions_xyxy, w, h)
     content_only = np.array(pixels, copy=True)
@@ -273,13 +280,28 @@ def redetect(pixels: Any, regions_xyxy: Sequence[Sequence[float]], recorded: Seq
     region_of = list(regions_xyxy) if len(regions_xyxy) == len(recorded) else [d.get("box_xyxy") for d in recorded]
     out = []
     for prod in detectors:
-        for det in prod.detector.detect(content_only):
+        label = getattr(prod.detector, "label", None)
+        own = [box for lab, _, box in shapes if lab == label] if shapes else regions_xyxy
+        for det in detect_in_windows(prod.detector, content_only, region_windows(own, w, h)):
             cov = coverage(det.box_xyxy, regions)
             if cov < INSIDE_COVERAGE:
                 continue  # faces outside the regions are the residual scan's job (with a second detector)
             original, paired = _original_score(det, recorded, region_of, w, h)
             out.append(Redetection(det.label, tuple(det.box_xyxy), float(det.score), cov, original, prod.key,
                                    prod.spec, paired))
+    return out
+
+
+def detect_in_windows(detector: Any, pixels: np.ndarray, windows: Sequence[tuple[int, int, int, int]]) -> list[Any]:
+    """``detector`` on each window of ``pixels`` as an image of its own, boxes in image pixels. A window is never
+    larger than the image, so a detector that fits its input to a working size sees it at least at the scale it
+    gives the whole image (CenterFace: long side to 1280 px, upscaled at most 2x; clp_det and the text lines: long
+    side capped, never upscaled)."""
+    out = []
+    for x0, y0, x1, y1 in windows:
+        for det in detector.detect(np.ascontiguousarray(pixels[y0:y1, x0:x1])):
+            bx0, by0, bx1, by1 = det.box_xyxy
+            out.append(dataclasses.replace(det, box_xyxy=(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)))
     return out
 
 
@@ -402,23 +424,24 @@ def judgement_finding(image_id: str, file: str, pixels: Any, j: Judgement) -> Fi
 
 class AnonState:
     """What examining an image needs, built once per process: the production detectors and, loaded at the first
-    plate area (a release without plate regions never loads it), the plate reader."""
+    plate area (a release without plate regions never loads it), the plate reader with ``threads`` inference threads
+    (0: onnxruntime's default, every core: in each of N workers it oversubscribed the cores)."""
 
-    def __init__(self, detectors: Sequence[ProductionDetector], reader: Any = None) -> None:
-        self.detectors, self.reader = tuple(detectors), reader
+    def __init__(self, detectors: Sequence[ProductionDetector], reader: Any = None, threads: int = 0) -> None:
+        self.detectors, self.reader, self.threads = tuple(detectors), reader, threads
 
     def plate_reader(self) -> Any:
         if self.reader is None:
             from veilset.audit.identifiable import PlateReader
 
-            self.reader = PlateReader()
+            self.reader = PlateReader(threads=self.threads)
         return self.reader
 
 
 def production_state(release_dir: str, threads: int) -> AnonState:
-    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest with ``threads`` inference threads
-    (the main process reports the problems of rebuilding them)."""
-    return AnonState(build_production_detectors(Release(release_dir), threads)[0])
+    """A worker's ``AnonState``: the build's detectors rebuilt from the manifest, and the plate reader, with
+    ``threads`` inference threads (the main process reports the problems of rebuilding them)."""
+    return AnonState(build_production_detectors(Release(release_dir), threads)[0], threads=threads)
 
 
 @dataclass(frozen=True)
@@ -447,7 +470,7 @@ def examine_image(state: AnonState, image_id: str, copies: Any, areas: ImageArea
 
 
 def examine_copy(state: AnonState, image_id: str, file: str, pixels: Any, areas: ImageAreas) -> CopyOutcome:
-    hits = redetect(pixels, areas.regions, areas.recorded, state.detectors)
+    hits = redetect(pixels, areas.regions, areas.recorded, state.detectors, areas.shapes)
     labels = {d.get("label") for d in areas.recorded} | {h.label for h in hits}
     reader = state.plate_reader() if "license_plate" in labels else state.reader
     judgements, outside = judge_image(pixels, areas.recorded, hits, reader, areas.shapes)

@@ -31,6 +31,47 @@ def region_mask(boxes_xyxy: Iterable[Sequence[float]], width: int, height: int) 
     return mask
 
 
+WINDOW_PAD = 0.25  # of a region's longer side, on every side of it: a little grey context around its content
+WINDOW_MIN_PAD = 16  # px
+# px: a window is at least this wide and high where the image allows. The detectors fire differently next to an
+# input's border: on 40 eval photos with the source pixels put back in the regions, the whole image re-detected 123
+# of 165 areas, windows with no minimum 95, 256 px 108 (384: 108, 512: 105) at about 1/4 of the whole image's time.
+WINDOW_MIN_SIDE = 256
+
+
+def region_windows(boxes_xyxy: Iterable[Sequence[float]], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Integer windows (x0, y0, x1, y1) that hold every box with a margin (``WINDOW_PAD`` of its longer side, at
+    least ``WINDOW_MIN_PAD`` px, grown to ``WINDOW_MIN_SIDE``), clipped to the image; windows that overlap are merged
+    into their bounding box until none overlaps, so every box lies whole inside exactly one window."""
+    wins = []
+    for x0, y0, x1, y1 in boxes_xyxy:
+        pad = max(WINDOW_MIN_PAD, WINDOW_PAD * max(x1 - x0, y1 - y0))
+        px, py = max(pad, (WINDOW_MIN_SIDE - (x1 - x0)) / 2), max(pad, (WINDOW_MIN_SIDE - (y1 - y0)) / 2)
+        win = (max(0, int(np.floor(x0 - px))), max(0, int(np.floor(y0 - py))),
+               min(width, int(np.ceil(x1 + px))), min(height, int(np.ceil(y1 + py))))
+        if win[2] > win[0] and win[3] > win[1]:
+            wins.append(win)
+    return sorted(_merge_overlapping(wins), key=lambda b: (b[1], b[0]))
+
+
+def _merge_overlapping(wins: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Windows that overlap replaced by their bounding box, until none overlaps."""
+    merged = True
+    while merged:
+        merged, out = False, []
+        for win in wins:
+            hit = next((n for n, o in enumerate(out) if win[0] < o[2] and o[0] < win[2] and win[1] < o[3]
+                        and o[1] < win[3]), None)
+            if hit is None:
+                out.append(win)
+                continue
+            o = out[hit]
+            out[hit] = (min(o[0], win[0]), min(o[1], win[1]), max(o[2], win[2]), max(o[3], win[3]))
+            merged = True
+        wins = out
+    return wins
+
+
 def coverage(box_xyxy: Sequence[float], mask: np.ndarray) -> float:
     """Fraction of ``box_xyxy``'s pixels inside ``mask`` (0 for an empty box)."""
     inner = region_mask([box_xyxy], mask.shape[1], mask.shape[0])

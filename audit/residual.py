@@ -12,8 +12,8 @@ candidate is a finding only when text recognition reads a plate number in it (``
 counted, not reported.
 
 Default second detector: RetinaFace (ResNet-50, PyTorch) when its weights are present offline; otherwise
-CenterFace in its tiled preset (whole image + 2x2 overlapping tiles upscaled 2x), which sees small faces
-that the production single-pass run does not. Every face it finds outside the anonymized regions is a
+CenterFace in its "audit" preset (the build's 1280-px pass plus the whole image at 1600 px), which sees small
+faces that the production single-pass run does not. Every face it finds outside the anonymized regions is a
 finding, with a thumbnail whose face box is pixelated before it is stored.
 
 Anonymized patches have edges and block patterns that a detector sometimes reads as a face right next to the
@@ -48,12 +48,17 @@ NEAR = 0.5  # a candidate whose box, enlarged by half its size on every side, to
 
 RETINAFACE_SPEC = "retinaface"
 # Without RetinaFace weights: CenterFace in another configuration than the build's default (one 1280-px pass,
-# threshold 0.1): multi-scale (the crowd preset adds 2x2 tiles at 2x) and a stricter threshold (fewer false alarms).
-# fp32 + NMS are spelled out so that the audit's scan stays the same if the build's defaults change.
-# Threshold 0.6: on default builds of the eval photos every candidate of the crowd preset outside the regions scored
-# <= 0.48 and none was a face (a car's reflection, the back of a head, a wheel); real faces >= 24 px score >= 0.6 in
-# 82 % of the eval ground-truth faces (the rest are profiles and occluded faces that CenterFace scores low anyway).
-FALLBACK_SPEC = f"centerface:preset=crowd,threshold={RESIDUAL_FACE_THRESHOLD},precision=fp32,merge=nms"
+# threshold 0.1): the "audit" preset is the build's pass plus the whole image again at 1600 px (centerface.AUDIT_SIDE),
+# so every box the build's pass gives is among its candidates (or merged into a higher-scoring box of the larger
+# pass) and smaller faces are seen 1.25x larger; and a stricter threshold (fewer false alarms). At the build's
+# threshold 0.1 on the eval faces (veilset eval faces): recall 163 of 176 against the build's 160 (the crowd preset
+# used before, whole image + 2x2 tiles at 2x, 5 inferences instead of 2: 163). fp32 + NMS are spelled out so that the
+# audit's scan stays the same if the build's defaults change.
+# Threshold 0.6: on default builds of the eval photos every candidate of the audit preset outside the regions scored
+# <= 0.458 and none was a face (a car's reflection, the back of a head, a wheel); real faces >= 24 px score >= 0.6 in
+# 61 of the 73 eval ground-truth faces (the rest are profiles and occluded faces that CenterFace scores low anyway).
+# (CALIBRATION["residual_face"]; benchmarks/audit_findings.py --calibrate.)
+FALLBACK_SPEC = f"centerface:preset=audit,threshold={RESIDUAL_FACE_THRESHOLD},precision=fp32,merge=nms"
 # Candidates for residual plates, each read by text recognition (no merging: the crop that reads best counts).
 RESIDUAL_PLATE_SPECS = ("clpdet:threshold=0.2,max_side=1920", "pptext:threshold=0.5,max_side=1280")
 DEDUP_IOU = 0.3  # two readable candidates this close are one plate
@@ -70,12 +75,12 @@ class ResidualDetector:
 class ResidualPlates:
     """Plate candidates from ``RESIDUAL_PLATE_SPECS`` and the reader that decides which ones are readable."""
 
-    def __init__(self, specs: tuple[str, ...] = RESIDUAL_PLATE_SPECS, reader: Any = None) -> None:
+    def __init__(self, specs: tuple[str, ...] = RESIDUAL_PLATE_SPECS, reader: Any = None, threads: int = 0) -> None:
         from veilset.detectors.registry import build_detector
 
         self.specs = specs
         self.detectors = [build_detector(spec) for spec in specs]
-        self.reader = reader or PlateReader()
+        self.reader = reader or PlateReader(threads=threads)
 
     def candidates(self, pixels: np.ndarray) -> list[Any]:
         return [d for det in self.detectors for d in det.detect(pixels)]
@@ -133,9 +138,9 @@ class ResidualState:
 
 def residual_state(spec: str, threads: int) -> ResidualState:
     """A worker's ``ResidualState``: the detector the main process chose and the plate candidates, rebuilt from
-    their specs with ``threads`` inference threads (findings name the specs as chosen)."""
+    their specs, and the plate reader, with ``threads`` inference threads (findings name the specs as chosen)."""
     residual = build_residual_detector(with_threads(spec, threads))
-    plates = ResidualPlates(tuple(with_threads(s, threads) for s in RESIDUAL_PLATE_SPECS))
+    plates = ResidualPlates(tuple(with_threads(s, threads) for s in RESIDUAL_PLATE_SPECS), threads=threads)
     return ResidualState(dataclasses.replace(residual, spec=spec, plates=plates))
 
 

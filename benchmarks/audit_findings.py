@@ -19,7 +19,7 @@
 4. ``--calibrate``: the figures behind the thresholds in veilset/audit/identifiable.py (``CALIBRATION``):
    facial detail of every anonymized face box vs the source pixels at the same boxes (what a failed anonymization
    would publish), plate reads on anonymized plate boxes vs the source plates, the residual face scan's scores on
-   non-faces (published images, outside the regions, CenterFace crowd at 0.2) and on the ground-truth faces.
+   non-faces (published images, outside the regions, the scan's CenterFace at 0.2) and on the ground-truth faces.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import EVAL, REPO, default_photo_dirs, veilset_cmd  # noqa: E402
 from veilset.audit import findings as F  # noqa: E402
+from veilset.audit.runner import cpu_seconds  # noqa: E402
 
 DEMO = "/tmp/ref/demo-in"
 # Residual findings on the default eval build that were looked at (crop + context) and are real: readable plates
@@ -64,17 +66,27 @@ def sources_by_id(folders: list[str]) -> dict[str, str]:
     return out
 
 
-def build(name: str, inputs: list[str], work: Path, workers: int, reuse: bool) -> str:
+@dataclass(frozen=True)
+class Cost:
+    """Wall seconds and CPU seconds (user + system of this process and every child it waited for) of one step."""
+
+    seconds: float
+    cpu_seconds: float
+
+
+def build(name: str, inputs: list[str], work: Path, workers: int, reuse: bool) -> tuple[str, Cost | None]:
+    """The release folder and what building it cost (None: reused)."""
     out = work / name
     if reuse and (out / "manifest.json").is_file():
-        return str(out)
+        return str(out), None
     if out.exists():
         shutil.rmtree(out)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     subprocess.run(veilset_cmd("build", *inputs, "--output", str(out), "--workers", str(workers)), check=True,
                    stdout=subprocess.DEVNULL)
-    print(f"built {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return str(out)
+    cost = Cost(round(time.perf_counter() - started, 1), round(cpu_seconds() - cpu, 1))
+    print(f"built {name}: {cost.seconds:.0f} s, {cost.cpu_seconds:.0f} CPU-s", file=sys.stderr)
+    return str(out), cost
 
 
 def verified(source: str, box: tuple[float, ...]) -> str | None:
@@ -90,9 +102,9 @@ def audit_release(root: str, sources: dict[str, str]) -> dict:
     from veilset.audit.parallel import default_workers
     from veilset.audit.runner import run_audit
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     report = run_audit(root, workers=default_workers())  # as ``veilset audit`` runs by default
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     images = report.result(F.INTEGRITY).stats.get("images", 0)
     per_check = {}
     listed = []
@@ -104,7 +116,8 @@ def audit_release(root: str, sources: dict[str, str]) -> dict:
             listed.append({"check": r.check, "source": os.path.relpath(sources.get(f.image_id, "?"), REPO.parent),
                            "image_id": f.image_id, "message": f.message, "verified_leak": what})
         per_check[r.check] = {"findings": len(r.findings), "verified_leaks": real}
-    return {"release": root, "images": images, "seconds": round(seconds, 1), "passed": report.passed,
+    return {"release": root, "images": images, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+            "passed": report.passed,
             "per_check": per_check, "findings": listed,
             "stats": {r.check: {k: v for k, v in r.stats.items() if k not in ("scores", "residual_per_image")}
                       for r in report.results}}
@@ -291,20 +304,20 @@ def _ground_truth(sources: dict[str, str]) -> tuple[dict, dict]:
 
 
 def _residual_face_scores(releases: dict[str, str], sources: dict[str, str], gt_faces: dict) -> dict:
-    """CenterFace crowd preset at 0.2: the best score of any candidate outside the regions of the clean builds
-    (none of which is a face), and the share of ground-truth faces >= FACE_MIN_SIDE px (source photos) it scores
-    at >= RESIDUAL_FACE_THRESHOLD."""
+    """The residual scan's CenterFace (``FALLBACK_SPEC``) at 0.2: the best score of any candidate outside the regions
+    of the clean builds (none of which is a face), and the share of ground-truth faces >= FACE_MIN_SIDE px (source
+    photos) it scores at >= RESIDUAL_FACE_THRESHOLD."""
     from PIL import Image
 
     from veilset.audit.anonymization import INSIDE_COVERAGE, image_regions
     from veilset.audit.identifiable import FACE_MIN_SIDE
     from veilset.audit.imaging import coverage, region_mask
     from veilset.audit.release import Release
-    from veilset.audit.residual import RESIDUAL_FACE_THRESHOLD, confirm
+    from veilset.audit.residual import FALLBACK_SPEC, RESIDUAL_FACE_THRESHOLD, confirm
     from veilset.detectors.ops import iou_matrix
     from veilset.detectors.registry import build_detector
 
-    det = build_detector("centerface:preset=crowd,threshold=0.2,precision=fp32,merge=nms")
+    det = build_detector(FALLBACK_SPEC.replace(f"threshold={RESIDUAL_FACE_THRESHOLD}", "threshold=0.2"))
     outside: list[float] = []
     for root in releases.values():
         release = Release(root)
@@ -344,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     photos = args.photos or default_photo_dirs()
-    releases, folders = {}, {}
+    releases, folders, costs = {}, {}, {}
     if photos:
-        releases["eval"] = build("eval", photos, work, args.workers, args.reuse)
+        releases["eval"], costs["eval"] = build("eval", photos, work, args.workers, args.reuse)
         folders["eval"] = photos
     if os.path.isdir(args.demo):
-        releases["demo"] = build("demo", [args.demo], work, args.workers, args.reuse)
+        releases["demo"], costs["demo"] = build("demo", [args.demo], work, args.workers, args.reuse)
         folders["demo"] = [args.demo]
     if not releases:
         raise SystemExit("audit_findings: no photos (../shared/eval or --demo)")
@@ -357,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     if not args.tamper_only:
         out = clean_findings(releases, sources)
+        out["cost"] = audit_vs_build(out["results"], costs)
     if not args.skip_tamper and "demo" in releases:
         out["tamper"] = tamper_cases(releases["demo"], {i: s for i, s in sources.items()
                                                         if s.startswith(args.demo)}, work)
@@ -371,6 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def audit_vs_build(results: dict, costs: dict[str, Cost | None]) -> dict:
+    """Build and audit of the same releases, wall and CPU seconds, and audit / build (the goal: <= 1)."""
+    if any(costs.get(name) is None for name in results):
+        return {}
+    build = Cost(sum(costs[n].seconds for n in results), sum(costs[n].cpu_seconds for n in results))
+    audit = Cost(sum(r["seconds"] for r in results.values()), sum(r["cpu_seconds"] for r in results.values()))
+    ratio = {"wall": round(audit.seconds / build.seconds, 2), "cpu": round(audit.cpu_seconds / build.cpu_seconds, 2)}
+    print(f"build {build.seconds:.0f} s / {build.cpu_seconds:.0f} CPU-s, audit {audit.seconds:.0f} s / "
+          f"{audit.cpu_seconds:.0f} CPU-s: audit / build {ratio['wall']} wall, {ratio['cpu']} CPU")
+    return {"build": asdict(build), "audit": asdict(audit), "audit_over_build": ratio}
+
+
 def clean_findings(releases: dict[str, str], sources: dict[str, str]) -> dict:
     """Audit every clean build and print findings per check (per 1,000 images, verified leaks apart)."""
     results = {name: audit_release(root, sources) for name, root in releases.items()}
@@ -383,7 +409,9 @@ def clean_findings(releases: dict[str, str], sources: dict[str, str]) -> dict:
         print(f"{check:<16}" + "".join(f"{r['per_check'][check]['findings']:>16}" for r in results.values())
               + f"{1000 * n / images:>11.1f}{real:>12}{1000 * (n - real) / images:>15.1f}")
     for name, r in results.items():
-        print(f"{name}: {r['images']} images, audit {r['seconds']} s, {'PASS' if r['passed'] else 'FAIL'}")
+        checks = ", ".join(f"{c} {st.get('seconds')} s / {st.get('cpu_seconds')} CPU-s" for c, st in r["stats"].items())
+        print(f"{name}: {r['images']} images, audit {r['seconds']} s ({checks}), {r['cpu_seconds']} CPU-s, "
+              f"{'PASS' if r['passed'] else 'FAIL'}")
         for f in r["findings"]:
             tag = f"REAL LEAK ({f['verified_leak']})" if f["verified_leak"] else "UNVERIFIED"
             print(f"  [{f['check']}] {tag} {f['source']}: {f['message']}")

@@ -5,7 +5,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from veilset.audit.imaging import anonymized_thumbnail, coverage, deterministic_sample, pixelate, region_mask
+from veilset.audit.imaging import (WINDOW_MIN_SIDE, anonymized_thumbnail, coverage, deterministic_sample, pixelate,
+                                    region_mask, region_windows)
 
 
 def test_coverage_of_boxes():
@@ -36,3 +37,15 @@ def test_sample_is_deterministic_and_sorted():
     a = deterministic_sample(ids, 5)
     assert a == deterministic_sample(list(reversed(ids)), 5) == sorted(a) and len(a) == 5
     assert deterministic_sample(ids, None) == sorted(ids)
+
+
+def test_region_windows_hold_each_box_once_merged_and_clipped():
+    boxes = [(300, 300, 340, 320), (350, 305, 380, 325), (900, 600, 1000, 650), (0, 0, 10, 10)]
+    wins = region_windows(boxes, 1200, 700)
+    for x0, y0, x1, y1 in boxes:
+        assert sum(w[0] <= x0 and w[1] <= y0 and w[2] >= x1 and w[3] >= y1 for w in wins) == 1
+    assert all(0 <= w[0] < w[2] <= 1200 and 0 <= w[1] < w[3] <= 700 for w in wins)
+    assert all(not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]) for a in wins for b in wins if a != b)
+    assert len(wins) < len(boxes)  # the first two boxes share a window (their margins overlap)
+    first = next(w for w in wins if w[0] <= 300 and w[1] <= 300 and w[2] >= 380 and w[3] >= 325)
+    assert min(first[2] - first[0], first[3] - first[1]) >= WINDOW_MIN_SIDE  # away from the borders: full size

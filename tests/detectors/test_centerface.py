@@ -139,3 +139,10 @@ def test_missing_onnx_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes "import onnx" raise ImportError
     with pytest.raises(ImportError, match="pip install onnx"):
         centerface.CenterFaceDetector()
+
+
+def test_audit_preset_is_the_default_pass_plus_a_larger_one():
+    """The audit's residual scan: every pass of the build's default is in it, and one more at a larger size."""
+    default, audit = centerface.PRESETS["default"], centerface.PRESETS["audit"]
+    assert audit[:len(default)] == default
+    assert all(p.max_side > default[0].max_side for p in audit[len(default):])
