@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from veilset.audit.findings import DUPLICATES, CheckResult, Finding
-from veilset.audit.release import INDEX, Release, ReleaseReadError
+from veilset.audit.release import Release
 from veilset.plugins import Plugin
 from veilset.release import fingerprint
 from veilset.release.layout import MANIFEST_NAME
@@ -30,7 +30,7 @@ def _f(file: str, image_id: str, message: str) -> Finding:
 def check_duplicates(release: Release) -> CheckResult:
     m = release.manifest
     findings = _check_by_reason(m, "duplicates", DUPLICATE_REASONS) + _check_by_reason(m, "blocked", BLOCKED_REASONS)
-    rows = _index_rows(release)
+    rows = [dict(row, _file=rel) for rel, row in release.all_index_rows()]  # unreadable files: integrity's
     findings += _same_pixels(rows)
     findings += _marked(m, rows)
     pairs = 0
@@ -55,16 +55,6 @@ def _check_by_reason(m: dict[str, Any], count: str, reasons: tuple[str, ...]) ->
     if total != want:
         out.append(_f(MANIFEST_NAME, "", f"{key} sums to {total}, counts.{count} is {want!r}"))
     return out
-
-
-def _index_rows(release: Release) -> list[dict[str, Any]]:
-    rows = []
-    for entry in release.shard_entries(INDEX):
-        try:
-            rows += [dict(r, _file=entry.get("path", "")) for r in release.index_rows(entry.get("path", ""))]
-        except ReleaseReadError:
-            continue  # the integrity check reports it
-    return rows
 
 
 def _same_pixels(rows: list[dict[str, Any]]) -> list[Finding]:

@@ -19,7 +19,7 @@ from veilset.detectors.base import FACE, LICENSE_PLATE
 from veilset.detectors.registry import names_for, threads_per_worker
 from veilset.pipeline import options as opt
 from veilset.pipeline.anonymize import METHODS
-from veilset.pipeline.near_duplicates import MODES as NEAR_DUPLICATE_MODES
+from veilset.release.manifest import NEAR_DUPLICATE_MODES
 from veilset.release import canonical, ids, layout, registry, storage
 from veilset.segmentation.registry import MASKS
 

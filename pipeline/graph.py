@@ -53,6 +53,7 @@ from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.progress import Counter as ProgressCounter
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import fingerprint, ids, index, layout, log as release_log, manifest, shards, storage
+from veilset.release.manifest import DUPLICATE_REASONS, PUBLISH_ALL
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
@@ -147,7 +148,7 @@ def drop_near_duplicates(staged: StagedImage, groups: dict[str, near_duplicates.
     found = groups.get(staged.image_id)
     if found is None:
         yield staged
-    elif mode == near_duplicates.PUBLISH_ALL:
+    elif mode == PUBLISH_ALL:
         yield replace(staged, near_duplicate_of=found.of)
     else:
         LOG.info("%s is a near-copy of %s (%d bits): a duplicate", staged.source, found.of, found.distance)
@@ -434,7 +435,7 @@ class WriteManifest(beam.DoFn):
         published = sum(f.images for f in shard_files if f.format == index.NAME)
         counts = manifest.Counts(input=self._num_inputs, published=published, rejected=len(rejects),
                                  duplicates=sum(n for _, n in duplicates), blocked=len(blocked))
-        marked = len(near) if self._opts.near_duplicates == near_duplicates.PUBLISH_ALL else 0
+        marked = len(near) if self._opts.near_duplicates == PUBLISH_ALL else 0
         built = manifest.Manifest.for_build(
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), num_shards=self._num_shards,
             formats=self._opts.formats, files=shard_files, counts=counts,
@@ -565,9 +566,8 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     duplicates = (
         [dups | f"Reason{label}" >> beam.Map(lambda _, reason=reason: reason)
-         for label, reason, dups in (("SameSource", "same_source", unique.duplicates),
-                                     ("SamePixels", "same_pixels", same_pixels.duplicates),
-                                     ("NearCopy", near_duplicates.REASON, near.duplicates))]
+         for label, reason, dups in zip(("SameSource", "SamePixels", "NearCopy"), DUPLICATE_REASONS,
+                                        (unique.duplicates, same_pixels.duplicates, near.duplicates))]
         | "FlattenDuplicates" >> beam.Flatten()
         | "CountDuplicatesByReason" >> beam.combiners.Count.PerElement()
     )

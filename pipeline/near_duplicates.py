@@ -25,13 +25,6 @@ import numpy as np
 from PIL import Image
 
 from veilset.release import fingerprint
-from veilset.release.manifest import DUPLICATE_REASONS, NEAR_DUPLICATE_MODES, PUBLISH_ALL, PUBLISH_ONE
-
-# publish-one (default): the kept copy is published, the others are counted as duplicates; publish-all: every
-# copy is published, each near-duplicate naming the image it copies
-MODES = NEAR_DUPLICATE_MODES
-__all__ = ["MODES", "PUBLISH_ALL", "PUBLISH_ONE", "REASON", "NearKey", "NearDuplicate", "near_key", "group"]
-REASON = DUPLICATE_REASONS[2]  # "near_duplicate", in the manifest's duplicates_by_reason
 QUERY_SIDE = 512  # px: the long side the query hashes are taken at (PDQ itself works at 64 x 64)
 
 

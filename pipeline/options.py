@@ -9,7 +9,7 @@ from typing import Any
 from veilset.pipeline.anonymize import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS
 from veilset.pipeline.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SHORT_SIDE
 from veilset.pipeline.encode import DEFAULT_QUALITY
-from veilset.pipeline.near_duplicates import MODES as NEAR_DUPLICATE_MODES, PUBLISH_ONE
+from veilset.release.manifest import NEAR_DUPLICATE_MODES, PUBLISH_ONE
 from veilset.release import storage
 from veilset.release.registry import DEFAULT_FORMATS, validate_formats
 

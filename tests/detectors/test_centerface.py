@@ -146,3 +146,36 @@ def test_audit_preset_is_the_default_pass_plus_a_larger_one():
     default, audit = centerface.PRESETS["default"], centerface.PRESETS["audit"]
     assert audit[:len(default)] == default
     assert all(p.max_side > default[0].max_side for p in audit[len(default):])
+
+
+def _small_faces_canvas() -> np.ndarray:
+    """A 2400 x 1200 canvas holding the astronaut at several small sizes (faces of ~14-60 px), where the build's
+    single 1280-px pass is at its limit."""
+    from PIL import Image
+
+    canvas = np.full((1200, 2400, 3), 110, np.uint8)
+    astro = Image.fromarray(skimage.data.astronaut())
+    x = 10
+    for side in (80, 110, 140, 180, 240):
+        small = np.asarray(astro.resize((side, side), Image.Resampling.LANCZOS))
+        for y in (40, 600):
+            canvas[y:y + side, x:x + side] = small
+        x += side + 200
+    return canvas
+
+
+def test_audit_preset_finds_every_face_the_build_pass_finds_on_real_pixels():
+    """Stronger by construction, checked on pixels: each box of the build's pass at 0.1 is covered by an audit box
+    (IoU >= the NMS IoU that merges the passes) that scores at least as high."""
+    from veilset.detectors.ops import iou_matrix
+
+    canvas = _small_faces_canvas()
+    build = build_detector("centerface:threshold=0.1,precision=fp32,merge=nms")
+    audit = build_detector("centerface:preset=audit,threshold=0.1,precision=fp32,merge=nms")
+    found, stronger = build.detect(canvas), audit.detect(canvas)
+    assert len(found) >= 4  # the canvas does test something
+    ious = iou_matrix(np.array([d.box_xyxy for d in found]), np.array([d.box_xyxy for d in stronger]))
+    for k, det in enumerate(found):
+        covering = [s.score for j, s in enumerate(stronger) if ious[k, j] >= audit.merge_iou]
+        assert covering and max(covering) >= det.score - 1e-6, det
+    assert sum(d.score >= 0.5 for d in stronger) >= sum(d.score >= 0.5 for d in found)
