@@ -2,8 +2,8 @@
 
     ListInputs -> ReadAndHash -> DropBlocked -> KeyById -> GroupById -> Deduplicate -> Resume -> Decode
       -> DetectFaces (RunInference) -> DetectPlates (RunInference) -> Anonymize -> GenerateMasks (RunInference)
-      -> EncodeAndStage -> KeyByPixels -> GroupByPixels -> DeduplicatePixels -> GroupNearDuplicates
-      -> DropNearDuplicates -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
+      -> EncodeAndStage -> KeyByPixels -> GroupByPixels -> DeduplicatePixels -> NearKeys -> CollectNearKeys
+      -> GroupNearDuplicates -> DropNearDuplicates -> KeyByShard -> GroupByShard -> WriteShards -> WriteManifest
 
 Fingerprints (``release.fingerprint``): ``EncodeAndStage`` decodes the JPEG it publishes once and records its
 PDQ hash and pixels' sha256 with the image. There, too, an image whose published pixels are a removed image's
@@ -13,8 +13,8 @@ same pixels (the same JPEG with different metadata, say) are one image: ``Dedupl
 staged records (never pixels) by pixels_sha256 and counts all but the first source as duplicates. That is the
 first place the published pixels exist; earlier, only the source bytes are known (``Deduplicate``). Near-copies
 (re-encoded, resized, turned, framed: ``pipeline.near_duplicates``) are grouped next: every staged record carries a
-small ``NearKey`` (its PDQ hashes), ``GroupNearDuplicates`` collects the keys, one list, and walks them once
-(largest image kept), and ``DropNearDuplicates`` counts the copies as duplicates (``--near-duplicates
+small ``NearKey`` (its PDQ hashes), ``CollectNearKeys`` gathers the keys in one list, ``GroupNearDuplicates``
+walks them once (an unframed copy, then the largest, is kept), and ``DropNearDuplicates`` counts the copies as duplicates (``--near-duplicates
 publish-one``) or marks them ``near_duplicate_of`` the kept image (``publish-all``). The manifest counts the
 duplicates by reason: same_source, same_pixels, near_duplicate.
 
