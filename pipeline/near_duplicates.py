@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from veilset.release import fingerprint
+
 QUERY_SIDE = 512  # px: the long side the query hashes are taken at (PDQ itself works at 64 x 64)
 
 
@@ -51,18 +51,9 @@ class NearDuplicate:
     distance: int
 
 
-def _small(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    scale = QUERY_SIDE / max(h, w)
-    if scale >= 1.0:
-        return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
-
-
 def near_key(image_id: str, source: str, pixels: np.ndarray, fp: fingerprint.Fingerprint) -> NearKey:
     """The key of a published image from its decoded pixels and their ``fingerprint``."""
-    query, _ = fingerprint.query_hashes(_small(fingerprint.as_rgb(pixels)), dihedral=True)
+    query, _ = fingerprint.query_hashes(fingerprint.shrink_to(fingerprint.as_rgb(pixels), QUERY_SIDE), dihedral=True)
     own = fp.index_hashes()  # taken at full size: a screenshot's margins trim more exactly there
     query += [h for h in own if h not in query]
     return NearKey(image_id, source, fp.pdq_trimmed is not None, fp.width * fp.height, fp.quality,

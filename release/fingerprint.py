@@ -172,17 +172,22 @@ WINDOW_CENTRED = (0.01, 0.03, 0.05, 0.07, 0.09)
 WINDOW_SIDE = 512  # px: the long side the image is brought to before its windows are cut (PDQ works at 64 x 64)
 
 
+def shrink_to(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` with its long side brought down to ``side`` px (box filter), or as it is when already no larger."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                  Image.Resampling.BOX))
+
+
 def window_hashes(pixels: np.ndarray) -> bytes:
     """The PDQ hashes of the image's crop windows (``WINDOW_STEPS`` cut off each of the four sides, in every
     combination, the uncropped window first; then the ``WINDOW_CENTRED`` crops), concatenated 32 bytes each,
     duplicates dropped. ~1-3 s of CPU."""
-    rgb = as_rgb(pixels)
+    rgb = shrink_to(as_rgb(pixels), WINDOW_SIDE)
     h, w = rgb.shape[:2]
-    scale = WINDOW_SIDE / max(h, w)
-    if scale < 1.0:
-        rgb = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                     Image.Resampling.BOX))
-        h, w = rgb.shape[:2]
     cuts_x = sorted({round(f * w) for f in WINDOW_STEPS})
     cuts_y = sorted({round(f * h) for f in WINDOW_STEPS})
     cuts = [(t, b, l, r) for t in cuts_y for b in cuts_y for l in cuts_x for r in cuts_x]
