@@ -343,15 +343,36 @@ class MultiPassDetector:
             scores.append(s[~cut])
         return np.concatenate(boxes, axis=0), np.concatenate(scores, axis=0)
 
+    def pass_input(self, width: int, height: int, p: Pass) -> Any:
+        """What a whole-image pass ``p`` feeds the network on a ``width`` x ``height`` image: its tiles or its one
+        resize. Two passes with equal inputs give equal boxes (a 640-px photo is upscaled 2x to 1280 by a 1280-px
+        pass and by a 1600-px one alike), so ``boxes_scores`` runs one of them. A backend with its own ``_run_one``
+        answers ``p`` itself (only an identical pass is skipped)."""
+        from veilset.detectors import ops
+
+        if type(self)._run_one is not MultiPassDetector._run_one:
+            return p
+        plan = self.windows(width, height, p)
+        if plan is not None:
+            return ("tiles", tuple(plan))
+        return ("whole", ops.fit_size(width, height, p.max_side, self.multiple, p.scale, p.max_upscale))
+
     def boxes_scores(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Merged (boxes, scores) in source pixels, before threshold and margin (with box voting, only the groups led
-        by a box at or above the threshold are formed: the others would be dropped by the threshold anyway)."""
+        by a box at or above the threshold are formed: the others would be dropped by the threshold anyway). A
+        whole-image pass whose input equals an earlier pass's (``pass_input``) is not run again: its boxes would be
+        exact copies, which the merge drops (NMS keeps the first of equal boxes; a vote's weighted mean is the same)."""
         from veilset.detectors import ops
 
         check_image(image_rgb)
-        results = []
+        h, w = image_rgb.shape[:2]
+        results, inputs = [], set()
         for p in self.passes:
             if p.grid == 1:
+                key = self.pass_input(w, h, p)
+                if key in inputs:
+                    continue
+                inputs.add(key)
                 results.append(self._run_pass(image_rgb, p))
             else:
                 results.extend(ops.tiled_passes(image_rgb, lambda crop, p=p: self._run_pass(crop, p), p.grid))

@@ -111,6 +111,25 @@ def test_missing_weights_error_names_file_url_and_place(tmp_path, monkeypatch):
         rf.RetinaFaceDetector(weights=str(tmp_path / "does-not-exist.pth"))
 
 
+def test_absent_weights_are_found_absent_without_importing_torch(tmp_path):
+    """The audit asks for RetinaFace on every run and falls back to CenterFace: that answer must not cost a torch
+    import (~3 CPU-s in the main process). The path looked at is the one torch.hub would use."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom veilset.detectors import retinaface as rf\n"
+            "try:\n    rf.RetinaFaceDetector()\nexcept FileNotFoundError:\n    pass\n"
+            "print('torch' in sys.modules, rf.hub_weights_path())\n"
+            "import torch\nprint(rf.hub_weights_path() == torch.hub.get_dir() + '/checkpoints/' + rf.WEIGHTS_FILE)")
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}):
+        run_env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+        done = subprocess.run([sys.executable, "-c", code], env={**run_env, **env}, capture_output=True, text=True,
+                              check=True)
+        imported, path = done.stdout.splitlines()[0].split(" ", 1)
+        assert imported == "False" and path.startswith(str(tmp_path))
+        assert done.stdout.splitlines()[1] == "True"
+
+
 def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     calls = []
