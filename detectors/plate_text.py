@@ -120,6 +120,10 @@ class PlateReader:
             prev = k
         return Reading("".join(chars), tuple(conf))
 
+    def read_line(self, line_rgb: np.ndarray) -> Reading:
+        """``line_rgb`` read as one line of text (a text detector's line: no bands)."""
+        return self.recognize([line_rgb])[0]
+
     def read(self, crop_rgb: np.ndarray) -> Reading:
         """The best reading of a plate crop: as one line and as the bands in ``READ_BANDS`` (multi-line plates),
         the one with the most confident letters/digits."""

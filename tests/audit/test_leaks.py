@@ -188,9 +188,37 @@ def test_a_sign_word_that_one_unsure_letter_made_look_like_a_plate_is_not_a_resi
             sure = 0.95 if crop_rgb.shape[1] > 100 else 0.3
             return Reading("74MILE", (0.9, 0.9, 0.9, sure, 0.9, 0.9))
 
+    from veilset.detectors.base import Detection
+
     pixels = np.zeros((100, 300, 3), np.uint8)
     narrow = Reader().read(pixels[:, :100])
     assert narrow.looks_like_plate() and narrow.confident() == "74MLE"
-    assert part_of_a_word(Reader(), pixels, (100, 40, 200, 60))
+    assert part_of_a_word(Reader(), pixels, Detection("license_plate", (100, 40, 200, 60), 0.9, "clpdet"))
     plate = paste(np.full((200, 600, 3), 90, np.uint8), draw_plate("KX 4827", height=40), 200, 80)
-    assert not part_of_a_word(PlateReader(), plate, (205, 82, 375, 118))
+    for source in ("clpdet", "pptext"):
+        assert not part_of_a_word(PlateReader(), plate, Detection("license_plate", (205, 82, 375, 118), 0.9, source))
+
+
+def test_a_text_line_is_read_as_one_line_a_plate_box_band_by_band():
+    """A text detector's candidate is one line (read once); a plate detector's box or a text box squat enough to
+    hold two lines is read band by band (two-line plates). Both read a pasted plate."""
+    from veilset.audit.identifiable import PlateReader
+    from veilset.audit.residual import read_candidate
+    from veilset.detectors.base import Detection
+
+    class Counting(PlateReader):
+        calls: list = []
+
+        def recognize(self, lines_rgb):
+            self.calls.append(len(lines_rgb))
+            return super().recognize(lines_rgb)
+
+    reader = Counting()
+    plate = paste(np.full((200, 600, 3), 90, np.uint8), draw_plate("KX 4827", height=40), 200, 80)
+    for source, box, lines in (("pptext", (205, 82, 375, 118), 1), ("clpdet", (205, 82, 375, 118), 4),
+                               ("pptext", (205, 82, 265, 118), 4)):
+        reader.calls.clear()
+        reading = read_candidate(reader, plate, Detection("license_plate", box, 0.9, source))
+        assert reader.calls == [lines]
+        if box[2] == 375:
+            assert reading.reads() and reading.looks_like_plate(), (source, reading.confident())
