@@ -176,21 +176,15 @@ def region_boxes(rec: ImageRecord) -> list[list[float]]:
     return [list(d["box_xyxy"]) for d in rec.detections or () if len(d.get("box_xyxy") or ()) == 4]
 
 
-def image_region_shapes(release: Release) -> dict[str, list[tuple[str, str, list[float]]]]:
-    """image_id -> [(label, shape, box)] of the anonymized areas ("ellipse" inscribed in the box for faces,
-    "box" for plates; records that only count their regions give the detection boxes)."""
-    out: dict[str, list[tuple[str, str, list[float]]]] = {}
-    for rec in release.iter_records():
-        if rec.detections is None or rec.image_id in out:
-            continue
-        regions = (rec.anonymization or {}).get("regions")
-        if isinstance(regions, list):
-            out[rec.image_id] = [(str(r.get("label")), str(r.get("shape") or "box"), list(r["box_xyxy"]))
-                                 for r in regions if isinstance(r, dict) and len(r.get("box_xyxy") or ()) == 4]
-        else:
-            out[rec.image_id] = [(str(d.get("label")), "box", list(d["box_xyxy"])) for d in rec.detections
-                                 if len(d.get("box_xyxy") or ()) == 4]
-    return out
+def region_shapes(rec: ImageRecord) -> list[tuple[str, str, list[float]]]:
+    """[(label, shape, box)] of one image's anonymized areas ("ellipse" inscribed in the box for faces, "box" for
+    plates; records that only count their regions give the detection boxes)."""
+    regions = (rec.anonymization or {}).get("regions")
+    if isinstance(regions, list):
+        return [(str(r.get("label")), str(r.get("shape") or "box"), list(r["box_xyxy"]))
+                for r in regions if isinstance(r, dict) and len(r.get("box_xyxy") or ()) == 4]
+    return [(str(d.get("label")), "box", list(d["box_xyxy"])) for d in rec.detections or ()
+            if len(d.get("box_xyxy") or ()) == 4]
 
 
 def anonymized_mask(shapes: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> np.ndarray:
@@ -211,22 +205,28 @@ def anonymized_mask(shapes: Sequence[tuple[str, Sequence[float]]], width: int, h
     return mask
 
 
+def image_areas(release: Release) -> dict[str, "ImageAreas"]:
+    """image_id -> its anonymized areas as the first format that records them gives them (formats are compared
+    elsewhere). One pass over the records, kept on ``release``: the anonymization and residual checks share it."""
+    def read() -> dict[str, ImageAreas]:
+        out: dict[str, ImageAreas] = {}
+        for rec in release.iter_records():
+            if rec.detections is not None and rec.image_id not in out:
+                out[rec.image_id] = ImageAreas(tuple(region_boxes(rec)), tuple(rec.detections),
+                                               tuple(region_shapes(rec)))
+        return out
+
+    return release.memo("image_areas", read)
+
+
 def image_detections(release: Release) -> dict[str, list[dict[str, Any]]]:
     """image_id -> recorded detections (first format that records them)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for rec in release.iter_records():
-        if rec.detections is not None and rec.image_id not in out:
-            out[rec.image_id] = list(rec.detections)
-    return out
+    return {i: list(a.recorded) for i, a in image_areas(release).items()}
 
 
 def image_regions(release: Release) -> dict[str, list[list[float]]]:
-    """image_id -> anonymized boxes (first format that records them; formats are compared elsewhere)."""
-    out: dict[str, list[list[float]]] = {}
-    for rec in release.iter_records():
-        if rec.detections is not None and rec.image_id not in out:
-            out[rec.image_id] = region_boxes(rec)
-    return out
+    """image_id -> anonymized boxes (first format that records them)."""
+    return {i: list(a.regions) for i, a in image_areas(release).items()}
 
 
 @dataclass(frozen=True)
@@ -529,8 +529,8 @@ def _record_findings(release: Release, add: Any) -> int:
 
 
 def _areas(release: Release) -> Any:
-    regions, shapes, recorded = image_regions(release), image_region_shapes(release), image_detections(release)
-    return lambda i: ImageAreas(tuple(regions.get(i, [])), tuple(recorded.get(i, [])), tuple(shapes.get(i, [])))
+    areas, none = image_areas(release), ImageAreas((), (), ())
+    return lambda i: areas.get(i, none)
 
 
 def check_anonymization(release: Release, sample: int | None = None,

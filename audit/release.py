@@ -43,6 +43,14 @@ class Release:
         self._index: dict[str, list[dict[str, Any]]] = {}
         self._files: list[str] | None = None
         self.on_image: Callable[[], None] | None = None  # called per image iter_copies_of hands out (progress)
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, build: Callable[[], T]) -> T:
+        """``build()``, once per release object: what several checks derive from the same files (a release is
+        read, never written, during an audit)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     # ------------------------------------------------------------------------------------------ files
     def path(self, rel: str) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from veilset.audit import findings as F
-from veilset.audit.anonymization import ProductionDetector
+from veilset.audit.anonymization import ProductionDetector, image_detections
 from veilset.audit.checks import CHECKS, AuditContext
 from veilset.audit.findings import CheckResult
 from veilset.audit.illustrate import illustrate
@@ -62,12 +62,10 @@ def detection_stats(release: Release) -> dict[str, Any]:
     """Per-image face/plate counts and detection scores (from the first format that records detections)."""
     per_image: dict[str, dict[str, int]] = {}
     scores: dict[str, list[float]] = {"face": [], "license_plate": []}
-    for rec in release.iter_records():
-        if rec.detections is None or rec.image_id in per_image:
-            continue
-        counts = Counter(d.get("label") for d in rec.detections)
-        per_image[rec.image_id] = {"face": counts.get("face", 0), "license_plate": counts.get("license_plate", 0)}
-        for d in rec.detections:
+    for image_id, detections in image_detections(release).items():
+        counts = Counter(d.get("label") for d in detections)
+        per_image[image_id] = {"face": counts.get("face", 0), "license_plate": counts.get("license_plate", 0)}
+        for d in detections:
             if d.get("label") in scores and isinstance(d.get("score"), (int, float)):
                 scores[d["label"]].append(float(d["score"]))
     return {"per_image": per_image, "scores": scores}

@@ -85,3 +85,30 @@ def test_worker_processes_give_the_same_findings_in_the_same_order(built, copy_r
     done = [d for d, _ in shown.updates]
     assert done == sorted(done) and done[-1] == shown.total
     assert len({d for d, note in shown.updates if note == F.RESIDUAL}) >= 3  # per image, not one jump
+
+
+def test_the_anonymized_areas_are_read_once_per_audit(built, monkeypatch):
+    """The anonymization and residual checks both need every image's regions: one pass over the records (they
+    parse every shard's records; five passes were ~5 CPU-s on the 212 eval photos), the same areas as before."""
+    from veilset.audit.anonymization import image_areas, image_detections, image_regions
+
+    passes = []
+    original = Release.iter_records
+
+    def counted(self):
+        passes.append(1)
+        return original(self)
+
+    monkeypatch.setattr(Release, "iter_records", counted)
+    release = Release(built.root)
+    regions, recorded = image_regions(release), image_detections(release)
+    assert image_areas(release) is image_areas(release) and len(passes) == 1
+    first = {}
+    for rec in original(release):
+        if rec.detections is not None:
+            first.setdefault(rec.image_id, rec)
+    assert recorded == {i: list(r.detections) for i, r in first.items()}
+    assert set(regions) == set(first) and any(regions.values())
+    passes.clear()
+    run_audit(built.root, checks=["anonymization", "residual_faces"], workers=1)
+    assert len(passes) == 2  # the records check of anonymization; the areas (also the report's detection stats)
