@@ -104,7 +104,11 @@ def read_rows(data: bytes, columns: list[str] | None = None,
               image_ids: frozenset[str] | None = None) -> list[dict[str, Any]]:
     """Rows of a Parquet shard; ``columns`` limits what is decoded, ``image_ids`` which rows are kept."""
     try:
-        table = pq.read_table(io.BytesIO(data), columns=columns)
+        # ParquetFile reads in this thread and lets go of ``data`` here. pq.read_table goes through Arrow's dataset
+        # scanner, whose background threads may drop the last reference to a Python file object at interpreter
+        # exit, and then block on the GIL: "terminate called without an active exception", exit code 134, seen on
+        # `veilset audit` after its report was printed (tests/release/test_parquet_exit.py).
+        table = pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
         if image_ids is not None:
             wanted = pa.array(sorted(image_ids), pa.string())
             table = table.filter(pc.is_in(table["image_id"], value_set=wanted))
@@ -128,7 +132,7 @@ class ParquetFormat(ShardFormat):
     def count(self, data: bytes) -> int:
         read_rows(data, columns=["image_id"])  # every page must decode, not just the footer
         try:
-            return int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
+            return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
         except Exception as err:  # pyarrow raises several types for damaged files
             raise FormatError(f"not a readable Parquet file: {err}") from None
 
