@@ -29,9 +29,9 @@ def check_output_dir(path: str) -> None:
         return
     if not os.path.isdir(path):
         raise ValueError(f"--output {path!r} exists and is not a folder: refusing to write there")
-    lock_temp = "." + layout.LOCK_NAME + storage.TMP_MARK  # the lock file of a writer starting now, being written
-    entries = sorted(e for e in os.listdir(path)  # a writer's lock is no content
-                     if e != layout.LOCK_NAME and not e.startswith(lock_temp))
+    # a writer starting now: its lock file and its release marker, each maybe still being written, are no content
+    starting = tuple("." + name + storage.TMP_MARK for name in (layout.LOCK_NAME, layout.MARKER_NAME))
+    entries = sorted(e for e in os.listdir(path) if e != layout.LOCK_NAME and not e.startswith(starting))
     if not entries or is_release(path):
         return
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")

@@ -105,6 +105,25 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(photos, tmp_path, caplog):
     assert not (out / layout.LOCK_NAME).exists()
 
 
+def test_a_folder_a_writer_is_just_starting_in_is_not_refused_as_foreign(tmp_path):
+    """A second build checks the folder before it waits for the lock: the first one's lock and release marker, each
+    maybe half written (their temporary names), are no content -- the second must fail on the lock (exit 3), not
+    call the folder foreign (exit 2; CI saw it once in the concurrent-builds test above)."""
+    from veilset.release import storage
+    from veilset.release.housekeeping import check_output_dir
+
+    folder = tmp_path / "starting"
+    folder.mkdir()
+    for name in (layout.LOCK_NAME, layout.MARKER_NAME):
+        (folder / storage.temp_name(name)).write_bytes(b"{")
+        check_output_dir(str(folder))
+    (folder / layout.LOCK_NAME).write_text("{}")
+    check_output_dir(str(folder))
+    (folder / ".veilset-release.json.bak").write_text("{}")  # not a writer's temporary: foreign content
+    with pytest.raises(ValueError, match="not a veilset release"):
+        check_output_dir(str(folder))
+
+
 def test_the_lock_names_its_holder_and_is_exclusive(tmp_path):
     with ReleaseLock(str(tmp_path), command="build"):
         with pytest.raises(ReleaseLocked, match="build"):
