@@ -548,14 +548,14 @@ def check_anonymization(release: Release, sample: int | None = None,
     for problem in problems:
         add("manifest.json", "", problem)
     chosen = deterministic_sample(release.published_ids(), sample)
-    regions = image_regions(release)
-    with_regions = [i for i in chosen if regions.get(i)]  # nothing to judge in an image without any
+    areas = _areas(release)
+    with_regions = [i for i in chosen if areas(i).regions]  # nothing to judge in an image without any
     injected = production is not None or reader is not None
     tally = Tally()
     for _, outcomes in map_images(release, with_regions, examine_image, local=lambda: AnonState(detectors, reader),
                                   recipe=None if injected else Recipe(production_state,
                                                                       (release.root, threads_per_worker(workers))),
-                                  extra=_areas(release), workers=workers):
+                                  extra=areas, workers=workers):
         for outcome in outcomes:
             tally.add(outcome)
     findings += tally.findings

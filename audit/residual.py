@@ -214,7 +214,7 @@ def read_candidate(reader: Any, pixels: np.ndarray, det: Any, pad: float = 0.0) 
     anything else (a plate detector's box, a squat text box) as a plate, band by band."""
     x0, y0, x1, y1 = (float(v) for v in det.box_xyxy)
     patch = crop(pixels, (x0 - pad * (x1 - x0), y0, x1 + pad * (x1 - x0), y1))
-    if getattr(det, "detector", None) in LINE_DETECTORS and (x1 - x0) >= TWO_LINES_ASPECT * (y1 - y0):
+    if det.detector in LINE_DETECTORS and (x1 - x0) >= TWO_LINES_ASPECT * (y1 - y0):
         return reader.read_line(patch)
     return reader.read(patch)
 

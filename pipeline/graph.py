@@ -14,9 +14,9 @@ staged records (never pixels) by pixels_sha256 and counts all but the first sour
 first place the published pixels exist; earlier, only the source bytes are known (``Deduplicate``). Near-copies
 (re-encoded, resized, turned, framed: ``pipeline.near_duplicates``) are grouped next: every staged record carries a
 small ``NearKey`` (its PDQ hashes), ``CollectNearKeys`` gathers the keys in one list, ``GroupNearDuplicates``
-walks them once (an unframed copy, then the largest, is kept), and ``DropNearDuplicates`` counts the copies as duplicates (``--near-duplicates
-publish-one``) or marks them ``near_duplicate_of`` the kept image (``publish-all``). The manifest counts the
-duplicates by reason: same_source, same_pixels, near_duplicate.
+walks them once (an unframed copy, then the largest, is kept), and ``DropNearDuplicates`` counts the copies as
+duplicates (``--near-duplicates publish-one``) or marks them ``near_duplicate_of`` the kept image (``publish-all``).
+The manifest counts the duplicates by reason: same_source, same_pixels, near_duplicate.
 
 Memory stays flat in the number of images: only (image ID, path) pairs are shuffled for de-duplication, and
 published images are staged as one file each under ``DIR/.staging/<resume key>/`` so that only small records
@@ -53,7 +53,7 @@ from veilset.pipeline.options import BuildOptions
 from veilset.pipeline.progress import Counter as ProgressCounter
 from veilset.pipeline.records import AnonymizedImage, DecodedImage, DetectedImage, Reject
 from veilset.release import fingerprint, ids, index, layout, log as release_log, manifest, shards, storage
-from veilset.release.manifest import DUPLICATE_REASONS, PUBLISH_ALL
+from veilset.release.manifest import NEAR_DUPLICATE, PUBLISH_ALL, SAME_PIXELS, SAME_SOURCE
 from veilset.release.jpeg import strict_violations
 from veilset.release.records import PublishedImage, ShardFile
 
@@ -315,7 +315,7 @@ class RemovedFingerprints:
             LOG.warning("a published image of PDQ quality %d is %d bits from removed %s: not blocked, look at it",
                         quality, found[0].distance, found[0].image_id)
             return None
-        return "near_duplicate", f"{found[0].distance} bits from removed {found[0].image_id}"
+        return NEAR_DUPLICATE, f"{found[0].distance} bits from removed {found[0].image_id}"
 
 
     def _build_index(self) -> fingerprint.NearDuplicateIndex:
@@ -566,8 +566,9 @@ def build_graph(p: beam.Pipeline, opts: BuildOptions, inputs: list[InputFile], *
     rejects = tuple(reject_parts) | "FlattenRejects" >> beam.Flatten()
     duplicates = (
         [dups | f"Reason{label}" >> beam.Map(lambda _, reason=reason: reason)
-         for label, reason, dups in zip(("SameSource", "SamePixels", "NearCopy"), DUPLICATE_REASONS,
-                                        (unique.duplicates, same_pixels.duplicates, near.duplicates))]
+         for label, reason, dups in (("SameSource", SAME_SOURCE, unique.duplicates),
+                                     ("SamePixels", SAME_PIXELS, same_pixels.duplicates),
+                                     ("NearCopy", NEAR_DUPLICATE, near.duplicates))]
         | "FlattenDuplicates" >> beam.Flatten()
         | "CountDuplicatesByReason" >> beam.combiners.Count.PerElement()
     )

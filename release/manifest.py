@@ -21,8 +21,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = layout.MANIFEST_NAME
 LOG_HEAD = "log_head_sha256"  # sha256 of the log's last entry (``log_head``)
 # Why an input is not published though readable: the keys of ``duplicates_by_reason`` and ``blocked_by_reason``
-DUPLICATE_REASONS = ("same_source", "same_pixels", "near_duplicate")
-BLOCKED_REASONS = ("removed_id", "removed_content", "removed_pixels", "near_duplicate")
+SAME_SOURCE, SAME_PIXELS, NEAR_DUPLICATE = "same_source", "same_pixels", "near_duplicate"
+DUPLICATE_REASONS = (SAME_SOURCE, SAME_PIXELS, NEAR_DUPLICATE)
+BLOCKED_REASONS = ("removed_id", "removed_content", "removed_pixels", NEAR_DUPLICATE)
 # config ``near_duplicates``: near-copies among a build's inputs publish one (the others are duplicates) or all
 # (each marked ``near_duplicate_of`` the one it copies)
 PUBLISH_ONE, PUBLISH_ALL = "publish-one", "publish-all"
