@@ -15,7 +15,9 @@ canvas (resampled twice, as the canvas was: into it, then by the build's resize)
 photo of the detector's reference size (1500 px faces, 1280 px plates: detectors/tiling.py), i.e. searched exactly
 as an ordinary photo of that size. Counted: faces whose short side is >= 24 px and
 plates >= 16 px tall in the published pixels (the policy's promise), and all boxes; IoU 0.5 faces, 0.3 plates
-(``veilset eval``'s matcher; WIDER's iscrowd boxes ignored). "before" = the same detector with the policy off
+(``veilset eval``'s matcher; WIDER's iscrowd boxes ignored). The same boxes are also counted **anonymized**
+when >= 50 % (the audit's "inside") / >= 90 % of their pixels lie inside the regions a build draws for the detections (ellipses for faces, boxes for
+plates, with the build's margin): what "published clear or not" means, where the IoU match asks for a well placed box. "before" = the same detector with the policy off
 (one pass on the whole image, long side brought to max_side; the plates union keeps one text line per image).
 ``--shift DX,DY`` moves the canvas content and each "same pixels" photo by that many published pixels (grey added at
 the left/top): the detectors' output moves with the sub-pixel phase of the stride-4 grid, and a face whose best box
@@ -34,7 +36,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from typing import Any, Iterator
@@ -136,14 +137,33 @@ def render(photos: list[Photo], placements: list[Placement], width: int, height:
     return published, np.concatenate(boxes) * ([r, published.shape[0] / height] * 2), np.concatenate(crowd), r
 
 
+# a box counts as anonymized when this fraction of its pixels lies inside the build's regions: the audit's "inside"
+# (audit.anonymization.INSIDE_COVERAGE) and a strict one
+COVERED = (0.5, 0.9)
+
+
 def count(task: str, det: Any, image: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """Per ground-truth box: 1 hit, 0 miss, -1 ignored (crowd) -- plus timing is the caller's."""
+    return judge(task, det, image, gt, crowd)[0]
+
+
+def judge(task: str, det: Any, image: np.ndarray, gt: np.ndarray,
+          crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per ground-truth box, from one ``detect``: (1 found / 0 missed / -1 ignored (crowd), the fraction of the
+    box's pixels inside the regions a build draws for these detections / -1 ignored) (pipeline.anonymize.regions_for:
+    ellipses for faces, boxes for plates, with the build's margin)."""
     from veilset.detectors.evaluate import match_image
+    from veilset.pipeline.anonymize import region_mask, regions_for
 
     dets = det.detect(image)
     boxes = np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4)
     m = match_image(gt, crowd, boxes, [d.score for d in dets], IOU[task])
-    return np.where(crowd, -1, np.asarray(m.gt_hit_by) >= 0).astype(int)
+    h, w = image.shape[:2]
+    mask = region_mask(regions_for(dets, w, h), h, w)
+    covered = np.zeros(len(gt))
+    for i, (x0, y0, x1, y1) in enumerate(np.round(np.clip(gt, 0, [w, h, w, h])).astype(int)):
+        covered[i] = mask[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)].mean()
+    return np.where(crowd, -1, np.asarray(m.gt_hit_by) >= 0).astype(int), np.where(crowd, -1.0, covered)
 
 
 def big_enough(task: str, gt: np.ndarray) -> np.ndarray:
@@ -204,6 +224,7 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
     rows = []
     for shape, width, height in (s for s in SHAPES if s[0] in shapes):
         tallies: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": [], "before": []}
+        hidden: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": []}  # anonymized
         sizes: list[np.ndarray] = []
         published_size = None
         for placements in pack(photos, width, height):
@@ -212,7 +233,9 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
             image, gt = shifted(image, dx, dy), gt + [dx, dy, dx, dy]
             published_size = f"{image.shape[1]}x{image.shape[0]}"
             sizes.append(big_enough(task, gt))
-            tallies["canvas"].append(count(task, det, image, gt, crowd))
+            found, covered = judge(task, det, image, gt, crowd)
+            tallies["canvas"].append(found)
+            hidden["canvas"].append(covered)
             with policy_off(det):
                 tallies["before"].append(count(task, det, image, gt, crowd))
             for p in placements:
@@ -221,13 +244,16 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
                 if p.photo not in themselves:
                     alone = resize_shortest_side(ph.rgb, 1500)
                     f = alone.shape[1] / w
-                    themselves[p.photo] = count(task, det, alone, ph.boxes * f, ph.crowd)
-                tallies["photos"].append(themselves[p.photo])
+                    themselves[p.photo] = judge(task, det, alone, ph.boxes * f, ph.crowd)
+                tallies["photos"].append(themselves[p.photo][0])
+                hidden["photos"].append(themselves[p.photo][1])
                 # the photo's own pixels in the published canvas, cut out and put alone on a grey ordinary photo
                 # of the reference size (3:2, the long side the detector's working scale is defined by): the same
                 # pixels, searched as an ordinary photo of that size would be
                 padded, boxes = same_pixels(task, image, ph, p, r, shift)
-                tallies["same_scale"].append(count(task, det, padded, boxes, ph.crowd))
+                found, covered = judge(task, det, padded, boxes, ph.crowd)
+                tallies["same_scale"].append(found)
+                hidden["same_scale"].append(covered)
             log(f"{task} {shape}: canvas {published_size} with {len(placements)} photos")
         big = np.concatenate(sizes)
         row: dict[str, Any] = {"task": task, "shape": shape, "published": published_size, "photos": len(photos)}
@@ -236,6 +262,9 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
             counted = hits >= 0
             row[key] = {"big": [int(hits[counted & big].sum()), int((counted & big).sum())],
                         "all": [int(hits[counted].sum()), int(counted.sum())]}
+            if key in hidden:
+                fraction = np.concatenate(hidden[key])[counted & big]
+                row[key]["anonymized"] = {str(c): [int((fraction >= c).sum()), len(fraction)] for c in COVERED}
         rows.append(row)
     return rows
 
@@ -331,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in recall:
         print(f"{r['task']:6} {r['shape']:5} {r['published']:>9} | {_pct(r['photos']['big']):>17} | "
               f"{_pct(r['same_scale']['big']):>17} | {_pct(r['canvas']['big']):>17} | {_pct(r['before']['big']):>17}")
+    for c in COVERED:
+        print(f"anonymized (>= {c:.0%} of the box inside the build's regions), the same boxes, themselves / ordinary "
+              "photo / canvas: " + "; ".join(f"{r['task']} {r['shape']} " + " / ".join(
+                  _pct(r[k]["anonymized"][str(c)]) for k in ("photos", "same_scale", "canvas")) for r in recall))
     print("all boxes, any size: " + "; ".join(
         f"{r['task']} {r['shape']} {r['photos']['all'][0]}/{r['same_scale']['all'][0]}/{r['canvas']['all'][0]}/"
         f"{r['before']['all'][0]} of {r['photos']['all'][1]}" for r in recall))
