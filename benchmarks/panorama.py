@@ -15,9 +15,10 @@ canvas (resampled twice, as the canvas was: into it, then by the build's resize)
 photo of the detector's reference size (1500 px faces, 1280 px plates: detectors/tiling.py), i.e. searched exactly
 as an ordinary photo of that size. Counted: faces whose short side is >= 24 px and
 plates >= 16 px tall in the published pixels (the policy's promise), and all boxes; IoU 0.5 faces, 0.3 plates
-(``veilset eval``'s matcher; WIDER's iscrowd boxes ignored). The same boxes are also counted **anonymized**
-when >= 50 % (the audit's "inside") / >= 90 % of their pixels lie inside the regions a build draws for the detections (ellipses for faces, boxes for
-plates, with the build's margin): what "published clear or not" means, where the IoU match asks for a well placed box. "before" = the same detector with the policy off
+(``veilset eval``'s matcher; WIDER's iscrowd boxes ignored). The same boxes are also counted **anonymized** when
+>= 50 % (the audit's "inside") / >= 90 % of their pixels lie inside the regions a build draws for the detections
+(ellipses for faces, boxes for plates, with the build's margin): whether they are published clear, where the IoU
+match asks for a well placed box. "before" = the same detector with the policy off
 (one pass on the whole image, long side brought to max_side; the plates union keeps one text line per image).
 ``--shift DX,DY`` moves the canvas content and each "same pixels" photo by that many published pixels (grey added at
 the left/top): the detectors' output moves with the sub-pixel phase of the stride-4 grid, and a face whose best box
@@ -47,6 +48,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 from benchmarks.common import EVAL  # noqa: E402
+from veilset.audit.anonymization import INSIDE_COVERAGE  # noqa: E402
 
 SHAPES = (("10:1", 8000, 800), ("1:6", 1333, 8000), ("2:1", 8000, 4000))
 MIN_SIDE = {"faces": 24.0, "plates": 16.0}  # face short side / plate height, published px
@@ -138,32 +140,36 @@ def render(photos: list[Photo], placements: list[Placement], width: int, height:
 
 
 # a box counts as anonymized when this fraction of its pixels lies inside the build's regions: the audit's "inside"
-# (audit.anonymization.INSIDE_COVERAGE) and a strict one
-COVERED = (0.5, 0.9)
+# and a strict one
+COVERED = (INSIDE_COVERAGE, 0.9)
 
 
 def count(task: str, det: Any, image: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """Per ground-truth box: 1 hit, 0 miss, -1 ignored (crowd) -- plus timing is the caller's."""
-    return judge(task, det, image, gt, crowd)[0]
+    return _found(task, det.detect(image), gt, crowd)
+
+
+def _found(task: str, dets: list[Any], gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    from veilset.detectors.evaluate import match_image
+
+    boxes = np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4)
+    m = match_image(gt, crowd, boxes, [d.score for d in dets], IOU[task])
+    return np.where(crowd, -1, np.asarray(m.gt_hit_by) >= 0).astype(int)
 
 
 def judge(task: str, det: Any, image: np.ndarray, gt: np.ndarray,
           crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per ground-truth box, from one ``detect``: (1 found / 0 missed / -1 ignored (crowd), the fraction of the
-    box's pixels inside the regions a build draws for these detections / -1 ignored) (pipeline.anonymize.regions_for:
-    ellipses for faces, boxes for plates, with the build's margin)."""
-    from veilset.detectors.evaluate import match_image
+    """Per ground-truth box, from one ``detect``: ``count``'s answer, and the fraction of the box inside the regions a
+    build draws for these detections (pipeline.anonymize.regions_for: ellipses for faces, boxes for plates, with the
+    build's margin), measured as the audit measures it (audit.imaging.coverage); -1 for an ignored (crowd) box."""
+    from veilset.audit.imaging import coverage
     from veilset.pipeline.anonymize import region_mask, regions_for
 
     dets = det.detect(image)
-    boxes = np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4)
-    m = match_image(gt, crowd, boxes, [d.score for d in dets], IOU[task])
     h, w = image.shape[:2]
     mask = region_mask(regions_for(dets, w, h), h, w)
-    covered = np.zeros(len(gt))
-    for i, (x0, y0, x1, y1) in enumerate(np.round(np.clip(gt, 0, [w, h, w, h])).astype(int)):
-        covered[i] = mask[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)].mean()
-    return np.where(crowd, -1, np.asarray(m.gt_hit_by) >= 0).astype(int), np.where(crowd, -1.0, covered)
+    covered = np.array([coverage(box, mask) for box in gt])
+    return _found(task, dets, gt, crowd), np.where(crowd, -1.0, covered)
 
 
 def big_enough(task: str, gt: np.ndarray) -> np.ndarray:
@@ -224,7 +230,7 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
     rows = []
     for shape, width, height in (s for s in SHAPES if s[0] in shapes):
         tallies: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": [], "before": []}
-        hidden: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": []}  # anonymized
+        anonymized: dict[str, list[np.ndarray]] = {"photos": [], "same_scale": [], "canvas": []}  # covered fractions
         sizes: list[np.ndarray] = []
         published_size = None
         for placements in pack(photos, width, height):
@@ -235,7 +241,7 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
             sizes.append(big_enough(task, gt))
             found, covered = judge(task, det, image, gt, crowd)
             tallies["canvas"].append(found)
-            hidden["canvas"].append(covered)
+            anonymized["canvas"].append(covered)
             with policy_off(det):
                 tallies["before"].append(count(task, det, image, gt, crowd))
             for p in placements:
@@ -246,14 +252,14 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
                     f = alone.shape[1] / w
                     themselves[p.photo] = judge(task, det, alone, ph.boxes * f, ph.crowd)
                 tallies["photos"].append(themselves[p.photo][0])
-                hidden["photos"].append(themselves[p.photo][1])
+                anonymized["photos"].append(themselves[p.photo][1])
                 # the photo's own pixels in the published canvas, cut out and put alone on a grey ordinary photo
                 # of the reference size (3:2, the long side the detector's working scale is defined by): the same
                 # pixels, searched as an ordinary photo of that size would be
                 padded, boxes = same_pixels(task, image, ph, p, r, shift)
                 found, covered = judge(task, det, padded, boxes, ph.crowd)
                 tallies["same_scale"].append(found)
-                hidden["same_scale"].append(covered)
+                anonymized["same_scale"].append(covered)
             log(f"{task} {shape}: canvas {published_size} with {len(placements)} photos")
         big = np.concatenate(sizes)
         row: dict[str, Any] = {"task": task, "shape": shape, "published": published_size, "photos": len(photos)}
@@ -262,8 +268,8 @@ def recall_rows(task: str, det: Any, photos: list[Photo], log: Any, shift: tuple
             counted = hits >= 0
             row[key] = {"big": [int(hits[counted & big].sum()), int((counted & big).sum())],
                         "all": [int(hits[counted].sum()), int(counted.sum())]}
-            if key in hidden:
-                fraction = np.concatenate(hidden[key])[counted & big]
+            if key in anonymized:
+                fraction = np.concatenate(anonymized[key])[counted & big]
                 row[key]["anonymized"] = {str(c): [int((fraction >= c).sum()), len(fraction)] for c in COVERED}
         rows.append(row)
     return rows
